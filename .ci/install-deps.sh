@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs everything ktls-sidecar needs to build, run and test, from Debian 12's own archive.
+# Idempotent: packages already present are left alone. Usage: install-deps.sh [build|test|all]
+#   build  compilers and libraries (enough for the README run command)
+#   test   build + the peers and tools the test suites drive (openssl, curl, qemu, busybox ...)
+set -euo pipefail
+what=${1:-all}
+
+build_pkgs=(
+  build-essential cmake ninja-build pkg-config
+  libssl-dev openssl
+  libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
+  libabsl-dev prometheus-cpp-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  curl python3
+)
+test_pkgs=(
+  # real TLS peers for integration tests
+  gnutls-bin
+  # the VM suite: qemu under TCG, a static busybox for the guest's init, cpio for the initramfs
+  qemu-system-x86 busybox-static cpio zstd kmod
+)
+
+pkgs=("${build_pkgs[@]}")
+if [[ $what == test || $what == all ]]; then pkgs+=("${test_pkgs[@]}"); fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "install-deps: ok (${#pkgs[@]} packages present)"

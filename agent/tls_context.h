@@ -1,0 +1,70 @@
+// The server SSL_CTX and everything configured on it: versions and suites, kTLS, ALPN, client
+// certificate verification, certificate selection by SNI (from a pinned CertificateSet), and the
+// keylog hook that captures the TLS 1.3 client application traffic secret for manual kTLS RX.
+#ifndef KTLS_AGENT_TLS_CONTEXT_H_
+#define KTLS_AGENT_TLS_CONTEXT_H_
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "agent/cert_store.h"
+#include "agent/kernel_probe.h"
+#include "agent/openssl_ptr.h"
+
+namespace ktls {
+
+struct TlsOptions {
+  TlsVersion min_version = TlsVersion::kTls12;
+  std::string tls12_ciphers;       // empty: ECDHE AEAD suites (AES-GCM, ChaCha20-Poly1305)
+  std::string tls13_ciphersuites;  // empty: the three AEAD suites
+  std::vector<std::string> alpn;   // server preference order; empty: no ALPN
+  std::string client_ca_file;      // non-empty: request and verify client certificates
+  bool require_client_cert = false;
+  // Sets SSL_OP_ENABLE_KTLS (offload=preferred|required).
+  bool enable_ktls = true;
+  // offload=required: restrict TLS 1.2 ciphers and TLS 1.3 suites to what `probe` found working
+  // for TX and RX. Create() fails if that leaves nothing.
+  bool restrict_to_probe = false;
+};
+
+// Per-connection data the context's callbacks read and write, attached with AttachConnection().
+// Owned by the connection; must outlive the SSL's handshake.
+struct TlsConnectionState {
+  std::shared_ptr<const CertificateSet> certificates;  // pinned at accept
+  bool sni_matched = true;  // false: the default certificate was served for an unknown name
+  // TLS 1.3 CLIENT_TRAFFIC_SECRET_0, captured from the keylog callback. Wiped by the destructor
+  // and by WipeSecrets() as soon as kTLS RX is installed (or abandoned).
+  std::array<uint8_t, 64> client_app_secret{};
+  size_t client_app_secret_len = 0;
+  void WipeSecrets();
+  ~TlsConnectionState();
+};
+
+class TlsContext {
+ public:
+  static absl::StatusOr<std::unique_ptr<TlsContext>> Create(const TlsOptions& options,
+                                                            const KernelProbeResult& probe);
+
+  // A new server-side SSL for an accepted connection with `state` attached (not owned).
+  absl::StatusOr<SslPtr> NewServerSsl(TlsConnectionState* state) const;
+
+  SSL_CTX* ctx() const { return ctx_.get(); }
+  const TlsOptions& options() const { return options_; }
+
+  // The state attached to `ssl`, or nullptr.
+  static TlsConnectionState* StateOf(const SSL* ssl);
+
+ private:
+  TlsContext() = default;
+  SslCtxPtr ctx_;
+  TlsOptions options_;
+  std::vector<uint8_t> alpn_wire_;  // ALPN list in wire format, for the select callback
+};
+
+}  // namespace ktls
+
+#endif  // KTLS_AGENT_TLS_CONTEXT_H_

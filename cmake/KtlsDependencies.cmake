@@ -1,0 +1,43 @@
+# Finds every external dependency from Debian 12's packages (.ci/install-deps.sh installs them).
+find_package(Threads REQUIRED)
+find_package(OpenSSL 3.0 REQUIRED)
+find_package(Protobuf REQUIRED)
+find_package(absl CONFIG REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
+find_package(prometheus-cpp CONFIG REQUIRED)
+find_program(KTLS_GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
+if(KTLS_BUILD_TESTS)
+  find_package(GTest REQUIRED)
+  find_package(benchmark QUIET)
+endif()
+
+# ktls_generate_proto(<target> <proto files...>): C++ (and gRPC, when a file has services)
+# sources from .proto files, compiled into a static library <target>.
+function(ktls_generate_proto target)
+  cmake_parse_arguments(ARG "GRPC" "" "PROTOS" ${ARGN})
+  set(srcs)
+  set(out ${CMAKE_CURRENT_BINARY_DIR})
+  foreach(proto ${ARG_PROTOS})
+    get_filename_component(abs ${proto} ABSOLUTE)
+    file(RELATIVE_PATH rel ${CMAKE_SOURCE_DIR}/proto ${abs})
+    string(REGEX REPLACE "\\.proto$" "" base ${rel})
+    set(gen ${out}/${base}.pb.cc ${out}/${base}.pb.h)
+    set(plugin_args)
+    if(ARG_GRPC)
+      list(APPEND gen ${out}/${base}.grpc.pb.cc ${out}/${base}.grpc.pb.h)
+      set(plugin_args --grpc_out=${out} --plugin=protoc-gen-grpc=${KTLS_GRPC_CPP_PLUGIN})
+    endif()
+    add_custom_command(
+      OUTPUT ${gen}
+      COMMAND protobuf::protoc --cpp_out=${out} ${plugin_args} -I ${CMAKE_SOURCE_DIR}/proto ${abs}
+      DEPENDS ${abs} protobuf::protoc
+      COMMENT "protoc ${rel}")
+    list(APPEND srcs ${gen})
+  endforeach()
+  add_library(${target} STATIC ${srcs})
+  target_include_directories(${target} PUBLIC ${out})
+  target_link_libraries(${target} PUBLIC protobuf::libprotobuf)
+  if(ARG_GRPC)
+    target_link_libraries(${target} PUBLIC gRPC::grpc++)
+  endif()
+endfunction()
