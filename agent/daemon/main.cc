@@ -1,0 +1,185 @@
+// ktls-agent: the daemon's entry point. Parses flags over the configuration, builds the data
+// plane (agent/agent.h), runs until SIGTERM/SIGINT, then prints what was offloaded.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "agent/agent.h"
+#include "agent/config.h"
+#include "agent/kernel_probe.h"
+#include "agent/listener.h"
+#include "agent/log.h"
+#include "google/protobuf/text_format.h"
+
+ABSL_FLAG(std::string, config, "", "configuration file (protobuf text format, see proto/ktls/v1/config.proto)");
+ABSL_FLAG(std::string, listen, "", "comma-separated listen addresses host:port ([v6]:port); overrides the config's listeners");
+ABSL_FLAG(std::string, handoff_socket, "", "Unix socket path where apps subscribe");
+ABSL_FLAG(std::string, cert, "", "comma-separated CHAIN.pem:KEY.pem pairs; the first is the default");
+ABSL_FLAG(std::string, offload, "", "kTLS policy: preferred | required | off");
+ABSL_FLAG(int, workers, -1, "event-loop threads (0 = number of CPUs)");
+ABSL_FLAG(std::string, alpn, "", "comma-separated ALPN protocols in server preference order");
+ABSL_FLAG(std::string, client_ca, "", "CA bundle to verify client certificates");
+ABSL_FLAG(bool, require_client_cert, false, "fail handshakes without a valid client certificate");
+ABSL_FLAG(std::string, min_tls_version, "", "TLSv1.2 or TLSv1.3");
+ABSL_FLAG(std::string, tls13_ciphersuites, "", "OpenSSL TLS 1.3 ciphersuites list");
+ABSL_FLAG(std::string, tls12_ciphers, "", "OpenSSL TLS 1.2 cipher list");
+ABSL_FLAG(int, handshake_timeout_ms, 0, "handshake timeout");
+ABSL_FLAG(int, handoff_wait_timeout_ms, 0, "how long a ready connection may wait for an app");
+ABSL_FLAG(std::string, log_level, "", "debug | info | warning | error");
+ABSL_FLAG(bool, probe_only, false, "probe the kernel's kTLS support, print the table and exit");
+ABSL_FLAG(bool, print_config, false, "print the effective configuration and exit");
+ABSL_FLAG(std::string, ready_file, "", "write the bound addresses here once serving (for scripts and tests)");
+ABSL_FLAG(int, stats_interval_s, 0, "log a stats line every N seconds (0 = only at exit)");
+
+namespace {
+
+absl::StatusOr<ktls::v1::AgentConfig> BuildConfig() {
+  ktls::v1::AgentConfig c;
+  if (std::string path = absl::GetFlag(FLAGS_config); !path.empty()) {
+    auto loaded = ktls::LoadConfigFile(path);
+    if (!loaded.ok()) return loaded.status();
+    c = *loaded;
+  } else {
+    c = ktls::DefaultConfig();
+  }
+  if (std::string l = absl::GetFlag(FLAGS_listen); !l.empty()) {
+    c.clear_listeners();
+    int i = 0;
+    for (absl::string_view hp : absl::StrSplit(l, ',', absl::SkipEmpty())) {
+      auto addr = ktls::ParseHostPort("", std::string(hp));
+      if (!addr.ok()) return addr.status();
+      std::string host;
+      uint32_t port;
+      ktls::FormatSockaddr(reinterpret_cast<const sockaddr*>(&addr->addr), &host, &port);
+      auto* lc = c.add_listeners();
+      lc->set_name(i == 0 ? "https" : absl::StrCat("https", i));
+      lc->set_address(host);
+      lc->set_port(port);
+      ++i;
+    }
+  }
+  if (auto v = absl::GetFlag(FLAGS_handoff_socket); !v.empty()) c.set_handoff_socket(v);
+  if (auto v = absl::GetFlag(FLAGS_cert); !v.empty()) {
+    c.clear_certificates();
+    bool first = true;
+    for (absl::string_view pair : absl::StrSplit(v, ',', absl::SkipEmpty())) {
+      std::vector<std::string> parts = absl::StrSplit(pair, ':');
+      if (parts.size() != 2) {
+        return absl::InvalidArgumentError(absl::StrCat("--cert: '", pair, "' is not CHAIN:KEY"));
+      }
+      auto* cc = c.add_certificates();
+      cc->set_cert_chain_file(parts[0]);
+      cc->set_private_key_file(parts[1]);
+      cc->set_is_default(first);
+      first = false;
+    }
+  }
+  if (auto v = absl::GetFlag(FLAGS_offload); !v.empty()) {
+    if (v == "preferred") c.set_offload(ktls::v1::OFFLOAD_POLICY_PREFERRED);
+    else if (v == "required") c.set_offload(ktls::v1::OFFLOAD_POLICY_REQUIRED);
+    else if (v == "off") c.set_offload(ktls::v1::OFFLOAD_POLICY_OFF);
+    else return absl::InvalidArgumentError(absl::StrCat("--offload: '", v, "' is not preferred, required or off"));
+  }
+  if (int v = absl::GetFlag(FLAGS_workers); v >= 0) c.set_workers(v);
+  if (auto v = absl::GetFlag(FLAGS_alpn); !v.empty()) {
+    c.clear_alpn();
+    for (absl::string_view p : absl::StrSplit(v, ',', absl::SkipEmpty())) c.add_alpn(std::string(p));
+  }
+  if (auto v = absl::GetFlag(FLAGS_client_ca); !v.empty()) c.set_client_ca_file(v);
+  if (absl::GetFlag(FLAGS_require_client_cert)) c.set_require_client_cert(true);
+  if (auto v = absl::GetFlag(FLAGS_min_tls_version); !v.empty()) c.set_min_tls_version(v);
+  if (auto v = absl::GetFlag(FLAGS_tls13_ciphersuites); !v.empty()) c.set_tls13_ciphersuites(v);
+  if (auto v = absl::GetFlag(FLAGS_tls12_ciphers); !v.empty()) c.set_tls12_ciphers(v);
+  if (int v = absl::GetFlag(FLAGS_handshake_timeout_ms); v > 0) c.set_handshake_timeout_ms(v);
+  if (int v = absl::GetFlag(FLAGS_handoff_wait_timeout_ms); v > 0) c.set_handoff_wait_timeout_ms(v);
+  if (auto v = absl::GetFlag(FLAGS_log_level); !v.empty()) c.set_log_level(v);
+  ktls::ApplyDefaults(&c);
+  return c;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "ktls-agent: terminates TLS, installs the keys into the kernel (kTLS) and hands the "
+      "socket to the application over a Unix socket.");
+  absl::ParseCommandLine(argc, argv);
+
+  if (absl::GetFlag(FLAGS_probe_only)) {
+    ktls::KernelProbeResult probe = ktls::ProbeKernel(ktls::RealSysCalls());
+    std::cout << probe.FormatTable() << std::flush;
+    return 0;
+  }
+  absl::StatusOr<ktls::v1::AgentConfig> config = BuildConfig();
+  if (!config.ok()) {
+    std::cerr << "ktls-agent: configuration error: " << config.status().message() << "\n";
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_print_config)) {
+    std::string text;
+    google::protobuf::TextFormat::PrintToString(*config, &text);
+    std::cout << text;
+    return 0;
+  }
+
+  // Signals are taken synchronously by this thread (sigwait); every thread started afterwards
+  // inherits the blocked mask. SIGPIPE is ignored: a peer that vanished is an EPIPE, not a kill.
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  absl::StatusOr<std::unique_ptr<ktls::Agent>> agent =
+      ktls::Agent::Create(*config, ktls::RealSysCalls());
+  if (!agent.ok()) {
+    std::cerr << "ktls-agent: cannot start: " << agent.status().message() << "\n";
+    return 1;
+  }
+  (*agent)->Start();
+  if (std::string rf = absl::GetFlag(FLAGS_ready_file); !rf.empty()) {
+    std::string tmp = rf + ".tmp";
+    {
+      std::ofstream out(tmp);
+      out << "listen=" << absl::StrJoin((*agent)->listen_addresses(), ",") << "\n"
+          << "handoff_socket=" << (*agent)->config().handoff_socket() << "\n"
+          << "ktls_available=" << ((*agent)->probe().AnySupported() ? 1 : 0) << "\n";
+    }
+    std::rename(tmp.c_str(), rf.c_str());
+  }
+  KTLS_LOG(kInfo, "ready");
+
+  const int interval = absl::GetFlag(FLAGS_stats_interval_s);
+  for (;;) {
+    int sig = 0;
+    if (interval > 0) {
+      timespec ts{interval, 0};
+      sig = sigtimedwait(&sigs, nullptr, &ts);
+      if (sig < 0) {
+        KTLS_LOG(kInfo, "stats: ", (*agent)->stats().Summary());
+        continue;
+      }
+    } else if (sigwait(&sigs, &sig) != 0) {
+      continue;
+    }
+    KTLS_LOG(kInfo, "signal ", sig, ": shutting down");
+    break;
+  }
+  (*agent)->Stop();
+  KTLS_LOG(kInfo, "final stats: ", (*agent)->stats().Summary());
+  agent->reset();
+  return 0;
+}

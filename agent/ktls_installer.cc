@@ -1,0 +1,127 @@
+#include "agent/ktls_installer.h"
+
+#include <linux/tls.h>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "agent/kernel_probe.h"
+#include "agent/ktls_crypto_info.h"
+#include "agent/socket_bio.h"
+
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+
+namespace ktls {
+
+absl::string_view OffloadPolicyName(OffloadPolicy p) {
+  switch (p) {
+    case OffloadPolicy::kPreferred: return "preferred";
+    case OffloadPolicy::kRequired: return "required";
+    case OffloadPolicy::kOff: return "off";
+  }
+  return "?";
+}
+
+namespace {
+
+// Turns the BIO's record of a failed direction into a reason.
+void ExplainFailure(const SocketBioKtlsState& st, bool tx_side, OffloadDecision* d) {
+  const int err = tx_side ? st.tx_errno : st.rx_errno;
+  if (st.ulp_errno != 0) {
+    d->reason = st.ulp_errno == ENOENT ? FallbackReason::kModuleMissing
+                                       : (tx_side ? FallbackReason::kTxInstallFailed
+                                                  : FallbackReason::kRxInstallFailed);
+    d->reason_text = DescribeKtlsErrno("ulp", st.ulp_errno);
+    return;
+  }
+  d->reason = tx_side ? FallbackReason::kTxInstallFailed : FallbackReason::kRxInstallFailed;
+  d->reason_text = DescribeKtlsErrno(tx_side ? "tx" : "rx", err);
+}
+
+}  // namespace
+
+OffloadDecision CompleteKtlsInstall(SysCalls& sys, SSL* ssl, int fd, OffloadPolicy policy) {
+  OffloadDecision d;
+  TlsConnectionState* state = TlsContext::StateOf(ssl);
+  absl::Cleanup wipe = [state] {
+    if (state != nullptr) state->WipeSecrets();
+  };
+  SocketBioKtlsState* st = SocketBioState(SSL_get_wbio(ssl));
+  if (st == nullptr) {
+    d.reason = FallbackReason::kTxInstallFailed;
+    d.reason_text = "connection does not use the agent's socket BIO";
+    return d;
+  }
+  d.tx = st->tx;
+  d.rx = st->rx;
+  if (policy == OffloadPolicy::kOff) {
+    d.reason = FallbackReason::kPolicyOff;
+    d.reason_text = "policy: offload=off";
+    return d;
+  }
+
+  const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl);
+  std::optional<KtlsCipher> kc =
+      cipher ? KtlsCipherFromSuiteId(SSL_CIPHER_get_protocol_id(cipher)) : std::nullopt;
+  if (!kc) {
+    d.reason = FallbackReason::kCipherUnsupported;
+    d.reason_text = absl::StrCat("cipher ", cipher ? SSL_CIPHER_get_name(cipher) : "?",
+                                 " cannot be offloaded");
+    return d;
+  }
+  if (!st->tx) {
+    if (st->tx_attempted) {
+      ExplainFailure(*st, /*tx_side=*/true, &d);
+    } else {
+      d.reason = FallbackReason::kTxInstallFailed;
+      d.reason_text = "OpenSSL did not offload TX (kTLS unsupported for this session)";
+    }
+    return d;
+  }
+
+  if (SSL_version(ssl) == TLS1_3_VERSION && !st->rx) {
+    // OpenSSL 3.0 never installs TLS 1.3 RX; do it by hand. The ULP is already set (TX is on).
+    if (SSL_has_pending(ssl)) {
+      d.reason = FallbackReason::kBufferedRecords;
+      d.reason_text = "OpenSSL buffered records past the handshake; RX sequence unknown";
+      return d;
+    }
+    if (state == nullptr || state->client_app_secret_len == 0) {
+      d.reason = FallbackReason::kNoSecret;
+      d.reason_text = "client application traffic secret not captured";
+      return d;
+    }
+    absl::StatusOr<CryptoInfo> info = CryptoInfo::FromTls13TrafficSecret(
+        Direction::kRx, *kc,
+        absl::MakeConstSpan(state->client_app_secret.data(), state->client_app_secret_len),
+        /*record_seq=*/0);
+    state->WipeSecrets();
+    if (!info.ok()) {
+      d.reason = FallbackReason::kRxInstallFailed;
+      d.reason_text = absl::StrCat("deriving RX key: ", info.status().message());
+      return d;
+    }
+    st->rx_attempted = true;
+    SysResult r = sys.SetSockOpt(fd, SOL_TLS, info->sockopt_name(), info->data(), info->size());
+    if (!r.ok()) {
+      st->rx_errno = r.err;
+      ExplainFailure(*st, /*tx_side=*/false, &d);
+      return d;
+    }
+    st->rx = true;
+    d.rx = true;
+  } else if (!st->rx) {
+    if (st->rx_attempted) {
+      ExplainFailure(*st, /*tx_side=*/false, &d);
+    } else {
+      d.reason = FallbackReason::kRxInstallFailed;
+      d.reason_text = "OpenSSL did not offload RX";
+    }
+    return d;
+  }
+  d.ktls = d.tx && d.rx;
+  return d;
+}
+
+}  // namespace ktls

@@ -1,0 +1,42 @@
+// Completes the kTLS install after a server handshake and decides, once per connection, the
+// data path: hand off the TCP socket with kTLS TX+RX, or relay (nginx decides its recv/send
+// functions once when the handshake completes; so do we, and we record why).
+//
+// TX: OpenSSL installs it itself (SSL_OP_ENABLE_KTLS) through agent/socket_bio, which records the
+// errno of any failed setsockopt. RX: OpenSSL 3.0 installs it for TLS 1.2; for TLS 1.3 we
+// install it here from CLIENT_TRAFFIC_SECRET_0 (captured by the keylog callback) with record
+// sequence 0. That is only correct if OpenSSL has consumed no record under the client application
+// key: read-ahead is off, so OpenSSL stopped reading right after the client Finished, and we
+// check SSL_has_pending() to be sure; anything the client sent behind its Finished is still in the
+// kernel's receive queue and will be decrypted by the kernel.
+#ifndef KTLS_AGENT_KTLS_INSTALLER_H_
+#define KTLS_AGENT_KTLS_INSTALLER_H_
+
+#include <string>
+
+#include <openssl/ssl.h>
+
+#include "agent/stats.h"
+#include "agent/syscalls.h"
+#include "agent/tls_context.h"
+
+namespace ktls {
+
+enum class OffloadPolicy { kPreferred, kRequired, kOff };
+absl::string_view OffloadPolicyName(OffloadPolicy p);
+
+struct OffloadDecision {
+  bool ktls = false;  // true: hand off the TCP socket itself; TX and RX are both installed
+  bool tx = false;    // kTLS TX is installed (also possible with ktls == false)
+  bool rx = false;
+  FallbackReason reason = FallbackReason::kPolicyOff;  // meaningful when !ktls
+  std::string reason_text;  // operator-facing, e.g. "kernel tls module not loaded (TCP_ULP: ENOENT)"
+};
+
+// Call exactly once, right after SSL_do_handshake() returned 1 on a connection whose BIO came
+// from NewSocketBio(), before any SSL_read. Wipes the captured traffic secret in every case.
+OffloadDecision CompleteKtlsInstall(SysCalls& sys, SSL* ssl, int fd, OffloadPolicy policy);
+
+}  // namespace ktls
+
+#endif  // KTLS_AGENT_KTLS_INSTALLER_H_

@@ -1,0 +1,44 @@
+// An OpenSSL BIO over a connected, non-blocking TCP socket whose every syscall goes through
+// SysCalls, and that answers OpenSSL's kTLS controls exactly as OpenSSL's own socket BIO does
+// (crypto/bio/bss_sock.c + include/internal/ktls.h): OpenSSL 3.0 installs kTLS TX (and TLS 1.2
+// RX) by sending BIO_CTRL_SET_KTLS with its crypto info, asks BIO_get_ktls_send/recv, sends
+// non-data records under kTLS TX through a "control message" flag, and expects kTLS RX reads to
+// come back with a synthesized 5-byte record header.
+//
+// Why not SSL_set_fd: with OpenSSL's socket BIO the handshake's reads/writes and the TCP_ULP /
+// TLS_TX / TLS_RX setsockopts bypass the injectable SysCalls, so tests could not make them fail,
+// and the agent could not learn the errno of a failed install to report its meaning.
+#ifndef KTLS_AGENT_SOCKET_BIO_H_
+#define KTLS_AGENT_SOCKET_BIO_H_
+
+#include "agent/openssl_ptr.h"
+#include "agent/syscalls.h"
+
+namespace ktls {
+
+// What happened to kTLS on this BIO's socket. Errnos are those of the failing setsockopt.
+struct SocketBioKtlsState {
+  bool ulp_set = false;
+  bool tx = false;  // TLS_TX installed
+  bool rx = false;  // TLS_RX installed (by OpenSSL through this BIO, or by MarkKtlsRx)
+  int ulp_errno = 0;
+  int tx_errno = 0;
+  int rx_errno = 0;
+  bool tx_attempted = false;
+  bool rx_attempted = false;
+};
+
+// A new BIO for `fd` (not owned: closing the fd is the caller's business). Returns nullptr on
+// allocation failure.
+BioPtr NewSocketBio(SysCalls& sys, int fd);
+
+// The kTLS state of a BIO made by NewSocketBio, or nullptr for any other BIO.
+SocketBioKtlsState* SocketBioState(BIO* bio);
+
+// Sets TCP_ULP "tls" on the BIO's socket if it is not set yet (irreversible: afterwards the
+// socket can still carry plain TCP, but never another ULP). Records the errno on failure.
+bool EnsureUlp(BIO* bio);
+
+}  // namespace ktls
+
+#endif  // KTLS_AGENT_SOCKET_BIO_H_
