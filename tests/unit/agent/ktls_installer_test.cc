@@ -1,0 +1,202 @@
+// kTLS installer (agent/ktls_installer.cc): the data-path decision after a real handshake, with
+// the kernel's answers injected through MockSysCalls. The host kernel has no kTLS, so TX is made
+// to fail during the handshake (OpenSSL then stays in userspace), and the test flips the BIO's
+// TX state afterwards to reach the TLS 1.3 manual-RX step, whose setsockopt it intercepts.
+#include "agent/ktls_installer.h"
+
+#include <linux/tls.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+
+#include <cstring>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/escaping.h"
+#include "agent/cert_store.h"
+#include "agent/ktls_crypto_info.h"
+#include "agent/socket_bio.h"
+#include "agent/tls_context.h"
+#include "tests/mocks/mock_syscalls.h"
+#include "tests/unit/agent/agent_test_util.h"
+
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+
+namespace ktls::testing {
+namespace {
+
+using ::testing::_;
+using ::testing::Invoke;
+using ::testing::NiceMock;
+using ::testing::Return;
+
+class KtlsInstallerTest : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    // TX and the ULP "fail" during the handshake so OpenSSL keeps every direction in userspace.
+    ON_CALL(sys_, SetSockOpt(_, _, _, _, _))
+        .WillByDefault(Invoke([this](int fd, int level, int name, const void* v,
+                                     socklen_t l) -> SysResult {
+          if (level == IPPROTO_TCP && name == TCP_ULP) return SysResult{-1, ENOENT};
+          if (level == SOL_TLS && name == TLS_RX) {
+            rx_info_.assign(static_cast<const char*>(v), l);
+            return rx_result_;
+          }
+          return sys_.real().SetSockOpt(fd, level, name, v, l);
+        }));
+    KernelProbeResult probe;
+    TlsOptions options;
+    auto ctx = TlsContext::Create(options, probe);
+    ASSERT_TRUE(ctx.ok()) << ctx.status();
+    tls_ = std::move(*ctx);
+    auto certs = CertificateSet::CreateDevelopment();
+    ASSERT_TRUE(certs.ok());
+    state_.certificates = *certs;
+
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(0, bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof(a)));
+    socklen_t len = sizeof(a);
+    getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+    listen(lfd, 1);
+    port_ = ntohs(a.sin_port);
+    ASSERT_TRUE(client_.ConnectTcp(port_));
+    server_fd_ = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    close(lfd);
+  }
+  void TearDown() override {
+    ssl_.reset();
+    if (server_fd_ >= 0) close(server_fd_);
+  }
+
+  // Runs the handshake (client in a thread, server non-blocking here).
+  void Handshake(int version, const std::string& cipher) {
+    auto ssl = tls_->NewServerSsl(&state_);
+    ASSERT_TRUE(ssl.ok());
+    ssl_ = std::move(*ssl);
+    BioPtr bio = NewSocketBio(sys_, server_fd_);
+    SSL_set_bio(ssl_.get(), bio.get(), bio.get());  // the SSL owns the BIO
+    bio.release();
+    SSL_set_accept_state(ssl_.get());
+    bool client_ok = false;
+    std::thread t([&] { client_ok = client_.Handshake(version, cipher); });
+    for (int i = 0; i < 2000; ++i) {
+      int rc = SSL_do_handshake(ssl_.get());
+      if (rc == 1) break;
+      int err = SSL_get_error(ssl_.get(), rc);
+      ASSERT_TRUE(err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) << err;
+      pollfd p{server_fd_, static_cast<short>(err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT), 0};
+      poll(&p, 1, 50);
+    }
+    t.join();
+    ASSERT_TRUE(client_ok);
+  }
+
+  // Pretends the kernel took TX during the handshake.
+  void PretendTxInstalled() {
+    SocketBioKtlsState* st = SocketBioState(SSL_get_wbio(ssl_.get()));
+    ASSERT_NE(nullptr, st);
+    st->ulp_set = true;
+    st->ulp_errno = 0;
+    st->tx = true;
+    st->tx_errno = 0;
+  }
+
+  NiceMock<MockSysCalls> sys_;
+  std::unique_ptr<TlsContext> tls_;
+  TlsConnectionState state_;
+  TestClient client_;
+  int server_fd_ = -1;
+  int port_ = 0;
+  SslPtr ssl_;
+  std::string rx_info_;
+  SysResult rx_result_{0, 0};
+};
+
+TEST_P(KtlsInstallerTest, Tls13RxKeysAreDerivedFromTheClientTrafficSecretWithSequenceZero) {
+  Handshake(TLS1_3_VERSION, GetParam());
+  PretendTxInstalled();
+  ASSERT_GT(state_.client_app_secret_len, 0u);
+  OffloadDecision d = CompleteKtlsInstall(sys_, ssl_.get(), server_fd_, OffloadPolicy::kPreferred);
+  EXPECT_TRUE(d.ktls) << d.reason_text;
+  EXPECT_TRUE(d.rx);
+  // What went to setsockopt(TLS_RX) equals an independent derivation from the CLIENT's keylog.
+  std::string secret = absl::HexStringToBytes(client_.ClientTrafficSecretHex());
+  ASSERT_FALSE(secret.empty());
+  auto cipher = KtlsCipherFromSuiteId(SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(ssl_.get())));
+  ASSERT_TRUE(cipher.has_value());
+  auto expected = CryptoInfo::FromTls13TrafficSecret(
+      Direction::kRx, *cipher,
+      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(secret.data()), secret.size()), 0);
+  ASSERT_TRUE(expected.ok());
+  ASSERT_EQ(expected->size(), rx_info_.size());
+  EXPECT_EQ(0, memcmp(expected->data(), rx_info_.data(), rx_info_.size()));
+  const auto* base = reinterpret_cast<const tls_crypto_info*>(rx_info_.data());
+  EXPECT_EQ(TLS_1_3_VERSION, base->version);
+  // The secret is wiped once used.
+  EXPECT_EQ(0u, state_.client_app_secret_len);
+  for (uint8_t b : state_.client_app_secret) ASSERT_EQ(0, b);
+}
+
+TEST_P(KtlsInstallerTest, Tls13RxEnoprotooptFallsBackToRelayWithTheReason) {
+  Handshake(TLS1_3_VERSION, GetParam());
+  PretendTxInstalled();
+  rx_result_ = SysResult{-1, ENOPROTOOPT};
+  OffloadDecision d = CompleteKtlsInstall(sys_, ssl_.get(), server_fd_, OffloadPolicy::kPreferred);
+  EXPECT_FALSE(d.ktls);
+  EXPECT_TRUE(d.tx);
+  EXPECT_FALSE(d.rx);
+  EXPECT_EQ(FallbackReason::kRxInstallFailed, d.reason);
+  EXPECT_NE(std::string::npos, d.reason_text.find("ENOPROTOOPT")) << d.reason_text;
+  EXPECT_EQ(0u, state_.client_app_secret_len);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tls13Suites, KtlsInstallerTest,
+                         ::testing::Values("TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384",
+                                           "TLS_CHACHA20_POLY1305_SHA256"));
+
+class KtlsInstallerPlainTest : public KtlsInstallerTest {};
+
+TEST_F(KtlsInstallerPlainTest, MissingModuleIsReportedAsSuch) {
+  Handshake(TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256");
+  OffloadDecision d = CompleteKtlsInstall(sys_, ssl_.get(), server_fd_, OffloadPolicy::kPreferred);
+  EXPECT_FALSE(d.ktls);
+  EXPECT_EQ(FallbackReason::kModuleMissing, d.reason);
+  EXPECT_NE(std::string::npos, d.reason_text.find("tls module not loaded")) << d.reason_text;
+}
+
+TEST_F(KtlsInstallerPlainTest, PolicyOffNeverOffloads) {
+  Handshake(TLS1_3_VERSION, "");
+  PretendTxInstalled();
+  OffloadDecision d = CompleteKtlsInstall(sys_, ssl_.get(), server_fd_, OffloadPolicy::kOff);
+  EXPECT_FALSE(d.ktls);
+  EXPECT_EQ(FallbackReason::kPolicyOff, d.reason);
+  EXPECT_TRUE(rx_info_.empty()) << "no RX install may be attempted with offload=off";
+  EXPECT_EQ(0u, state_.client_app_secret_len);
+}
+
+TEST_F(KtlsInstallerPlainTest, BufferedRecordsPreventManualRx) {
+  Handshake(TLS1_3_VERSION, "");
+  PretendTxInstalled();
+  // Data behind the Finished, and read-ahead forced on for this SSL so OpenSSL buffers it:
+  // the RX sequence would then be unknown, so the installer must refuse.
+  ASSERT_TRUE(client_.WriteAll("early bytes"));
+  SleepMs(50);
+  SSL_set_read_ahead(ssl_.get(), 1);
+  char c;
+  SSL_peek(ssl_.get(), &c, 1);
+  ASSERT_TRUE(SSL_has_pending(ssl_.get()));
+  OffloadDecision d = CompleteKtlsInstall(sys_, ssl_.get(), server_fd_, OffloadPolicy::kPreferred);
+  EXPECT_FALSE(d.ktls);
+  EXPECT_EQ(FallbackReason::kBufferedRecords, d.reason);
+  EXPECT_TRUE(rx_info_.empty());
+}
+
+}  // namespace
+}  // namespace ktls::testing
