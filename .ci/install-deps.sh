@@ -17,8 +17,9 @@ build_pkgs=(
 test_pkgs=(
   # real TLS peers for integration tests
   gnutls-bin
-  # the VM suite: qemu under TCG, a static busybox for the guest's init, cpio for the initramfs
-  qemu-system-x86 busybox-static cpio zstd kmod
+  # the VM suite: qemu under TCG, a static busybox for the guest's init, cpio for the initramfs;
+  # xz/zstd/kmod decompress the cloud kernels' modules and run depmod on the host (tests/vm/)
+  qemu-system-x86 busybox-static cpio zstd kmod xz-utils
 )
 
 pkgs=("${build_pkgs[@]}")

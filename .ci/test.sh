@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is needed, builds, and runs every test suite:
+#   1. unit tests (host)                        ctest -L unit
+#   2. integration tests, relay mode (host)     ctest -L integration
+#   3. the VM suite: the same integration tests inside qemu on Debian's 6.1 and 6.12 cloud
+#      kernels with kTLS active (they FAIL there unless the kernel holds the keys)
+# Prints one summary line per suite and a final "N passed, M failed" line.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+t0=$(date +%s)
+build=${KTLS_BUILD_DIR:-build}
+export KTLS_BUILD_DIR=$build
+
+bash .ci/install-deps.sh all || { echo "test: dependency install failed"; exit 1; }
+bash .ci/build.sh || { echo "test: build failed"; exit 1; }
+
+passed=0
+failed=0
+declare -a summary
+
+# Runs one ctest label; adds its counts.
+run_ctest() {
+  local label=$1 log="$build/ctest-$1.log"
+  (cd "$build" && ctest -L "$label" --output-on-failure -j "${KTLS_CTEST_JOBS:-2}" --timeout 600) >"$log" 2>&1
+  local rc=$?
+  local line
+  line=$(grep -E 'tests passed, [0-9]+ tests failed out of' "$log" | tail -1)
+  local total fail
+  total=$(sed -E 's/.* out of ([0-9]+).*/\1/' <<<"$line")
+  fail=$(sed -E 's/.*passed, ([0-9]+) tests failed.*/\1/' <<<"$line")
+  if [[ -z $total || -z $fail ]]; then total=1; fail=1; fi
+  passed=$((passed + total - fail))
+  failed=$((failed + fail))
+  summary+=("$label (host): $((total - fail)) passed, $fail failed")
+  if ((rc != 0)); then
+    echo "---- $label failures ----"
+    grep -E 'Failed|FAILED|\*\*\*' "$log" | head -40
+    tail -60 "$log"
+  fi
+}
+
+run_ctest unit
+run_ctest integration
+
+if [[ ${KTLS_SKIP_VM:-0} == 1 ]]; then
+  summary+=("vm-suite: SKIPPED by KTLS_SKIP_VM=1")
+else
+  vm_log="$build/vm-suite.log"
+  bash tests/vm/run-suite.sh "$build" 2>&1 | tee "$vm_log" | grep -E '^(VM |vm-suite:|kTLS kernel probe|  TLSv|  version|FAIL|\[  FAILED)' || true
+  line=$(grep -E '^vm-suite: [0-9]+ passed, [0-9]+ failed' "$vm_log" | tail -1)
+  if [[ -n $line ]]; then
+    vp=$(sed -E 's/vm-suite: ([0-9]+) passed.*/\1/' <<<"$line")
+    vf=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
+    passed=$((passed + vp))
+    failed=$((failed + vf))
+    summary+=("$line")
+    grep -E '^VM ' "$vm_log" | while read -r l; do echo "  $l"; done
+  else
+    failed=$((failed + 1))
+    summary+=("vm-suite: did not produce a summary (see $vm_log)")
+    tail -40 "$vm_log"
+  fi
+fi
+
+echo
+echo "==== test summary ($(( $(date +%s) - t0 )) s) ===="
+for s in "${summary[@]}"; do echo "  $s"; done
+echo "$passed passed, $failed failed"
+((failed == 0))
