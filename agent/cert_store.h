@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "agent/openssl_ptr.h"
@@ -54,6 +55,10 @@ class CertificateSet {
   // Errors are specific ("certificate 'api': private key does not match certificate").
   static absl::StatusOr<std::shared_ptr<const CertificateSet>> Create(
       std::vector<CertificateSource> sources);
+  // Same, for a caller that keeps `sources`: on return, whatever the outcome, every key_pem in
+  // it has been overwritten with zero bytes in place (same buffer, same length).
+  static absl::StatusOr<std::shared_ptr<const CertificateSet>> CreateWipingKeys(
+      std::vector<CertificateSource>& sources);
 
   // A self-signed ECDSA P-256 certificate for localhost / 127.0.0.1 / ::1, valid for 30 days,
   // generated in memory (never written to disk). For development when nothing is configured.
@@ -71,6 +76,10 @@ class CertificateSet {
  private:
   CertificateSet() = default;
   std::vector<CertificateEntry> entries_;
+  // Lower-case exact names, and wildcard names keyed by their suffix ("*.example.com" ->
+  // "example.com"), to indexes in entries_.
+  absl::flat_hash_map<std::string, size_t> exact_;
+  absl::flat_hash_map<std::string, size_t> wildcard_;
   size_t default_index_ = 0;
   bool is_development_ = false;
 };

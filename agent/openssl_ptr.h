@@ -5,6 +5,7 @@
 #define KTLS_AGENT_OPENSSL_PTR_H_
 
 #include <openssl/bio.h>
+#include <openssl/bn.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/ssl.h>
@@ -36,11 +37,15 @@ using EvpKdfPtr = std::unique_ptr<EVP_KDF, OpenSslDeleter<EVP_KDF_free>>;
 using EvpKdfCtxPtr = std::unique_ptr<EVP_KDF_CTX, OpenSslDeleter<EVP_KDF_CTX_free>>;
 using EvpMdCtxPtr = std::unique_ptr<EVP_MD_CTX, OpenSslDeleter<EVP_MD_CTX_free>>;
 using Asn1IntegerPtr = std::unique_ptr<ASN1_INTEGER, OpenSslDeleter<ASN1_INTEGER_free>>;
+using BignumPtr = std::unique_ptr<BIGNUM, OpenSslDeleter<BN_free>>;
+using X509ExtensionPtr = std::unique_ptr<X509_EXTENSION, OpenSslDeleter<X509_EXTENSION_free>>;
 using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, OpenSslDeleter<GENERAL_NAMES_free>>;
-using X509StackPtr =
-    std::unique_ptr<STACK_OF(X509), OpenSslDeleter<+[](STACK_OF(X509) * s) {
-                      sk_X509_pop_free(s, X509_free);
-                    }>>;
+// Stacks free their elements too. Named functions, not lambdas: a lambda's closure type in a
+// header has internal linkage, and GCC warns (-Wsubobject-linkage) about every struct holding one.
+inline void FreeX509Stack(STACK_OF(X509) * s) { sk_X509_pop_free(s, X509_free); }
+inline void FreeX509NameStack(STACK_OF(X509_NAME) * s) { sk_X509_NAME_pop_free(s, X509_NAME_free); }
+using X509StackPtr = std::unique_ptr<STACK_OF(X509), OpenSslDeleter<FreeX509Stack>>;
+using X509NameStackPtr = std::unique_ptr<STACK_OF(X509_NAME), OpenSslDeleter<FreeX509NameStack>>;
 
 }  // namespace ktls
 

@@ -31,11 +31,13 @@ struct TlsOptions {
   bool restrict_to_probe = false;
 };
 
-// Per-connection data the context's callbacks read and write, attached with AttachConnection().
+// Per-connection data the context's callbacks read and write, attached by NewServerSsl().
 // Owned by the connection; must outlive the SSL's handshake.
 struct TlsConnectionState {
   std::shared_ptr<const CertificateSet> certificates;  // pinned at accept
-  bool sni_matched = true;  // false: the default certificate was served for an unknown name
+  // false: the default certificate was served for an unknown name. A client that sent no SNI
+  // (e.g. connecting by IP address) asked for no name: true.
+  bool sni_matched = true;
   // TLS 1.3 CLIENT_TRAFFIC_SECRET_0, captured from the keylog callback. Wiped by the destructor
   // and by WipeSecrets() as soon as kTLS RX is installed (or abandoned).
   std::array<uint8_t, 64> client_app_secret{};
@@ -62,7 +64,8 @@ class TlsContext {
   TlsContext() = default;
   SslCtxPtr ctx_;
   TlsOptions options_;
-  std::vector<uint8_t> alpn_wire_;  // ALPN list in wire format, for the select callback
+  // The ALPN list (wire format) that the select callback reads is owned by ctx_ itself (ex_data),
+  // so an SSL that outlives this object (it holds a reference on the SSL_CTX) stays safe.
 };
 
 }  // namespace ktls

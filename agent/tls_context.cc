@@ -1,0 +1,347 @@
+// The server SSL_CTX (see tls_context.h).
+//
+// Everything per connection reaches the callbacks through one SSL ex_data slot holding the
+// connection's TlsConnectionState (StateOf); everything per context (the ALPN list) is owned by
+// the SSL_CTX's own ex_data, so no callback depends on the TlsContext object staying alive.
+#include "agent/tls_context.h"
+
+#include <openssl/err.h>
+
+#include <string_view>
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "agent/ktls_crypto_info.h"
+
+namespace ktls {
+namespace {
+
+constexpr char kDefaultTls12Ciphers[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+constexpr char kDefaultTls13Suites[] =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+constexpr unsigned char kSessionIdContext[] = "ktls-agent";
+
+// The first (oldest) queued OpenSSL error as text, then an empty queue.
+std::string TakeOpenSslError() {
+  const unsigned long err = ERR_get_error();
+  std::string text = "unknown OpenSSL error";
+  if (err != 0) {
+    char buf[256];
+    ERR_error_string_n(err, buf, sizeof(buf));
+    text = buf;
+  }
+  ERR_clear_error();
+  return text;
+}
+
+// One process-wide SSL ex_data slot for TlsConnectionState*; created on first use (C++ static
+// initialisation is thread-safe) and never freed. The state is not owned by the SSL.
+int StateIndex() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+// SSL_CTX ex_data slot owning the context's ALPN list (std::vector<uint8_t>*, wire format); the
+// free callback deletes it with the SSL_CTX.
+void FreeAlpnList(void* /*parent*/, void* ptr, CRYPTO_EX_DATA* /*ad*/, int /*idx*/, long /*argl*/,
+                  void* /*argp*/) {
+  delete static_cast<std::vector<uint8_t>*>(ptr);
+}
+int AlpnIndex() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, FreeAlpnList);
+  return index;
+}
+
+// Accepts every name the client asks for: selection happens in the certificate callback, which
+// serves the default for an unknown name. Acknowledging also makes OpenSSL keep the name in a
+// TLS 1.2 session, so a resumed handshake still reports it through SSL_get_servername.
+int OnServerName(SSL* /*ssl*/, int* /*alert*/, void* /*arg*/) { return SSL_TLSEXT_ERR_OK; }
+
+// Picks the certificate for the client's SNI from the set pinned in the connection state.
+// Returning 0 aborts the handshake (internal_error alert).
+int OnCertificate(SSL* ssl, void* /*arg*/) {
+  TlsConnectionState* state = TlsContext::StateOf(ssl);
+  if (state == nullptr || state->certificates == nullptr) return 0;
+  const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  bool matched = false;
+  const CertificateEntry* entry = state->certificates->Select(
+      sni != nullptr ? std::string_view(sni) : std::string_view(), &matched);
+  if (entry == nullptr) return 0;
+  state->sni_matched = matched || sni == nullptr;
+  // Takes its own references on the leaf, key and chain; the set stays immutable.
+  if (SSL_use_cert_and_key(ssl, entry->leaf.get(), entry->key.get(), entry->chain.get(),
+                           /*override=*/1) != 1) {
+    return 0;
+  }
+  return 1;
+}
+
+// Server preference: the first protocol of our list that the client also offered. Called only
+// when the client sent ALPN. No overlap is fatal (no_application_protocol alert, RFC 7301).
+int OnAlpnSelect(SSL* /*ssl*/, const unsigned char** out, unsigned char* outlen,
+                 const unsigned char* in, unsigned int inlen, void* arg) {
+  const auto* ours = static_cast<const std::vector<uint8_t>*>(arg);
+  unsigned char* selected = nullptr;
+  unsigned char selected_len = 0;
+  if (SSL_select_next_proto(&selected, &selected_len, ours->data(),
+                            static_cast<unsigned int>(ours->size()), in,
+                            inlen) != OPENSSL_NPN_NEGOTIATED) {
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+  }
+  *out = selected;  // points into `ours`, which lives as long as the SSL_CTX
+  *outlen = selected_len;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+int HexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool HexEquals(absl::string_view hex, const unsigned char* bytes, size_t len) {
+  if (hex.size() != 2 * len) return false;
+  for (size_t i = 0; i < len; ++i) {
+    const int hi = HexValue(hex[2 * i]);
+    const int lo = HexValue(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0 || ((hi << 4) | lo) != bytes[i]) return false;
+  }
+  return true;
+}
+
+// Captures CLIENT_TRAFFIC_SECRET_0 (TLS 1.3; on the server it is logged once the client's
+// Finished is read) for manual kTLS RX. Every other line is ignored, and nothing from any line
+// is ever logged. The hex is decoded straight into the connection state: no other copy exists
+// (OpenSSL wipes `line` itself after the callback).
+void OnKeylogLine(const SSL* ssl, const char* line) {
+  constexpr absl::string_view kLabel = "CLIENT_TRAFFIC_SECRET_0 ";
+  absl::string_view text(line);
+  if (!absl::StartsWith(text, kLabel)) return;
+  TlsConnectionState* state = TlsContext::StateOf(ssl);
+  if (state == nullptr) return;
+  text.remove_prefix(kLabel.size());
+  const size_t space = text.find(' ');
+  if (space == absl::string_view::npos) return;
+  const absl::string_view random_hex = text.substr(0, space);
+  const absl::string_view secret_hex = absl::StripTrailingAsciiWhitespace(text.substr(space + 1));
+
+  unsigned char client_random[SSL3_RANDOM_SIZE];
+  const size_t random_len = SSL_get_client_random(ssl, client_random, sizeof(client_random));
+  if (!HexEquals(random_hex, client_random, random_len)) return;  // not this connection's
+  const size_t len = secret_hex.size() / 2;
+  if (secret_hex.empty() || secret_hex.size() % 2 != 0 || len > state->client_app_secret.size()) {
+    return;
+  }
+  state->WipeSecrets();
+  for (size_t i = 0; i < len; ++i) {
+    const int hi = HexValue(secret_hex[2 * i]);
+    const int lo = HexValue(secret_hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) {
+      state->WipeSecrets();
+      return;
+    }
+    state->client_app_secret[i] = static_cast<uint8_t>((hi << 4) | lo);
+  }
+  state->client_app_secret_len = len;
+}
+
+absl::StatusOr<std::vector<uint8_t>> AlpnWire(const std::vector<std::string>& protocols) {
+  std::vector<uint8_t> wire;
+  for (const std::string& p : protocols) {
+    if (p.empty() || p.size() > 255) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid ALPN protocol '", p, "': must be 1 to 255 bytes"));
+    }
+    wire.push_back(static_cast<uint8_t>(p.size()));
+    wire.insert(wire.end(), p.begin(), p.end());
+  }
+  return wire;
+}
+
+// offload=required: keeps, in configured order, only the TLS 1.2 ciphers and TLS 1.3 suites
+// whose AEAD the probe found working for both TX and RX; a version left with nothing is
+// disabled.
+absl::Status RestrictToProbe(SSL_CTX* ctx, const TlsOptions& options,
+                             const KernelProbeResult& probe) {
+  std::vector<std::string> tls12;
+  std::vector<std::string> tls13;
+  STACK_OF(SSL_CIPHER)* configured = SSL_CTX_get_ciphers(ctx);  // not owned
+  for (int i = 0; i < sk_SSL_CIPHER_num(configured); ++i) {
+    const SSL_CIPHER* c = sk_SSL_CIPHER_value(configured, i);
+    // "TLSv1.3" for TLS 1.3 suites, "TLSv1.2" for ciphers that exist only from TLS 1.2 (all
+    // the AEAD ones); older ciphers map to no kTLS AEAD anyway.
+    const std::string_view version = SSL_CIPHER_get_version(c);
+    const bool is_tls13 = version == "TLSv1.3";
+    if (!is_tls13 && version != "TLSv1.2") continue;
+    const std::optional<KtlsCipher> aead =
+        KtlsCipherFromSuiteId(static_cast<uint16_t>(SSL_CIPHER_get_protocol_id(c)));
+    if (!aead.has_value()) continue;
+    if (!probe.Supports(is_tls13 ? TlsVersion::kTls13 : TlsVersion::kTls12, *aead)) continue;
+    (is_tls13 ? tls13 : tls12).push_back(SSL_CIPHER_get_name(c));
+  }
+  const bool tls12_allowed = options.min_version == TlsVersion::kTls12;
+  if (tls13.empty() && (tls12.empty() || !tls12_allowed)) {
+    std::string reason = probe.ulp_reason;
+    if (reason.empty()) {
+      reason = "none of the configured cipher suites passed the kernel probe for both TX and RX";
+    }
+    return absl::FailedPreconditionError(
+        absl::StrCat("offload=required but the kernel supports no kTLS cipher: ", reason));
+  }
+  // An empty TLS 1.3 list disables TLS 1.3 suites; the cap makes that explicit.
+  if (SSL_CTX_set_ciphersuites(ctx, absl::StrJoin(tls13, ":").c_str()) != 1 ||
+      (tls13.empty() && SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION) != 1)) {
+    return absl::InternalError(
+        absl::StrCat("cannot restrict TLS 1.3 suites to the probe: ", TakeOpenSslError()));
+  }
+  // OpenSSL refuses an empty TLS 1.2 list, so TLS 1.2 is switched off by version instead.
+  if (tls12.empty()) {
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1) {
+      return absl::InternalError(absl::StrCat("cannot disable TLS 1.2: ", TakeOpenSslError()));
+    }
+  } else if (SSL_CTX_set_cipher_list(ctx, absl::StrJoin(tls12, ":").c_str()) != 1) {
+    return absl::InternalError(
+        absl::StrCat("cannot restrict TLS 1.2 ciphers to the probe: ", TakeOpenSslError()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+void TlsConnectionState::WipeSecrets() {
+  OPENSSL_cleanse(client_app_secret.data(), client_app_secret.size());
+  client_app_secret_len = 0;
+}
+
+TlsConnectionState::~TlsConnectionState() { WipeSecrets(); }
+
+TlsConnectionState* TlsContext::StateOf(const SSL* ssl) {
+  if (ssl == nullptr) return nullptr;
+  return static_cast<TlsConnectionState*>(SSL_get_ex_data(ssl, StateIndex()));
+}
+
+absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsOptions& options,
+                                                               const KernelProbeResult& probe) {
+  ERR_clear_error();
+  absl::Cleanup clear_errors = [] { ERR_clear_error(); };
+  const auto openssl_fail = [](absl::string_view what) {
+    return absl::InternalError(absl::StrCat(what, ": ", TakeOpenSslError()));
+  };
+  if (StateIndex() < 0 || AlpnIndex() < 0) return openssl_fail("cannot allocate ex_data indexes");
+  if (options.min_version != TlsVersion::kTls12 && options.min_version != TlsVersion::kTls13) {
+    return absl::InvalidArgumentError("min_version must be TLS 1.2 or TLS 1.3");
+  }
+  if (options.require_client_cert && options.client_ca_file.empty()) {
+    return absl::InvalidArgumentError("require_client_cert needs client_ca_file");
+  }
+
+  std::unique_ptr<TlsContext> context(new TlsContext());
+  context->options_ = options;
+  context->ctx_.reset(SSL_CTX_new(TLS_server_method()));
+  SSL_CTX* ctx = context->ctx_.get();
+  if (ctx == nullptr) return openssl_fail("SSL_CTX_new");
+
+  if (SSL_CTX_set_min_proto_version(ctx, static_cast<int>(options.min_version)) != 1 ||
+      SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {
+    return openssl_fail("cannot set protocol versions");
+  }
+  const std::string tls12 =
+      options.tls12_ciphers.empty() ? kDefaultTls12Ciphers : options.tls12_ciphers;
+  if (SSL_CTX_set_cipher_list(ctx, tls12.c_str()) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid TLS 1.2 cipher list '", tls12, "': ", TakeOpenSslError()));
+  }
+  const std::string tls13 =
+      options.tls13_ciphersuites.empty() ? kDefaultTls13Suites : options.tls13_ciphersuites;
+  if (SSL_CTX_set_ciphersuites(ctx, tls13.c_str()) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid TLS 1.3 cipher suites '", tls13, "': ", TakeOpenSslError()));
+  }
+  if (options.restrict_to_probe) {
+    if (absl::Status s = RestrictToProbe(ctx, options, probe); !s.ok()) return s;
+  }
+
+  uint64_t ssl_options =
+      SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION;
+  if (options.enable_ktls) ssl_options |= SSL_OP_ENABLE_KTLS;
+  SSL_CTX_set_options(ctx, ssl_options);
+  // Read-ahead stays off (OpenSSL's default, set explicitly so nobody turns it on): OpenSSL then
+  // reads one record at a time, so application data the client sends right behind its Finished
+  // stays in the kernel's socket buffer, where kTLS RX (installed after the handshake) decrypts
+  // it. With read-ahead, OpenSSL could pull those records into its own buffer, where the kernel
+  // never sees them and from which they cannot be handed over with the socket.
+  SSL_CTX_set_read_ahead(ctx, 0);
+  // Not SSL_MODE_RELEASE_BUFFERS: the buffers matter only during the handshake (afterwards the
+  // kernel or the relay does the record I/O), and releasing them between reads would only add
+  // allocations to every handshake step.
+  SSL_CTX_clear_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  // The maximum send fragment stays at its default (16 KiB): kTLS requires the maximum record
+  // size, since the kernel cuts records itself.
+
+  // Server-side session cache with tickets (OpenSSL's defaults). The id context is required for
+  // resumption once client certificates are verified, and harmless otherwise.
+  if (SSL_CTX_set_session_id_context(ctx, kSessionIdContext, sizeof(kSessionIdContext) - 1) != 1) {
+    return openssl_fail("cannot set the session id context");
+  }
+
+  SSL_CTX_set_tlsext_servername_callback(ctx, OnServerName);
+  SSL_CTX_set_cert_cb(ctx, OnCertificate, nullptr);
+  SSL_CTX_set_keylog_callback(ctx, OnKeylogLine);
+
+  if (!options.alpn.empty()) {
+    absl::StatusOr<std::vector<uint8_t>> wire = AlpnWire(options.alpn);
+    if (!wire.ok()) return wire.status();
+    auto owned = std::make_unique<std::vector<uint8_t>>(*std::move(wire));
+    if (SSL_CTX_set_ex_data(ctx, AlpnIndex(), owned.get()) != 1) {
+      return openssl_fail("cannot attach the ALPN list");
+    }
+    // Ownership moved into the SSL_CTX (FreeAlpnList deletes it).
+    std::vector<uint8_t>* list = owned.release();
+    SSL_CTX_set_alpn_select_cb(ctx, OnAlpnSelect, list);
+  }
+
+  if (!options.client_ca_file.empty()) {
+    const std::string& file = options.client_ca_file;
+    if (SSL_CTX_load_verify_locations(ctx, file.c_str(), nullptr) != 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot load client CA file ", file, ": ", TakeOpenSslError()));
+    }
+    X509NameStackPtr names(SSL_load_client_CA_file(file.c_str()));
+    if (names == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("cannot read CA names from client CA file ",
+                                                     file, ": ", TakeOpenSslError()));
+    }
+    SSL_CTX_set_client_CA_list(ctx, names.release());  // ownership moves into the SSL_CTX
+    SSL_CTX_set_verify(
+        ctx, SSL_VERIFY_PEER | (options.require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+        nullptr);
+  }
+  return context;
+}
+
+absl::StatusOr<SslPtr> TlsContext::NewServerSsl(TlsConnectionState* state) const {
+  if (state == nullptr) return absl::InvalidArgumentError("NewServerSsl needs a connection state");
+  ERR_clear_error();
+  SslPtr ssl(SSL_new(ctx_.get()));
+  if (ssl == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat("SSL_new: ", TakeOpenSslError()));
+  }
+  if (SSL_set_ex_data(ssl.get(), StateIndex(), state) != 1) {
+    return absl::InternalError(absl::StrCat("SSL_set_ex_data: ", TakeOpenSslError()));
+  }
+  // No fd or BIO here: the handshake engine attaches its own.
+  SSL_set_accept_state(ssl.get());
+  return ssl;
+}
+
+}  // namespace ktls
