@@ -1,0 +1,179 @@
+// ktls-demo-app: a small HTTP/1.1 server that serves connections handed over by ktls-agent.
+//
+// Process model: with --workers=1 the server runs in this process. With N > 1 this process
+// supervises N worker processes (fork), each with its own subscription to the agent; it forwards
+// SIGTERM/SIGINT to them and exits when they have exited. If a worker dies on its own, the others
+// are stopped and the app exits non-zero (a supervisor such as systemd or Kubernetes restarts it).
+// "demo-app: subscribed to <path> as <name>" is printed once, when every worker has subscribed.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "options.h"
+#include "server.h"
+
+namespace {
+
+using ktls::demo::Options;
+
+void PrintReady(const Options& o) {
+  std::printf("demo-app: subscribed to %s as %s\n", o.agent_socket.c_str(), o.app_name.c_str());
+  std::fflush(stdout);
+}
+
+int Supervise(const Options& o, int static_dir_fd) {
+  int ready[2];
+  if (::pipe2(ready, O_CLOEXEC) != 0) {
+    std::fprintf(stderr, "demo-app: pipe: %s\n", std::strerror(errno));
+    return 1;
+  }
+  const pid_t parent = ::getpid();
+  std::vector<pid_t> workers;
+  for (int i = 0; i < o.workers; ++i) {
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      std::fprintf(stderr, "demo-app: fork: %s\n", std::strerror(errno));
+      for (pid_t w : workers) ::kill(w, SIGTERM);
+      return 1;
+    }
+    if (pid == 0) {
+      ::close(ready[0]);
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // do not outlive the supervisor
+      if (::getppid() != parent) ::_exit(1);
+      const int fd = ready[1];
+      const int rc = ktls::demo::RunWorker(o, i, static_dir_fd, [fd] {
+        const char b = 'r';
+        (void)!::write(fd, &b, 1);
+      });
+      std::fflush(stdout);
+      std::fflush(stderr);
+      ::_exit(rc);
+    }
+    workers.push_back(pid);
+  }
+  ::close(ready[1]);
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGCHLD);
+  const int sfd = ::signalfd(-1, &mask, SFD_CLOEXEC);
+  if (sfd < 0) {
+    std::fprintf(stderr, "demo-app: signalfd: %s\n", std::strerror(errno));
+    for (pid_t w : workers) ::kill(w, SIGTERM);
+    return 1;
+  }
+  int ready_count = 0;
+  int ready_fd = ready[0];
+  int alive = o.workers;
+  bool stopping = false;
+  int exit_code = 0;
+  while (alive > 0) {
+    pollfd p[2] = {{sfd, POLLIN, 0}, {ready_fd, POLLIN, 0}};
+    if (::poll(p, ready_fd >= 0 ? 2 : 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      std::fprintf(stderr, "demo-app: poll: %s\n", std::strerror(errno));
+      break;
+    }
+    if (ready_fd >= 0 && (p[1].revents & (POLLIN | POLLHUP))) {
+      char buf[64];
+      const ssize_t n = ::read(ready_fd, buf, sizeof(buf));
+      if (n > 0) {
+        ready_count += static_cast<int>(n);
+        if (ready_count == o.workers) PrintReady(o);
+      } else {
+        ::close(ready_fd);
+        ready_fd = -1;
+      }
+    }
+    if (p[0].revents & POLLIN) {
+      signalfd_siginfo si;
+      if (::read(sfd, &si, sizeof(si)) != sizeof(si)) continue;
+      if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+        if (!stopping) {
+          stopping = true;
+          for (pid_t w : workers) {
+            if (w > 0) ::kill(w, SIGTERM);
+          }
+        }
+        continue;
+      }
+      // SIGCHLD: reap every worker that exited.
+      int status;
+      pid_t pid;
+      while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+        for (pid_t& w : workers) {
+          if (w != pid) continue;
+          w = -1;
+          --alive;
+          const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+          if (!stopping || !clean) {
+            std::fprintf(stderr, "demo-app: worker %d %s %d%s\n", pid,
+                         WIFEXITED(status) ? "exited with status" : "killed by signal",
+                         WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+                         stopping ? "" : "; stopping the others");
+          }
+          if (!stopping) {
+            stopping = true;
+            exit_code = 1;
+            for (pid_t other : workers) {
+              if (other > 0) ::kill(other, SIGTERM);
+            }
+          } else if (!clean) {
+            exit_code = 1;
+          }
+        }
+      }
+    }
+  }
+  return exit_code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::StatusOr<Options> options = ktls::demo::ParseOptions(argc, argv);
+  if (!options.ok()) {
+    std::fprintf(stderr, "demo-app: %s\n%s", std::string(options.status().message()).c_str(),
+                 ktls::demo::Usage());
+    return 2;
+  }
+  if (options->help) {
+    std::fputs(ktls::demo::Usage(), stdout);
+    return 0;
+  }
+  // Writes to a peer that has gone report EPIPE instead of killing the process.
+  ::signal(SIGPIPE, SIG_IGN);
+  // SIGTERM/SIGINT (and SIGCHLD in the supervisor) are read from signalfds.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &mask, nullptr);
+
+  int static_dir_fd = -1;
+  if (!options->static_dir.empty()) {
+    static_dir_fd = ::open(options->static_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (static_dir_fd < 0) {
+      std::fprintf(stderr, "demo-app: --static_dir=%s: %s\n", options->static_dir.c_str(),
+                   std::strerror(errno));
+      return 2;
+    }
+  }
+  if (options->workers == 1) {
+    const Options& o = *options;
+    return ktls::demo::RunWorker(o, 0, static_dir_fd, [&o] { PrintReady(o); });
+  }
+  return Supervise(*options, static_dir_fd);
+}

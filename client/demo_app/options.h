@@ -1,0 +1,28 @@
+// Command-line options of ktls-demo-app (`--name=value`; bare `--debug`).
+#ifndef KTLS_CLIENT_DEMO_APP_OPTIONS_H_
+#define KTLS_CLIENT_DEMO_APP_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace ktls::demo {
+
+struct Options {
+  std::string agent_socket;        // --agent_socket (required)
+  std::string app_name = "ktls-demo-app";
+  int workers = 1;                 // processes, one subscription each
+  uint32_t credits = 64;           // initial credits per subscription
+  std::string static_dir;          // --static_dir, empty: /static/ answers 404
+  int idle_timeout_ms = 30000;     // close a connection idle this long
+  bool debug = false;              // one line per connection on stderr
+  bool help = false;
+};
+
+absl::StatusOr<Options> ParseOptions(int argc, char** argv);
+const char* Usage();
+
+}  // namespace ktls::demo
+
+#endif  // KTLS_CLIENT_DEMO_APP_OPTIONS_H_

@@ -1,0 +1,303 @@
+// Syscall half of the I/O helpers (ktls/ktls_client.h): ktls_recv, ktls_close_notify and the
+// kernel offload query. The decisions are made by the pure functions in tls_record.cc; this file
+// only moves bytes and translates what happened into errno plus a static message.
+//
+// How kTLS RX reports records (net/tls/tls_sw.c): every recvmsg that is given a control buffer
+// gets one SOL_TLS/TLS_GET_RECORD_TYPE message, and one call never mixes record types. A non-data
+// record (alert, post-handshake message) is returned alone, and a plain recv() without a control
+// buffer fails with EIO on it instead. A record larger than the caller's buffer is returned in
+// pieces over several calls. Descriptors without kTLS RX return no such message: plain data.
+#include <linux/tls.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include "ktls/io.h"
+
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+#ifndef TCP_ULP
+#define TCP_ULP 31
+#endif
+
+namespace ktls::client {
+namespace {
+
+// How long ktls_recv waits for the rest of an alert or post-handshake message that a peer split
+// across records. A peer writes such a message in one go, so the rest is normally already here.
+constexpr std::chrono::milliseconds kContinuationTimeout{1000};
+
+struct RecvResult {
+  ssize_t n = -1;
+  int err = 0;  // errno when n < 0, captured right after the call
+  RecordTypeCmsg record;
+};
+
+// One recvmsg with room for the record type. Descriptors that arrive unasked are closed.
+RecvResult RecvOnce(RecvSysCalls& sys, int fd, void* buf, size_t len, int flags) {
+  alignas(cmsghdr) unsigned char control[kRecvControlBytes];
+  iovec iov{buf, len};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = control;
+  m.msg_controllen = sizeof(control);
+  RecvResult r;
+  const IoResult io = sys.RecvMsg(fd, &m, flags | MSG_CMSG_CLOEXEC);
+  r.n = io.rc;
+  if (r.n < 0) {
+    r.err = io.err;
+    return r;
+  }
+  std::vector<int> stray;
+  r.record = ParseRecordTypeCmsg(m, &stray);
+  for (int s : stray) sys.Close(s);
+  return r;
+}
+
+class RealSys final : public RecvSysCalls {
+ public:
+  IoResult RecvMsg(int fd, msghdr* msg, int flags) override {
+    return Capture(::recvmsg(fd, msg, flags));
+  }
+  IoResult Shutdown(int fd, int how) override { return Capture(::shutdown(fd, how)); }
+  IoResult Poll(pollfd* fds, nfds_t n, int timeout_ms) override {
+    return Capture(::poll(fds, n, timeout_ms));
+  }
+  IoResult Close(int fd) override { return Capture(::close(fd)); }
+
+ private:
+  static IoResult Capture(ssize_t rc) { return {rc, rc < 0 ? errno : 0}; }
+};
+
+ssize_t Fail(ktls_record_info* info, int err, const char* message) {
+  info->error = message;
+  errno = err;
+  return -1;
+}
+
+// Errors the kernel's TLS layer produces itself, in words.
+const char* MessageForKernelErrno(int err) {
+  switch (err) {
+    case EIO:
+      return "kernel refused to return a non-data TLS record (no room for its record type)";
+    case EBADMSG:
+      return "a TLS record failed authentication in the kernel (bad_record_mac)";
+    case EMSGSIZE:
+      return "a TLS record exceeded the maximum record size (record_overflow)";
+    default:
+      return nullptr;
+  }
+}
+
+struct Failure {
+  int err = 0;
+  const char* message = nullptr;
+};
+
+// Grows `payload` (bytes of records of `type`) to `need` bytes, reading exactly what is missing
+// so the read ends on a message boundary and nothing of a following record is taken.
+Failure ReadContinuation(RecvSysCalls& sys, int fd, uint8_t type, size_t need, std::vector<uint8_t>* payload) {
+  const auto deadline = std::chrono::steady_clock::now() + kContinuationTimeout;
+  while (payload->size() < need) {
+    const size_t have = payload->size();
+    payload->resize(need);
+    RecvResult r = RecvOnce(sys, fd, payload->data() + have, need - have, MSG_DONTWAIT);
+    payload->resize(have + (r.n > 0 ? r.n : 0));
+    if (r.n < 0) {
+      if (r.err == EINTR) continue;
+      if (r.err == EAGAIN || r.err == EWOULDBLOCK) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+          return {EPROTO, "timed out waiting for the rest of a TLS alert or handshake message"};
+        }
+        pollfd p{fd, POLLIN, 0};
+        sys.Poll(&p, 1, static_cast<int>(left.count()));
+        continue;
+      }
+      const char* m = MessageForKernelErrno(r.err);
+      return {r.err, m != nullptr ? m : "read failed inside a TLS alert or handshake message"};
+    }
+    if (r.record.error != nullptr) return {EPROTO, r.record.error};
+    if (!r.record.found) {
+      return {EPROTO, r.n == 0 ? "connection closed inside a TLS alert or handshake message"
+                               : "record type missing inside a TLS alert or handshake message"};
+    }
+    if (r.record.type != type) {
+      return {EPROTO, "TLS alert or handshake message interleaved with another record type"};
+    }
+    if (r.n == 0) return {EPROTO, "empty record inside a TLS alert or handshake message"};
+  }
+  return {};
+}
+
+// Reads only the 4-byte version/cipher header: the kernel answers that size without copying key
+// material, and answers it for every cipher (a full-size struct of the wrong cipher is EINVAL).
+// EBUSY (ULP set, keys not installed), ENOPROTOOPT (no tls ULP), EOPNOTSUPP (not TCP): no.
+bool KernelHasKeys(int fd, int direction) {
+  tls_crypto_info info{};
+  socklen_t len = sizeof(info);
+  return ::getsockopt(fd, SOL_TLS, direction, &info, &len) == 0;
+}
+
+}  // namespace
+
+RecvSysCalls& RealRecvSysCalls() {
+  static RealSys* sys = new RealSys;  // never destroyed: usable from any static destructor
+  return *sys;
+}
+
+KernelOffload QueryKernelOffload(int fd) {
+  KernelOffload out;
+  out.tx = KernelHasKeys(fd, TLS_TX);
+  out.rx = KernelHasKeys(fd, TLS_RX);
+  return out;
+}
+
+bool HasKtlsTx(int fd) {
+  char ulp[16] = {};
+  socklen_t len = sizeof(ulp);
+  if (::getsockopt(fd, SOL_TCP, TCP_ULP, ulp, &len) != 0) return false;
+  if (std::string_view(ulp, ::strnlen(ulp, len)) != "tls") return false;
+  return KernelHasKeys(fd, TLS_TX);
+}
+
+ssize_t KtlsRecv(RecvSysCalls& sys, int fd, void* buf, size_t len, int flags,
+                 ktls_record_info* info_out) {
+  ktls_record_info local;
+  ktls_record_info* info = info_out != nullptr ? info_out : &local;
+  *info = ktls_record_info{};
+  info->record_type = KTLS_RECORD_APPLICATION_DATA;
+
+  // Bytes of the current non-data record; allocated only when one arrives.
+  std::vector<uint8_t> payload;
+  for (;;) {
+    RecvResult r = RecvOnce(sys, fd, buf, len, flags);
+    if (r.n < 0) return Fail(info, r.err, MessageForKernelErrno(r.err));
+    if (r.record.error != nullptr) return Fail(info, EPROTO, r.record.error);
+    if (!r.record.found) return r.n;  // no kTLS RX: plain data, or 0 at EOF
+    info->tls_rx = true;
+    info->record_type = r.record.type;
+    if (r.record.type == kRecordApplicationData) {
+      // A zero-length record is legal and is not end of stream (EOF carries no record type).
+      // Read past it; a peek cannot (it would see the same record forever), so it reports that
+      // nothing is readable yet.
+      if (r.n == 0) {
+        if (flags & MSG_PEEK) return Fail(info, EAGAIN, nullptr);
+        continue;
+      }
+      return r.n;
+    }
+
+    // A non-data record: take its bytes out of the caller's buffer (under MSG_PEEK it is still
+    // queued, so consume it for real; the kernel returns the same record again).
+    const uint8_t type = r.record.type;
+    if (flags & MSG_PEEK) {
+      payload.resize(r.n);
+      RecvResult c = RecvOnce(sys, fd, payload.data(), payload.size(),
+                              (flags & ~MSG_PEEK) | MSG_DONTWAIT);
+      if (c.n < 0) return Fail(info, c.err, MessageForKernelErrno(c.err));
+      if (c.record.error != nullptr) return Fail(info, EPROTO, c.record.error);
+      if (!c.record.found || c.record.type != type) {
+        return Fail(info, EPROTO, "peeked TLS record changed while it was consumed");
+      }
+      payload.resize(c.n);
+    } else {
+      const auto* bytes = static_cast<const uint8_t*>(buf);
+      payload.assign(bytes, bytes + r.n);
+    }
+
+    bool next_record = false;
+    while (!next_record) {
+      const RecordVerdict v = ClassifyRecord(type, payload);
+      switch (v.action) {
+        case RecordAction::kSkip:
+          info->skipped_records += v.skipped;
+          next_record = true;
+          break;
+        case RecordAction::kEndOfStream:
+          info->skipped_records += v.skipped;
+          info->alert_level = v.alert_level;
+          info->alert_description = v.alert_description;
+          info->alert_name = AlertName(v.alert_description);
+          // Remember the end of stream in the kernel rather than in a per-fd table here: later
+          // reads return 0, and a reused descriptor number cannot inherit stale state.
+          sys.Shutdown(fd, SHUT_RD);
+          return 0;
+        case RecordAction::kFatalAlert:
+          info->skipped_records += v.skipped;
+          info->alert_level = v.alert_level;
+          info->alert_description = v.alert_description;
+          info->alert_name = AlertName(v.alert_description);
+          return Fail(info, ECONNRESET, "peer aborted the connection with a TLS alert");
+        case RecordAction::kKeyUpdate:
+        case RecordAction::kProtocolError:
+          info->skipped_records += v.skipped;
+          return Fail(info, ErrnoForVerdict(v), v.message);
+        case RecordAction::kNeedMore: {
+          const Failure f = ReadContinuation(sys, fd, type, v.need, &payload);
+          if (f.err != 0) return Fail(info, f.err, f.message);
+          break;
+        }
+        case RecordAction::kData:  // ClassifyRecord only says so for type 23, handled above
+          return Fail(info, EPROTO, "internal error: data verdict for a control record");
+      }
+    }
+  }
+}
+
+}  // namespace ktls::client
+
+extern "C" ssize_t ktls_recv(int fd, void* buf, size_t len, int flags,
+                             ktls_record_info* info_out) {
+  return ktls::client::KtlsRecv(ktls::client::RealRecvSysCalls(), fd, buf, len, flags, info_out);
+}
+
+extern "C" int ktls_close_notify(int fd) {
+  using namespace ktls::client;
+  if (HasKtlsTx(fd)) {
+    static const unsigned char kAlert[2] = {kAlertLevelWarning, kAlertCloseNotify};
+    alignas(cmsghdr) unsigned char control[CMSG_SPACE(sizeof(unsigned char))] = {};
+    iovec iov{const_cast<unsigned char*>(kAlert), sizeof(kAlert)};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = sizeof(control);
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_TLS;
+    c->cmsg_type = TLS_SET_RECORD_TYPE;
+    c->cmsg_len = CMSG_LEN(sizeof(unsigned char));
+    *CMSG_DATA(c) = kRecordAlert;
+    ssize_t n;
+    do {
+      n = ::sendmsg(fd, &m, MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) return -1;
+    if (n != static_cast<ssize_t>(sizeof(kAlert))) {
+      errno = EIO;
+      return -1;
+    }
+  }
+  return ::shutdown(fd, SHUT_WR);
+}
+
+extern "C" bool ktls_fd_offload_state(int fd, bool* tx, bool* rx) {
+  int type = 0;
+  socklen_t len = sizeof(type);
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0) return false;
+  const ktls::client::KernelOffload k = ktls::client::QueryKernelOffload(fd);
+  if (tx != nullptr) *tx = k.tx;
+  if (rx != nullptr) *rx = k.rx;
+  return true;
+}

@@ -1,0 +1,485 @@
+// ktls_recv's loop against a fake kTLS kernel (records with TLS_GET_RECORD_TYPE control
+// messages, split records, EAGAIN), and against real socketpairs and loopback TCP, where the host
+// kernel (no CONFIG_TLS) returns plain streams.
+#include <fcntl.h>
+#include <linux/tls.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "ktls/io.h"
+#include "ktls/ktls_client.h"
+
+namespace ktls::client {
+namespace {
+
+using Bytes = std::vector<uint8_t>;
+
+// Plays net/tls/tls_sw.c's recvmsg: one record type per call; consecutive data records are
+// merged up to the caller's length, a non-data record is returned alone; a record longer than the
+// buffer is returned in pieces; without room for the type, a non-data record fails with EIO.
+class FakeKtlsKernel : public RecvSysCalls {
+ public:
+  struct Record {
+    uint8_t type = 0;  // 0: plain bytes with no control message (a non-kTLS socket)
+    Bytes bytes;
+    int err = 0;       // != 0: recvmsg fails with this errno (consumed)
+    bool ctrunc_without_type = false;
+    int stray_fd = -1;  // sent along as SCM_RIGHTS
+  };
+
+  void Push(Record r) { queue_.push_back(std::move(r)); }
+  void PushRecord(uint8_t type, Bytes b) { Push(Record{type, std::move(b)}); }
+  // Records that "arrive" the first time ktls_recv polls.
+  void PushLater(uint8_t type, Bytes b) { later_.push_back(Record{type, std::move(b)}); }
+  void SetEof() { eof_ = true; }
+
+  IoResult RecvMsg(int fd, msghdr* msg, int flags) override {
+    ++recv_calls;
+    flags_seen.push_back(flags);
+    msg->msg_flags = 0;
+    const size_t controllen = msg->msg_controllen;
+    msg->msg_controllen = 0;
+    if (shut_rd || queue_.empty()) {
+      if (shut_rd || eof_) return {0, 0};
+      return {-1, EAGAIN};
+    }
+    Record& head = queue_.front();
+    if (head.err != 0) {
+      const int err = head.err;
+      queue_.pop_front();
+      return {-1, err};
+    }
+    const bool peek = flags & MSG_PEEK;
+    char* out = static_cast<char*>(msg->msg_iov[0].iov_base);
+    const size_t len = msg->msg_iov[0].iov_len;
+    const uint8_t type = head.type;
+    size_t used = 0;
+    if (head.ctrunc_without_type) {
+      msg->msg_flags |= MSG_CTRUNC;
+    } else if (type != 0) {
+      if (controllen < CMSG_SPACE(1)) {
+        if (type != KTLS_RECORD_APPLICATION_DATA) return {-1, EIO};
+      } else {
+        cmsghdr* c = static_cast<cmsghdr*>(msg->msg_control);
+        c->cmsg_level = SOL_TLS;
+        c->cmsg_type = TLS_GET_RECORD_TYPE;
+        c->cmsg_len = CMSG_LEN(1);
+        *CMSG_DATA(c) = type;
+        used = CMSG_SPACE(1);
+      }
+    }
+    if (head.stray_fd >= 0 && controllen >= used + CMSG_SPACE(sizeof(int))) {
+      cmsghdr* c = reinterpret_cast<cmsghdr*>(static_cast<char*>(msg->msg_control) + used);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_RIGHTS;
+      c->cmsg_len = CMSG_LEN(sizeof(int));
+      std::memcpy(CMSG_DATA(c), &head.stray_fd, sizeof(int));
+      used += CMSG_SPACE(sizeof(int));
+      if (!peek) head.stray_fd = -1;
+    }
+    msg->msg_controllen = used;
+    size_t copied = 0;
+    size_t index = 0;
+    while (index < queue_.size() && copied < len) {
+      Record& r = queue_[index];
+      if (r.type != type || r.err != 0 || r.ctrunc_without_type) break;
+      const size_t n = std::min(len - copied, r.bytes.size());
+      std::memcpy(out + copied, r.bytes.data(), n);
+      copied += n;
+      const bool whole = n == r.bytes.size();
+      if (!peek) {
+        r.bytes.erase(r.bytes.begin(), r.bytes.begin() + n);
+        if (whole) {
+          queue_.erase(queue_.begin() + index);
+        } else {
+          ++index;
+        }
+      } else {
+        ++index;
+      }
+      // Only data records (and plain bytes) are merged; a control record ends the call.
+      if (type != KTLS_RECORD_APPLICATION_DATA && type != 0) break;
+      if (!whole) break;
+    }
+    return {static_cast<ssize_t>(copied), 0};
+  }
+
+  IoResult Shutdown(int fd, int how) override {
+    if (how == SHUT_RD) shut_rd = true;
+    return {0, 0};
+  }
+
+  IoResult Poll(pollfd* fds, nfds_t n, int timeout_ms) override {
+    ++poll_calls;
+    if (!later_.empty()) {
+      for (Record& r : later_) queue_.push_back(std::move(r));
+      later_.clear();
+      return {1, 0};
+    }
+    // Nothing will arrive: time passes as it would in the kernel.
+    std::this_thread::sleep_for(std::chrono::milliseconds(timeout_ms));
+    return {0, 0};
+  }
+
+  IoResult Close(int fd) override {
+    closed.push_back(fd);
+    return {0, 0};
+  }
+
+  int recv_calls = 0;
+  int poll_calls = 0;
+  bool shut_rd = false;
+  std::vector<int> flags_seen;
+  std::vector<int> closed;
+
+ private:
+  std::deque<Record> queue_;
+  std::deque<Record> later_;
+  bool eof_ = false;
+};
+
+constexpr int kFd = 42;  // any number: the fake does not look at it
+
+Bytes Text(const std::string& s) { return Bytes(s.begin(), s.end()); }
+
+Bytes Ticket(size_t body) {
+  Bytes m = {kHandshakeNewSessionTicket, static_cast<uint8_t>(body >> 16),
+             static_cast<uint8_t>(body >> 8), static_cast<uint8_t>(body)};
+  m.resize(4 + body, 0x77);
+  return m;
+}
+
+std::string Recv(FakeKtlsKernel& k, size_t len, ssize_t* n, ktls_record_info* info,
+                 int flags = 0) {
+  std::string buf(len, '\0');
+  *n = KtlsRecv(k, kFd, buf.data(), buf.size(), flags, info);
+  buf.resize(*n > 0 ? *n : 0);
+  return buf;
+}
+
+TEST(KtlsRecvTest, ReturnsApplicationData) {
+  FakeKtlsKernel k;
+  k.PushRecord(kRecordApplicationData, Text("hello "));
+  k.PushRecord(kRecordApplicationData, Text("world"));
+  ktls_record_info info;
+  ssize_t n;
+  EXPECT_EQ("hello world", Recv(k, 64, &n, &info));  // data records merge, as in the kernel
+  EXPECT_TRUE(info.tls_rx);
+  EXPECT_EQ(KTLS_RECORD_APPLICATION_DATA, info.record_type);
+  EXPECT_EQ(nullptr, info.error);
+}
+
+TEST(KtlsRecvTest, PlainBytesWithoutRecordTypeArePassedThrough) {
+  FakeKtlsKernel k;
+  k.PushRecord(0, Text("relay bytes"));
+  ktls_record_info info;
+  ssize_t n;
+  EXPECT_EQ("relay bytes", Recv(k, 64, &n, &info));
+  EXPECT_FALSE(info.tls_rx);
+  EXPECT_EQ(KTLS_RECORD_APPLICATION_DATA, info.record_type);
+}
+
+TEST(KtlsRecvTest, SessionTicketsAreSkippedSilently) {
+  FakeKtlsKernel k;
+  k.PushRecord(kRecordHandshake, Ticket(180));
+  k.PushRecord(kRecordHandshake, Ticket(180));
+  k.PushRecord(kRecordApplicationData, Text("GET /"));
+  ktls_record_info info;
+  ssize_t n;
+  EXPECT_EQ("GET /", Recv(k, 4096, &n, &info));
+  EXPECT_EQ(2u, info.skipped_records);
+}
+
+TEST(KtlsRecvTest, TicketWithNothingBehindItIsEagainNotData) {
+  FakeKtlsKernel k;
+  k.PushRecord(kRecordHandshake, Ticket(100));
+  ktls_record_info info;
+  ssize_t n;
+  Recv(k, 4096, &n, &info, MSG_DONTWAIT);
+  EXPECT_EQ(-1, n);
+  EXPECT_EQ(EAGAIN, errno);
+  EXPECT_EQ(1u, info.skipped_records);
+  EXPECT_EQ(nullptr, info.error);
+}
+
+TEST(KtlsRecvTest, CloseNotifyIsEofAndIsRemembered) {
+  FakeKtlsKernel k;
+  k.PushRecord(kRecordAlert, {1, 0});
+  k.PushRecord(kRecordApplicationData, Text("after close_notify"));  // must never be seen
+  ktls_record_info info;
+  ssize_t n;
+  Recv(k, 4096, &n, &info);
+  EXPECT_EQ(0, n);
+  EXPECT_EQ(KTLS_RECORD_ALERT, info.record_type);
+  EXPECT_STREQ("close_notify", info.alert_name);
+  EXPECT_TRUE(k.shut_rd);
+  Recv(k, 4096, &n, &info);
+  EXPECT_EQ(0, n);
+}
+
+TEST(KtlsRecvTest, FatalAlertIsConnResetWithItsName) {
+  FakeKtlsKernel k;
+  k.PushRecord(kRecordAlert, {2, 20});
+  ktls_record_info info;
+  ssize_t n;
+  Recv(k, 4096, &n, &info);
+  EXPECT_EQ(-1, n);
+  EXPECT_EQ(ECONNRESET, errno);
+  EXPECT_EQ(2, info.alert_level);
+  EXPECT_EQ(20, info.alert_description);
+  EXPECT_STREQ("bad_record_mac", info.alert_name);
+  EXPECT_NE(nullptr, info.error);
+}
+
+TEST(KtlsRecvTest, KeyUpdateIsEkeyexpired) {
+  FakeKtlsKernel k;
+  k.PushRecord(kRecordHandshake, {kHandshakeKeyUpdate, 0, 0, 1, 1});
+  ktls_record_info info;
+  ssize_t n;
+  Recv(k, 4096, &n, &info);
+  EXPECT_EQ(-1, n);
+  EXPECT_EQ(EKEYEXPIRED, errno);
+  EXPECT_STREQ("peer KeyUpdate: kernel lacks TLS 1.3 rekey", info.error);
+}
+
+TEST(KtlsRecvTest, SmallBufferReadsTheWholeControlRecordFirst) {
+  // A 3-byte buffer gets the ticket in pieces; the rest is fetched without blocking and only up
+  // to the end of the message, so the data record behind it is untouched.
+  FakeKtlsKernel k;
+  k.PushRecord(kRecordHandshake, Ticket(150));
+  k.PushRecord(kRecordApplicationData, Text("abcdef"));
+  ktls_record_info info;
+  ssize_t n;
+  EXPECT_EQ("abc", Recv(k, 3, &n, &info));
+  EXPECT_EQ(1u, info.skipped_records);
+  for (size_t i = 1; i + 1 < k.flags_seen.size(); ++i) {
+    EXPECT_TRUE(k.flags_seen[i] & MSG_DONTWAIT) << "continuation read " << i << " may block";
+  }
+  EXPECT_EQ("def", Recv(k, 3, &n, &info));
+}
+
+TEST(KtlsRecvTest, HandshakeMessageSplitAcrossRecordsWaitsForTheRest) {
+  FakeKtlsKernel k;
+  Bytes ticket = Ticket(300);
+  k.PushRecord(kRecordHandshake, Bytes(ticket.begin(), ticket.begin() + 100));
+  k.PushLater(kRecordHandshake, Bytes(ticket.begin() + 100, ticket.end()));
+  k.PushLater(kRecordApplicationData, Text("data"));
+  ktls_record_info info;
+  ssize_t n;
+  EXPECT_EQ("data", Recv(k, 4096, &n, &info));
+  EXPECT_EQ(1u, info.skipped_records);
+  EXPECT_GE(k.poll_calls, 1);
+}
+
+TEST(KtlsRecvTest, HandshakeMessageThatNeverCompletesTimesOut) {
+  FakeKtlsKernel k;
+  k.PushRecord(kRecordHandshake, Bytes{kHandshakeNewSessionTicket, 0, 1, 0, 9});
+  ktls_record_info info;
+  ssize_t n;
+  Recv(k, 4096, &n, &info);
+  EXPECT_EQ(-1, n);
+  EXPECT_EQ(EPROTO, errno);
+  ASSERT_NE(nullptr, info.error);
+  EXPECT_NE(nullptr, std::strstr(info.error, "timed out"));
+}
+
+TEST(KtlsRecvTest, DataInsideAHandshakeMessageIsAProtocolError) {
+  FakeKtlsKernel k;
+  k.PushRecord(kRecordHandshake, Bytes{kHandshakeNewSessionTicket, 0, 0, 50, 1});
+  k.PushRecord(kRecordApplicationData, Text("interleaved"));
+  ktls_record_info info;
+  ssize_t n;
+  Recv(k, 4096, &n, &info);
+  EXPECT_EQ(-1, n);
+  EXPECT_EQ(EPROTO, errno);
+  EXPECT_NE(nullptr, std::strstr(info.error, "interleaved"));
+}
+
+TEST(KtlsRecvTest, PeekSeesDataBehindConsumedControlRecords) {
+  FakeKtlsKernel k;
+  k.PushRecord(kRecordHandshake, Ticket(40));
+  k.PushRecord(kRecordApplicationData, Text("peek me"));
+  ktls_record_info info;
+  ssize_t n;
+  EXPECT_EQ("peek me", Recv(k, 64, &n, &info, MSG_PEEK));
+  EXPECT_EQ(1u, info.skipped_records);
+  EXPECT_EQ("peek me", Recv(k, 64, &n, &info));
+  EXPECT_EQ(0u, info.skipped_records);
+}
+
+TEST(KtlsRecvTest, KernelErrorsGetMessages) {
+  for (int err : {EIO, EBADMSG, EMSGSIZE}) {
+    FakeKtlsKernel k;
+    FakeKtlsKernel::Record r;
+    r.err = err;
+    k.Push(r);
+    ktls_record_info info;
+    ssize_t n;
+    Recv(k, 64, &n, &info);
+    EXPECT_EQ(-1, n);
+    EXPECT_EQ(err, errno);
+    EXPECT_NE(nullptr, info.error) << err;
+  }
+  FakeKtlsKernel k;
+  FakeKtlsKernel::Record r;
+  r.err = ECONNRESET;  // ordinary socket errors pass through without a TLS message
+  k.Push(r);
+  ktls_record_info info;
+  ssize_t n;
+  Recv(k, 64, &n, &info);
+  EXPECT_EQ(ECONNRESET, errno);
+  EXPECT_EQ(nullptr, info.error);
+}
+
+TEST(KtlsRecvTest, TruncatedControlDataIsAnError) {
+  FakeKtlsKernel k;
+  FakeKtlsKernel::Record r;
+  r.bytes = Text("??");
+  r.ctrunc_without_type = true;
+  k.Push(r);
+  ktls_record_info info;
+  ssize_t n;
+  Recv(k, 64, &n, &info);
+  EXPECT_EQ(-1, n);
+  EXPECT_EQ(EPROTO, errno);
+  EXPECT_NE(nullptr, std::strstr(info.error, "MSG_CTRUNC"));
+}
+
+TEST(KtlsRecvTest, DescriptorsSentAlongAreClosed) {
+  FakeKtlsKernel k;
+  FakeKtlsKernel::Record r;
+  r.bytes = Text("x");
+  r.stray_fd = 1234;
+  k.Push(r);
+  ktls_record_info info;
+  ssize_t n;
+  EXPECT_EQ("x", Recv(k, 64, &n, &info));
+  EXPECT_EQ(std::vector<int>{1234}, k.closed);
+}
+
+// ---- the real kernel: relay socketpairs and plain TCP ----
+
+struct StreamPair {
+  int fd[2] = {-1, -1};
+  StreamPair() { EXPECT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fd)); }
+  ~StreamPair() {
+    if (fd[0] >= 0) close(fd[0]);
+    if (fd[1] >= 0) close(fd[1]);
+  }
+};
+
+TEST(KtlsRecvSocketTest, PlainDataAndEofOnASocketpair) {
+  StreamPair p;
+  ASSERT_EQ(5, write(p.fd[1], "hello", 5));
+  char buf[64];
+  ktls_record_info info;
+  EXPECT_EQ(5, ktls_recv(p.fd[0], buf, sizeof(buf), 0, &info));
+  EXPECT_EQ("hello", std::string(buf, 5));
+  EXPECT_FALSE(info.tls_rx);
+  EXPECT_EQ(KTLS_RECORD_APPLICATION_DATA, info.record_type);
+
+  EXPECT_EQ(-1, ktls_recv(p.fd[0], buf, sizeof(buf), MSG_DONTWAIT, nullptr));
+  EXPECT_EQ(EAGAIN, errno);
+
+  ASSERT_EQ(3, write(p.fd[1], "abc", 3));
+  EXPECT_EQ(3, ktls_recv(p.fd[0], buf, sizeof(buf), MSG_PEEK, nullptr));
+  EXPECT_EQ(3, ktls_recv(p.fd[0], buf, sizeof(buf), 0, nullptr));
+
+  ASSERT_EQ(0, ktls_close_notify(p.fd[1]));  // relay: just shutdown(SHUT_WR)
+  EXPECT_EQ(0, ktls_recv(p.fd[0], buf, sizeof(buf), 0, &info));
+  // The write side of the closing end still... is closed; its read side is not.
+  ASSERT_EQ(2, write(p.fd[0], "ok", 2));
+  EXPECT_EQ(2, ktls_recv(p.fd[1], buf, sizeof(buf), 0, nullptr));
+}
+
+TEST(KtlsRecvSocketTest, DescriptorsSmuggledOverTheRelayAreClosed) {
+  StreamPair p;
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(devnull, 0);
+  char data = 'x';
+  iovec iov{&data, 1};
+  alignas(cmsghdr) unsigned char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &devnull, sizeof(int));
+  ASSERT_EQ(1, sendmsg(p.fd[1], &msg, 0));
+  close(devnull);
+  // The received copy gets the lowest free number, which is devnull's again.
+  char buf[8];
+  EXPECT_EQ(1, ktls_recv(p.fd[0], buf, sizeof(buf), 0, nullptr));
+  EXPECT_EQ(-1, fcntl(devnull, F_GETFD));
+  EXPECT_EQ(EBADF, errno);
+}
+
+TEST(KtlsRecvSocketTest, LoopbackTcpIsAPlainStream) {
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(0, bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)));
+  ASSERT_EQ(0, listen(listener, 1));
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(0, getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len));
+  int client = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_EQ(0, connect(client, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)));
+  int server = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  ASSERT_GE(server, 0);
+
+  bool tx = true, rx = true;
+  EXPECT_TRUE(ktls_fd_offload_state(server, &tx, &rx));
+  EXPECT_FALSE(tx);
+  EXPECT_FALSE(rx);
+  EXPECT_FALSE(HasKtlsTx(server));
+
+  ASSERT_EQ(4, write(client, "ping", 4));
+  char buf[16];
+  ktls_record_info info;
+  EXPECT_EQ(4, ktls_recv(server, buf, sizeof(buf), 0, &info));
+  EXPECT_FALSE(info.tls_rx);
+  EXPECT_EQ(0, ktls_close_notify(client));
+  EXPECT_EQ(0, ktls_recv(server, buf, sizeof(buf), 0, &info));
+  close(server);
+  close(client);
+  close(listener);
+}
+
+TEST(KtlsOffloadStateTest, SocketpairHasNoOffloadAndNonSocketsFail) {
+  StreamPair p;
+  bool tx = true, rx = true;
+  EXPECT_TRUE(ktls_fd_offload_state(p.fd[0], &tx, &rx));
+  EXPECT_FALSE(tx);
+  EXPECT_FALSE(rx);
+  EXPECT_TRUE(ktls_fd_offload_state(p.fd[0], nullptr, nullptr));
+
+  int pipefd[2];
+  ASSERT_EQ(0, pipe2(pipefd, O_CLOEXEC));
+  EXPECT_FALSE(ktls_fd_offload_state(pipefd[0], &tx, &rx));
+  EXPECT_EQ(ENOTSOCK, errno);
+  close(pipefd[0]);
+  close(pipefd[1]);
+  EXPECT_FALSE(ktls_fd_offload_state(-1, &tx, &rx));
+  EXPECT_EQ(EBADF, errno);
+}
+
+}  // namespace
+}  // namespace ktls::client
