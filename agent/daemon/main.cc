@@ -39,6 +39,8 @@ ABSL_FLAG(int, handshake_timeout_ms, 0, "handshake timeout");
 ABSL_FLAG(int, handoff_wait_timeout_ms, 0, "how long a ready connection may wait for an app");
 ABSL_FLAG(std::string, log_level, "", "debug | info | warning | error");
 ABSL_FLAG(bool, probe_only, false, "probe the kernel's kTLS support, print the table and exit");
+ABSL_FLAG(bool, probe_require_all, false,
+          "with --probe_only: exit 1 unless the kernel accepted every version x cipher x direction");
 ABSL_FLAG(bool, print_config, false, "print the effective configuration and exit");
 ABSL_FLAG(std::string, ready_file, "", "write the bound addresses here once serving (for scripts and tests)");
 ABSL_FLAG(int, stats_interval_s, 0, "log a stats line every N seconds (0 = only at exit)");
@@ -120,6 +122,15 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_probe_only)) {
     ktls::KernelProbeResult probe = ktls::ProbeKernel(ktls::RealSysCalls());
     std::cout << probe.FormatTable() << std::flush;
+    if (absl::GetFlag(FLAGS_probe_require_all)) {
+      for (const auto& cell : probe.cells) {
+        if (!cell.ok) {
+          std::cerr << "ktls-agent: kTLS probe: not every combination is supported\n";
+          return 1;
+        }
+      }
+      if (probe.cells.empty()) return 1;
+    }
     return 0;
   }
   absl::StatusOr<ktls::v1::AgentConfig> config = BuildConfig();

@@ -74,7 +74,7 @@ class AgentTest : public ::testing::Test {
   int port_ = 0;
 };
 
-TEST_F(AgentTest, HandsOffWithMetadataAndRelaysBothWaysWithHalfClose) {
+TEST_F(AgentTest, HandsOffWithMetadataAndTheChosenDataPath) {
   StartAgent(Config());
   FakeApp app(dir_ + "/handoff.sock");
   ASSERT_TRUE(app.Subscribe(4));
@@ -89,11 +89,41 @@ TEST_F(AgentTest, HandsOffWithMetadataAndRelaysBothWaysWithHalfClose) {
   EXPECT_EQ(static_cast<uint32_t>(port_), info.local().port());
   EXPECT_EQ("test", info.listener());
   EXPECT_FALSE(info.cipher().empty());
-  if (!agent_->probe().ulp_available) {
+  if (agent_->probe().AnySupported()) {
+    // A kernel with kTLS (the VM suite): the TCP socket itself, keys installed both ways.
+    EXPECT_EQ(v1::DATA_PATH_KTLS, info.data_path()) << info.fallback_reason();
+    EXPECT_EQ(v1::OFFLOAD_STATE_ACTIVE, info.ktls_tx());
+    EXPECT_EQ(v1::OFFLOAD_STATE_ACTIVE, info.ktls_rx());
+    EXPECT_EQ(1u, agent_->stats().offload_ktls.load());
+  } else {
     EXPECT_EQ(v1::DATA_PATH_RELAY, info.data_path());
     EXPECT_EQ(agent_->probe().ulp_reason, info.fallback_reason());
     EXPECT_EQ(1u, agent_->stats().fallbacks[static_cast<size_t>(FallbackReason::kModuleMissing)]);
   }
+  // Either way the app reads and writes plaintext with plain read()/write().
+  ASSERT_TRUE(client.WriteAll("hello from the peer"));
+  std::string got;
+  ASSERT_TRUE(ReadFdN(fd, 19, &got));
+  EXPECT_EQ("hello from the peer", got);
+  ASSERT_EQ(5, write(fd, "howdy", 5));
+  ASSERT_TRUE(client.ReadN(5, &got));
+  EXPECT_EQ("howdy", got);
+  close(fd);
+  EXPECT_EQ(1u, agent_->stats().handoffs_sent.load());
+}
+
+TEST_F(AgentTest, RelaysBothWaysWithHalfClose) {
+  v1::AgentConfig c = Config();
+  c.set_offload(v1::OFFLOAD_POLICY_OFF);
+  StartAgent(c);
+  FakeApp app(dir_ + "/handoff.sock");
+  ASSERT_TRUE(app.Subscribe(4));
+  TestClient client;
+  v1::ConnectionInfo info;
+  int fd = ConnectAndReceive(app, client, &info);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(v1::DATA_PATH_RELAY, info.data_path());
+  EXPECT_EQ("policy: offload=off", info.fallback_reason());
   // peer -> app
   ASSERT_TRUE(client.WriteAll("hello from the peer"));
   std::string got;
@@ -111,6 +141,7 @@ TEST_F(AgentTest, HandsOffWithMetadataAndRelaysBothWaysWithHalfClose) {
   close(fd);
   EXPECT_TRUE(WaitFor([&] { return agent_->stats().relay_closed.load() == 1; }));
   EXPECT_EQ(1u, agent_->stats().handoffs_sent.load());
+  EXPECT_EQ(1u, agent_->stats().fallbacks[static_cast<size_t>(FallbackReason::kPolicyOff)]);
 }
 
 TEST_F(AgentTest, EmfileOnAcceptPausesAcceptingThenRecovers) {

@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -163,7 +164,21 @@ inline TestCert MakeCa(const std::string& common_name) {
   return MakeCert(spec, nullptr);
 }
 
-// Writes `contents` to a fresh file under the test temp dir and returns its path.
+// Files written by WriteTempFile, removed when the test process exits (they hold private keys).
+struct TempFileRegistry {
+  std::mutex mu;
+  std::vector<std::string> paths;
+  ~TempFileRegistry() {
+    for (const auto& p : paths) ::unlink(p.c_str());
+  }
+};
+inline TempFileRegistry& TempFiles() {
+  static TempFileRegistry registry;
+  return registry;
+}
+
+// Writes `contents` to a fresh file under the test temp dir and returns its path. The file is
+// deleted at process exit.
 inline std::string WriteTempFile(const std::string& name, const std::string& contents) {
   static std::atomic<int> counter{0};
   const std::string path =
@@ -172,6 +187,10 @@ inline std::string WriteTempFile(const std::string& name, const std::string& con
   f << contents;
   f.close();
   if (!f) Die("writing a temp file");
+  {
+    std::lock_guard<std::mutex> lock(TempFiles().mu);
+    TempFiles().paths.push_back(path);
+  }
   return path;
 }
 
