@@ -86,6 +86,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(v1::AgentConfig config, Sys
   bo.wait_timeout = absl::Milliseconds(c.handoff_wait_timeout_ms());
   bo.max_pending = c.max_pending_handoffs();
   bo.agent_version = kAgentVersion;
+  bo.activity = &a->activity_;
   auto broker = HandoffBroker::Create(sys, bo, a->stats_);
   if (!broker.ok()) return broker.status();
   a->broker_ = std::move(*broker);
@@ -114,6 +115,7 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(v1::AgentConfig config, Sys
   wo.handshake_timeout = absl::Milliseconds(c.handshake_timeout_ms());
   wo.max_handshakes = std::max<size_t>(1, (c.max_concurrent_handshakes() + workers - 1) / workers);
   wo.max_connections = std::max<size_t>(1, (c.max_connections() + workers - 1) / workers);
+  wo.activity = &a->activity_;
   for (unsigned w = 0; w < workers; ++w) {
     wo.index = static_cast<int>(w);
     auto worker = Worker::Create(sys, wo, std::move(per_worker[w]), *a->tls_, *a->certs_,

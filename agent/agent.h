@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "agent/activity.h"
 #include "agent/cert_store.h"
 #include "agent/handoff_broker.h"
 #include "agent/kernel_probe.h"
@@ -38,6 +39,9 @@ class Agent {
   AgentStats& stats() { return stats_; }
   CertStore& certs() { return *certs_; }
   HandoffBroker& broker() { return *broker_; }
+  TlsContext& tls() { return *tls_; }
+  // Handshakes in progress and recent handoffs, for the control plane.
+  const ActivityLog& activity() const { return activity_; }
   OffloadPolicy policy() const { return policy_; }
   // Bound addresses, e.g. "127.0.0.1:8443" (ports resolved when configured as 0).
   const std::vector<std::string>& listen_addresses() const { return listen_addresses_; }
@@ -50,6 +54,7 @@ class Agent {
   OffloadPolicy policy_ = OffloadPolicy::kPreferred;
   KernelProbeResult probe_;
   AgentStats stats_;
+  ActivityLog activity_;
   std::unique_ptr<CertStore> certs_;
   std::unique_ptr<TlsContext> tls_;
   std::unique_ptr<HandoffBroker> broker_;

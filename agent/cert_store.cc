@@ -190,13 +190,40 @@ absl::StatusOr<std::string> SubjectOf(X509* cert) {
   return std::string(data, len > 0 ? static_cast<size_t>(len) : 0);
 }
 
-absl::StatusOr<int64_t> NotAfterOf(X509* cert) {
+absl::StatusOr<int64_t> TimeOf(const ASN1_TIME* t, absl::string_view what) {
   struct tm tm {};
-  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) != 1) {
+  if (ASN1_TIME_to_tm(t, &tm) != 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cannot read the notAfter time: ", TakeOpenSslError()));
+        absl::StrCat("cannot read the ", what, " time: ", TakeOpenSslError()));
   }
   return static_cast<int64_t>(timegm(&tm));
+}
+
+absl::StatusOr<int64_t> NotAfterOf(X509* cert) {
+  return TimeOf(X509_get0_notAfter(cert), "notAfter");
+}
+
+absl::StatusOr<int64_t> NotBeforeOf(X509* cert) {
+  return TimeOf(X509_get0_notBefore(cert), "notBefore");
+}
+
+// Indexes every entry's names (exact, and wildcards by suffix); a name claimed twice fails.
+absl::Status IndexNames(const std::vector<CertificateEntry>& entries,
+                        absl::flat_hash_map<std::string, size_t>& exact,
+                        absl::flat_hash_map<std::string, size_t>& wildcard) {
+  for (size_t i = 0; i < entries.size(); ++i) {
+    for (const std::string& name : entries[i].server_names) {
+      const bool is_wildcard = absl::StartsWith(name, "*.");
+      auto& index = is_wildcard ? wildcard : exact;
+      auto [it, inserted] = index.emplace(is_wildcard ? name.substr(2) : name, i);
+      if (!inserted && it->second != i) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("server name '", name, "' is claimed by both certificate '",
+                         entries[it->second].name, "' and certificate '", entries[i].name, "'"));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 // A password callback that refuses: without it OpenSSL would prompt on the terminal for an
@@ -280,6 +307,9 @@ absl::StatusOr<CertificateEntry> ParseEntry(const CertificateSource& source, boo
   absl::StatusOr<int64_t> not_after = NotAfterOf(entry.leaf.get());
   if (!not_after.ok()) return fail(not_after.status().message());
   entry.not_after_unix = *not_after;
+  absl::StatusOr<int64_t> not_before = NotBeforeOf(entry.leaf.get());
+  if (!not_before.ok()) return fail(not_before.status().message());
+  entry.not_before_unix = *not_before;
   return entry;
 }
 
@@ -348,19 +378,49 @@ absl::StatusOr<std::shared_ptr<const CertificateSet>> CertificateSet::CreateWipi
   for (size_t i = 0; i < sources.size(); ++i) {
     absl::StatusOr<CertificateEntry> entry = ParseEntry(sources[i], i == default_index);
     if (!entry.ok()) return entry.status();
-    for (const std::string& name : entry->server_names) {
-      const bool wildcard = absl::StartsWith(name, "*.");
-      auto& index = wildcard ? set->wildcard_ : set->exact_;
-      auto [it, inserted] = index.emplace(wildcard ? name.substr(2) : name, i);
-      if (!inserted) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("server name '", name, "' is claimed by both certificate '",
-                         set->entries_[it->second].name, "' and certificate '", entry->name, "'"));
-      }
-    }
     set->entries_.push_back(*std::move(entry));
+    if (absl::Status s = IndexNames(set->entries_, set->exact_, set->wildcard_); !s.ok()) return s;
   }
   return std::shared_ptr<const CertificateSet>(std::move(set));
+}
+
+absl::StatusOr<std::shared_ptr<const CertificateSet>> CertificateSet::FromEntries(
+    std::vector<CertificateEntry> entries, size_t default_index) {
+  if (entries.empty() || default_index >= entries.size()) {
+    return absl::InvalidArgumentError("a certificate set needs at least one certificate");
+  }
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (entries[i].leaf == nullptr || entries[i].key == nullptr || entries[i].chain == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("certificate '", entries[i].name, "' is incomplete"));
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (entries[j].name == entries[i].name) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("two certificates are named '", entries[i].name, "'"));
+      }
+    }
+  }
+  std::shared_ptr<CertificateSet> set(new CertificateSet());
+  set->default_index_ = default_index;
+  set->entries_ = std::move(entries);
+  if (absl::Status s = IndexNames(set->entries_, set->exact_, set->wildcard_); !s.ok()) return s;
+  return std::shared_ptr<const CertificateSet>(std::move(set));
+}
+
+CertificateEntry CertificateEntry::Clone() const {
+  CertificateEntry c;
+  c.name = name;
+  if (leaf != nullptr && X509_up_ref(leaf.get()) == 1) c.leaf.reset(leaf.get());
+  if (key != nullptr && EVP_PKEY_up_ref(key.get()) == 1) c.key.reset(key.get());
+  // sk_X509_dup would share the elements without references; take one per certificate.
+  if (chain != nullptr) c.chain.reset(X509_chain_up_ref(chain.get()));
+  c.server_names = server_names;
+  c.subject = subject;
+  c.not_before_unix = not_before_unix;
+  c.not_after_unix = not_after_unix;
+  c.handshakes = handshakes;
+  return c;
 }
 
 absl::StatusOr<std::shared_ptr<const CertificateSet>> CertificateSet::CreateDevelopment() {
@@ -428,6 +488,9 @@ absl::StatusOr<std::shared_ptr<const CertificateSet>> CertificateSet::CreateDeve
   absl::StatusOr<int64_t> not_after = NotAfterOf(x);
   if (!not_after.ok()) return not_after.status();
   entry.not_after_unix = *not_after;
+  absl::StatusOr<int64_t> not_before = NotBeforeOf(x);
+  if (!not_before.ok()) return not_before.status();
+  entry.not_before_unix = *not_before;
 
   std::shared_ptr<CertificateSet> set(new CertificateSet());
   set->entries_.push_back(std::move(entry));

@@ -8,6 +8,7 @@
 #ifndef KTLS_AGENT_CERT_STORE_H_
 #define KTLS_AGENT_CERT_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -45,7 +46,14 @@ struct CertificateEntry {
   EvpPkeyPtr key;
   std::vector<std::string> server_names;  // lower-case
   std::string subject;                    // RFC 2253, for logs
+  int64_t not_before_unix = 0;
   int64_t not_after_unix = 0;
+  // Handshakes completed with this certificate. Shared by the entry's clones, so a set rebuilt
+  // around an unchanged certificate (CertificateSet::FromEntries) keeps counting where it was.
+  std::shared_ptr<std::atomic<uint64_t>> handshakes = std::make_shared<std::atomic<uint64_t>>(0);
+
+  // Another entry holding references on the same OpenSSL objects and the same counter.
+  CertificateEntry Clone() const;
 };
 
 class CertificateSet {
@@ -59,6 +67,11 @@ class CertificateSet {
   // it has been overwritten with zero bytes in place (same buffer, same length).
   static absl::StatusOr<std::shared_ptr<const CertificateSet>> CreateWipingKeys(
       std::vector<CertificateSource>& sources);
+
+  // A set from already-parsed entries (e.g. clones of another set's entries plus a newly staged
+  // one), with the same checks on names as Create. `default_index` must be < entries.size().
+  static absl::StatusOr<std::shared_ptr<const CertificateSet>> FromEntries(
+      std::vector<CertificateEntry> entries, size_t default_index);
 
   // A self-signed ECDSA P-256 certificate for localhost / 127.0.0.1 / ::1, valid for 30 days,
   // generated in memory (never written to disk). For development when nothing is configured.

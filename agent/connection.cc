@@ -33,6 +33,44 @@ std::string DrainOpenSslErrors(absl::string_view fallback) {
 
 namespace {
 
+// The failure reason label for OpenSSL's first queued error (peeked, not consumed).
+HandshakeFailureReason ClassifyHandshakeError(unsigned long err) {
+  if (err == 0 || ERR_GET_LIB(err) != ERR_LIB_SSL) return HandshakeFailureReason::kProtocol;
+  const int reason = ERR_GET_REASON(err);
+  if (reason >= SSL_AD_REASON_OFFSET) return HandshakeFailureReason::kPeerAlert;
+  switch (reason) {
+    case SSL_R_HTTP_REQUEST:
+    case SSL_R_HTTPS_PROXY_REQUEST:
+    case SSL_R_WRONG_VERSION_NUMBER:
+    case SSL_R_UNKNOWN_PROTOCOL:
+    case SSL_R_PACKET_LENGTH_TOO_LONG:
+    case SSL_R_RECORD_LENGTH_MISMATCH:
+    case SSL_R_ENCRYPTED_LENGTH_TOO_LONG:
+      return HandshakeFailureReason::kNotTls;
+    case SSL_R_UNSUPPORTED_PROTOCOL:
+    case SSL_R_VERSION_TOO_LOW:
+    case SSL_R_VERSION_TOO_HIGH:
+      return HandshakeFailureReason::kVersion;
+    case SSL_R_NO_SHARED_CIPHER:
+    case SSL_R_NO_SHARED_GROUPS:
+    case SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM:
+    case SSL_R_NO_SHARED_SIGNATURE_ALGORITHMS:
+      return HandshakeFailureReason::kNoSharedCipher;
+    case SSL_R_NO_APPLICATION_PROTOCOL:
+      return HandshakeFailureReason::kNoAlpn;
+    case SSL_R_CERTIFICATE_VERIFY_FAILED:
+    case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+      return HandshakeFailureReason::kClientCertificate;
+    case SSL_R_CALLBACK_FAILED:
+    case SSL_R_CERT_CB_ERROR:
+    case ERR_R_MALLOC_FAILURE:
+    case ERR_R_INTERNAL_ERROR:
+      return HandshakeFailureReason::kInternal;
+    default:
+      return HandshakeFailureReason::kProtocol;
+  }
+}
+
 void FillPeerIdentity(SSL* ssl, v1::PeerIdentity* id) {
   X509* cert = SSL_get0_peer_certificate(ssl);
   if (cert == nullptr) return;
@@ -84,6 +122,7 @@ Connection::Connection(DataPlaneContext& ctx, UniqueFd fd, std::string listener,
 }
 
 Connection::~Connection() {
+  Unlist();
   if (state_ == State::kHandshaking) Add(ctx_.stats.handshakes_in_progress, -1);
   Add(ctx_.stats.connections_open, -1);
 }
@@ -101,7 +140,24 @@ absl::Status Connection::Start() {
   bio.release();
   SSL_set_accept_state(ssl_.get());
   armed_ = EPOLLIN;
-  return ctx_.loop.Add(fd_.get(), EPOLLIN | EPOLLRDHUP, this);
+  if (absl::Status s = ctx_.loop.Add(fd_.get(), EPOLLIN | EPOLLRDHUP, this); !s.ok()) return s;
+  if (ctx_.activity != nullptr) {
+    LiveHandshake h;
+    h.id = id_;
+    h.listener = listener_;
+    h.peer = peer_;
+    h.started = started_;
+    h.worker = ctx_.worker_index;
+    ctx_.activity->HandshakeStarted(h);
+    listed_ = true;
+  }
+  return absl::OkStatus();
+}
+
+void Connection::Unlist() {
+  if (!listed_) return;
+  listed_ = false;
+  ctx_.activity->HandshakeEnded(id_);
 }
 
 void Connection::Rearm(uint32_t events) {
@@ -118,6 +174,7 @@ void Connection::OnEvents(uint32_t events) {
 void Connection::OnDeadline() {
   if (state_ != State::kHandshaking) return;
   Inc(ctx_.stats.handshake_timeouts);
+  ctx_.stats.CountHandshakeFailure(HandshakeFailureReason::kTimeout);
   KTLS_LOG(kDebug, "conn ", id_, ": handshake timed out");
   Fail("");
 }
@@ -143,12 +200,18 @@ void Connection::Drive() {
         return;
       }
       Inc(ctx_.stats.handshakes_failed);
+      // A socket error, or EOF (errno 0), mid-handshake; a TLS-level cause would be in the
+      // queue and then counts as that.
+      ctx_.stats.CountHandshakeFailure(ERR_peek_error() != 0
+                                           ? ClassifyHandshakeError(ERR_peek_error())
+                                           : HandshakeFailureReason::kPeerClosed);
       KTLS_LOG(kDebug, "conn ", id_, ": handshake: ",
                DrainOpenSslErrors(saved_errno ? strerror(saved_errno) : "peer closed"));
       Fail("");
       return;
     default: {
       Inc(ctx_.stats.handshakes_failed);
+      ctx_.stats.CountHandshakeFailure(ClassifyHandshakeError(ERR_peek_error()));
       std::string why = DrainOpenSslErrors("TLS protocol error");
       KTLS_LOG(kDebug, "conn ", id_, ": handshake failed: ", why);
       Fail(why);
@@ -164,6 +227,7 @@ void Connection::Fail(absl::string_view reason) {
 }
 
 void Connection::Finish() {
+  Unlist();
   if (state_ == State::kHandshaking) Add(ctx_.stats.handshakes_in_progress, -1);
   state_ = State::kDone;
   if (fd_.valid()) ctx_.loop.Remove(fd_.get());
@@ -213,11 +277,20 @@ v1::ConnectionInfo Connection::BuildInfo(const OffloadDecision& d) const {
 }
 
 void Connection::OnHandshakeComplete() {
+  Unlist();
   Add(ctx_.stats.handshakes_in_progress, -1);
   state_ = State::kDone;
   Inc(ctx_.stats.handshakes_completed);
+  ctx_.stats.handshake_duration.Observe(absl::ToDoubleSeconds(absl::Now() - started_));
   if (SSL_session_reused(ssl_.get())) Inc(ctx_.stats.handshakes_resumed);
   if (!tls_state_->sni_matched) Inc(ctx_.stats.sni_unmatched);
+  if (const SSL_CIPHER* c = SSL_get_current_cipher(ssl_.get())) {
+    ctx_.stats.CountSuite(TlsSuiteOf(SSL_version(ssl_.get()),
+                                     static_cast<uint16_t>(SSL_CIPHER_get_protocol_id(c))));
+  }
+  if (tls_state_->served != nullptr) {
+    tls_state_->served->handshakes->fetch_add(1, std::memory_order_relaxed);
+  }
 
   OffloadDecision d = CompleteKtlsInstall(ctx_.sys, ssl_.get(), fd_.get(), ctx_.policy);
   if (SocketBioKtlsState* st = SocketBioState(SSL_get_wbio(ssl_.get()))) {

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "agent/activity.h"
 #include "agent/event_loop.h"
 #include "agent/handoff_broker.h"
 #include "agent/ktls_installer.h"
@@ -46,6 +47,9 @@ struct DataPlaneContext {
   std::function<void(EventHandler*)> on_finished;
   // Takes ownership of a relayed connection's session object.
   std::function<void(std::unique_ptr<EventHandler>)> adopt;
+  // Where handshakes in progress are listed for the control plane (optional).
+  ActivityLog* activity = nullptr;
+  int worker_index = 0;
 };
 
 class Connection final : public EventHandler {
@@ -75,6 +79,8 @@ class Connection final : public EventHandler {
   void Fail(absl::string_view reason);
   void Finish();
   void Rearm(uint32_t events);
+  // Takes the connection off the activity log's list of handshakes in progress (once).
+  void Unlist();
   v1::ConnectionInfo BuildInfo(const OffloadDecision& d) const;
 
   DataPlaneContext& ctx_;
@@ -86,6 +92,7 @@ class Connection final : public EventHandler {
   uint64_t id_;
   State state_ = State::kHandshaking;
   uint32_t armed_ = 0;
+  bool listed_ = false;
   std::unique_ptr<TlsConnectionState> tls_state_;
   SslPtr ssl_;
 };

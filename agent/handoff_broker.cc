@@ -168,6 +168,7 @@ void HandoffBroker::TakeInbox() {
     if (waiting_.size() >= options_.max_pending) {
       // Queue full: the oldest waiter has the least chance of still being wanted.
       Inc(stats_.handoffs_dropped);
+      Record(HandoffOutcome::kDropped, waiting_.front(), "");
       LogWarningOncePerKey("handoff-queue-full",
                            absl::StrCat("handoff queue full (", options_.max_pending,
                                         " waiting); dropping the oldest connection"));
@@ -363,6 +364,7 @@ void HandoffBroker::Dispatch() {
       KTLS_LOG(kError, "handoff of connection ", conn.info.connection_id(), ": ",
                bytes.status().message());
       Inc(stats_.handoffs_dropped);
+      Record(HandoffOutcome::kDropped, conn, "");
       CloseWaiting(conn);
       waiting_.pop_front();
       continue;
@@ -385,6 +387,7 @@ void HandoffBroker::Dispatch() {
     Inc(stats_.handoffs_sent);
     Add(stats_.pending_handoffs, -1);
     ObserveLatency(absl::Now() - conn.ready_at);
+    Record(HandoffOutcome::kSent, conn, sub->name);
     // The app has its own reference now; ours is closed without touching the TLS stream.
     conn.fd.reset();
     waiting_.pop_front();
@@ -397,6 +400,7 @@ void HandoffBroker::ExpireWaiting(absl::Time now) {
   while (!waiting_.empty() && now - waiting_.front().ready_at > options_.wait_timeout) {
     ReadyConnection& c = waiting_.front();
     Inc(stats_.handoffs_expired);
+    Record(HandoffOutcome::kExpired, c, "");
     LogWarningOncePerKey("handoff-expired",
                          absl::StrCat("connection waited more than ",
                                       absl::FormatDuration(options_.wait_timeout),
@@ -435,6 +439,18 @@ void HandoffBroker::ObserveLatency(absl::Duration d) {
   for (size_t i = 0; i < b.size(); ++i) {
     if (s <= b[i]) ++latency_.bucket_counts[i];
   }
+}
+
+void HandoffBroker::Record(HandoffOutcome outcome, const ReadyConnection& conn,
+                           absl::string_view app) {
+  if (options_.activity == nullptr) return;
+  HandoffRecord r;
+  r.at = absl::Now();
+  r.outcome = outcome;
+  r.app = std::string(app);
+  r.waited = r.at - conn.ready_at;
+  r.info = conn.info;
+  options_.activity->RecordHandoff(std::move(r));
 }
 
 HandoffBroker::LatencySnapshot HandoffBroker::Latency() const {

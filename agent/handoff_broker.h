@@ -30,6 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "agent/activity.h"
 #include "agent/event_loop.h"
 #include "agent/stats.h"
 #include "agent/unique_fd.h"
@@ -44,6 +45,7 @@ struct HandoffBrokerOptions {
   size_t max_pending = 1024;
   uint32_t max_outstanding_credits = 65536;
   std::string agent_version;
+  ActivityLog* activity = nullptr;  // optional: every handoff outcome is recorded there
 };
 
 struct ReadyConnection {
@@ -97,6 +99,7 @@ class HandoffBroker {
   void TakeInbox();
   void UpdateCapacity();
   void ObserveLatency(absl::Duration d);
+  void Record(HandoffOutcome outcome, const ReadyConnection& conn, absl::string_view app);
 
   SysCalls& sys_;
   HandoffBrokerOptions options_;

@@ -17,6 +17,41 @@ absl::string_view FallbackReasonLabel(FallbackReason r) {
   return "unknown";
 }
 
+absl::string_view HandshakeFailureReasonLabel(HandshakeFailureReason r) {
+  switch (r) {
+#define KTLS_CASE(e, label)       \
+  case HandshakeFailureReason::e: \
+    return label;
+    KTLS_HANDSHAKE_FAILURE_REASONS(KTLS_CASE)
+#undef KTLS_CASE
+    case HandshakeFailureReason::kCount:
+      break;
+  }
+  return "unknown";
+}
+
+TlsSuiteLabels TlsSuiteLabel(TlsSuite s) {
+  switch (s) {
+#define KTLS_CASE(e, version, name, id) \
+  case TlsSuite::e:                     \
+    return {version, name};
+    KTLS_TLS_SUITES(KTLS_CASE)
+#undef KTLS_CASE
+    case TlsSuite::kCount:
+      break;
+  }
+  return {"other", "other"};
+}
+
+TlsSuite TlsSuiteOf(int version, uint16_t cipher_id) {
+  const absl::string_view v = version == 0x0304 ? "TLSv1.3" : version == 0x0303 ? "TLSv1.2" : "";
+#define KTLS_MATCH(e, ver, name, id) \
+  if (id != 0 && cipher_id == id && v == ver) return TlsSuite::e;
+  KTLS_TLS_SUITES(KTLS_MATCH)
+#undef KTLS_MATCH
+  return TlsSuite::kOther;
+}
+
 std::string AgentStats::Summary() const {
   auto v = [](const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); };
   std::string reasons;

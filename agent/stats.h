@@ -8,7 +8,10 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
+
 #include "absl/strings/string_view.h"
+#include "agent/histogram.h"
 
 namespace ktls {
 
@@ -59,6 +62,61 @@ namespace ktls {
   X(kBufferedRecords, "openssl_buffered_records")                      \
   X(kNoSecret, "traffic_secret_unavailable")
 
+// Why a handshake failed: a small fixed set (metric label values). Classified from OpenSSL's
+// first queued error (connection.cc), or from the event that ended it.
+#define KTLS_HANDSHAKE_FAILURE_REASONS(X)                                              \
+  X(kTimeout, "timeout")                 /* exceeded handshake_timeout_ms */             \
+  X(kPeerClosed, "peer_closed")          /* EOF or socket error mid-handshake */         \
+  X(kNotTls, "not_tls")                  /* plaintext HTTP, garbage, bad record header */ \
+  X(kVersion, "unsupported_version")     /* no common protocol version */                \
+  X(kNoSharedCipher, "no_shared_cipher") /* no common suite, group or signature alg */   \
+  X(kNoAlpn, "no_application_protocol")  /* ALPN offered, no overlap */                  \
+  X(kClientCertificate, "client_certificate") /* missing or unverifiable client cert */  \
+  X(kPeerAlert, "peer_alert")            /* the client aborted with an alert */          \
+  X(kInternal, "internal")               /* our side: certificate callback, memory */    \
+  X(kProtocol, "protocol_error")         /* any other TLS protocol violation */
+
+enum class HandshakeFailureReason {
+#define KTLS_ENUM(e, label) e,
+  KTLS_HANDSHAKE_FAILURE_REASONS(KTLS_ENUM)
+#undef KTLS_ENUM
+      kCount
+};
+absl::string_view HandshakeFailureReasonLabel(HandshakeFailureReason r);
+
+// Completed handshakes by protocol version and cipher suite: the suites the agent negotiates by
+// default, and "other" for anything configured beyond them. X(enum, version, IANA name, id)
+#define KTLS_TLS_SUITES(X)                                                                    \
+  X(kTls13Aes128Gcm, "TLSv1.3", "TLS_AES_128_GCM_SHA256", 0x1301)                            \
+  X(kTls13Aes256Gcm, "TLSv1.3", "TLS_AES_256_GCM_SHA384", 0x1302)                            \
+  X(kTls13ChaCha20, "TLSv1.3", "TLS_CHACHA20_POLY1305_SHA256", 0x1303)                       \
+  X(kTls12EcdsaAes128Gcm, "TLSv1.2", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", 0xC02B)      \
+  X(kTls12EcdsaAes256Gcm, "TLSv1.2", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", 0xC02C)      \
+  X(kTls12EcdsaChaCha20, "TLSv1.2", "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", 0xCCA9) \
+  X(kTls12RsaAes128Gcm, "TLSv1.2", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", 0xC02F)          \
+  X(kTls12RsaAes256Gcm, "TLSv1.2", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", 0xC030)          \
+  X(kTls12RsaChaCha20, "TLSv1.2", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", 0xCCA8)     \
+  X(kOther, "other", "other", 0)
+
+enum class TlsSuite {
+#define KTLS_ENUM(e, version, name, id) e,
+  KTLS_TLS_SUITES(KTLS_ENUM)
+#undef KTLS_ENUM
+      kCount
+};
+struct TlsSuiteLabels {
+  absl::string_view version;
+  absl::string_view cipher;
+};
+TlsSuiteLabels TlsSuiteLabel(TlsSuite s);
+// The suite for a negotiated protocol version (TLS1_2_VERSION ...) and IANA cipher id.
+TlsSuite TlsSuiteOf(int version, uint16_t cipher_id);
+
+// Handshake duration (accept to Finished) bucket bounds, seconds.
+inline std::vector<double> HandshakeDurationBuckets() {
+  return {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+}
+
 enum class FallbackReason {
 #define KTLS_ENUM(e, label) e,
   KTLS_FALLBACK_REASONS(KTLS_ENUM)
@@ -75,9 +133,19 @@ struct AgentStats {
   KTLS_AGENT_GAUGES(KTLS_FIELD)
 #undef KTLS_FIELD
   std::array<std::atomic<uint64_t>, static_cast<size_t>(FallbackReason::kCount)> fallbacks{};
+  std::array<std::atomic<uint64_t>, static_cast<size_t>(HandshakeFailureReason::kCount)>
+      handshake_failures{};
+  std::array<std::atomic<uint64_t>, static_cast<size_t>(TlsSuite::kCount)> connections_by_suite{};
+  Histogram handshake_duration{HandshakeDurationBuckets()};
 
   void CountFallback(FallbackReason r) {
     fallbacks[static_cast<size_t>(r)].fetch_add(1, std::memory_order_relaxed);
+  }
+  void CountHandshakeFailure(HandshakeFailureReason r) {
+    handshake_failures[static_cast<size_t>(r)].fetch_add(1, std::memory_order_relaxed);
+  }
+  void CountSuite(TlsSuite s) {
+    connections_by_suite[static_cast<size_t>(s)].fetch_add(1, std::memory_order_relaxed);
   }
   // Multi-line human summary ("offload: 120 kTLS, 3 relay (policy_off=3) ...").
   std::string Summary() const;

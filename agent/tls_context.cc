@@ -5,8 +5,11 @@
 // the SSL_CTX's own ex_data, so no callback depends on the TlsContext object staying alive.
 #include "agent/tls_context.h"
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/rand.h>
 
+#include <cstring>
 #include <string_view>
 #include <utility>
 
@@ -61,6 +64,64 @@ int AlpnIndex() {
   return index;
 }
 
+}  // namespace
+
+// The current session-ticket keys, shared between the context and its ticket callback.
+struct TlsContext::TicketKeyHolder {
+  absl::Mutex mu;
+  std::shared_ptr<const SessionTicketKeys> keys ABSL_GUARDED_BY(mu);
+  std::shared_ptr<const SessionTicketKeys> Get() {
+    absl::MutexLock lock(&mu);
+    return keys;
+  }
+};
+
+namespace {
+
+void FreeTicketKeyHolder(void* /*parent*/, void* ptr, CRYPTO_EX_DATA* /*ad*/, int /*idx*/,
+                         long /*argl*/, void* /*argp*/) {
+  delete static_cast<TlsContext::TicketKeyHolder*>(ptr);
+}
+int TicketIndex() {
+  static const int index =
+      SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, FreeTicketKeyHolder);
+  return index;
+}
+
+// RFC 5077 ticket protection with the current keys: the first key encrypts (AES-CBC, HMAC-SHA256
+// over the ticket); any key decrypts, and a ticket under an older key is renewed (return 2).
+// An unknown key name is no error: the client gets a full handshake (return 0).
+int OnTicketKey(SSL* ssl, unsigned char key_name[16], unsigned char* iv, EVP_CIPHER_CTX* cipher_ctx,
+                EVP_MAC_CTX* mac_ctx, int enc) {
+  auto* holder = static_cast<TlsContext::TicketKeyHolder*>(
+      SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), TicketIndex()));
+  if (holder == nullptr) return enc ? -1 : 0;
+  const std::shared_ptr<const SessionTicketKeys> keys = holder->Get();
+  if (keys == nullptr || keys->keys().empty()) return enc ? -1 : 0;
+  const SessionTicketKey* key = enc ? &keys->keys().front() : keys->Find(key_name);
+  if (key == nullptr) return 0;
+  const EVP_CIPHER* cipher = key->key_len == 32 ? EVP_aes_256_cbc() : EVP_aes_128_cbc();
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY,
+                                        const_cast<unsigned char*>(key->hmac_key.data()),
+                                        key->key_len),
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+      OSSL_PARAM_construct_end(),
+  };
+  if (EVP_MAC_CTX_set_params(mac_ctx, params) != 1) return -1;
+  if (enc) {
+    std::memcpy(key_name, key->name.data(), 16);
+    if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(cipher)) != 1 ||
+        EVP_EncryptInit_ex(cipher_ctx, cipher, nullptr, key->aes_key.data(), iv) != 1) {
+      return -1;
+    }
+    return 1;
+  }
+  if (EVP_DecryptInit_ex(cipher_ctx, cipher, nullptr, key->aes_key.data(), iv) != 1) return -1;
+  return key == &keys->keys().front() ? 1 : 2;
+}
+
 // Accepts every name the client asks for: selection happens in the certificate callback, which
 // serves the default for an unknown name. Acknowledging also makes OpenSSL keep the name in a
 // TLS 1.2 session, so a resumed handshake still reports it through SSL_get_servername.
@@ -77,6 +138,7 @@ int OnCertificate(SSL* ssl, void* /*arg*/) {
       sni != nullptr ? std::string_view(sni) : std::string_view(), &matched);
   if (entry == nullptr) return 0;
   state->sni_matched = matched || sni == nullptr;
+  state->served = entry;
   // Takes its own references on the leaf, key and chain; the set stays immutable.
   if (SSL_use_cert_and_key(ssl, entry->leaf.get(), entry->key.get(), entry->chain.get(),
                            /*override=*/1) != 1) {
@@ -294,6 +356,28 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsOptions&
     return openssl_fail("cannot set the session id context");
   }
 
+  // Session tickets under keys the control plane can set and rotate; one random key to start.
+  {
+    absl::StatusOr<SessionTicketKey> first = SessionTicketKeys::RandomKey();
+    if (!first.ok()) return first.status();
+    absl::StatusOr<std::shared_ptr<const SessionTicketKeys>> keys =
+        SessionTicketKeys::FromKeys({*first});
+    if (!keys.ok()) return keys.status();
+    auto holder = std::make_unique<TicketKeyHolder>();
+    {
+      absl::MutexLock lock(&holder->mu);
+      holder->keys = *std::move(keys);
+    }
+    if (TicketIndex() < 0 || SSL_CTX_set_ex_data(ctx, TicketIndex(), holder.get()) != 1) {
+      return openssl_fail("cannot attach the session ticket keys");
+    }
+    // Ownership moved into the SSL_CTX (FreeTicketKeyHolder deletes it).
+    context->tickets_ = holder.release();
+    if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, OnTicketKey) != 1) {
+      return openssl_fail("cannot install the session ticket callback");
+    }
+  }
+
   SSL_CTX_set_tlsext_servername_callback(ctx, OnServerName);
   SSL_CTX_set_cert_cb(ctx, OnCertificate, nullptr);
   SSL_CTX_set_keylog_callback(ctx, OnKeylogLine);
@@ -339,9 +423,51 @@ absl::StatusOr<SslPtr> TlsContext::NewServerSsl(TlsConnectionState* state) const
   if (SSL_set_ex_data(ssl.get(), StateIndex(), state) != 1) {
     return absl::InternalError(absl::StrCat("SSL_set_ex_data: ", TakeOpenSslError()));
   }
+  // Client-certificate trust set through the control plane replaces the context's own, for this
+  // connection (it is pinned here, at accept, like the certificates).
+  if (std::shared_ptr<const TrustBundle> trust = client_trust(); trust != nullptr) {
+    X509NameStackPtr names(SSL_dup_CA_list(trust->ca_names.get()));
+    if (names == nullptr ||
+        SSL_set1_verify_cert_store(ssl.get(), trust->store.get()) != 1 ||
+        SSL_set_session_id_context(ssl.get(), trust->digest.data(),
+                                   static_cast<unsigned int>(trust->digest.size())) != 1) {
+      return absl::InternalError(absl::StrCat("applying client trust: ", TakeOpenSslError()));
+    }
+    SSL_set_client_CA_list(ssl.get(), names.release());  // ownership moves into the SSL
+    SSL_set_verify(ssl.get(),
+                   SSL_VERIFY_PEER | (trust->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+                   nullptr);
+  }
   // No fd or BIO here: the handshake engine attaches its own.
   SSL_set_accept_state(ssl.get());
   return ssl;
+}
+
+void TlsContext::SetClientTrust(std::shared_ptr<const TrustBundle> bundle) {
+  std::shared_ptr<const TrustBundle> old;
+  {
+    absl::MutexLock lock(&trust_mu_);
+    old = std::exchange(trust_, std::move(bundle));
+  }
+  // `old` is released outside the lock.
+}
+
+std::shared_ptr<const TrustBundle> TlsContext::client_trust() const {
+  absl::MutexLock lock(&trust_mu_);
+  return trust_;
+}
+
+void TlsContext::SetTicketKeys(std::shared_ptr<const SessionTicketKeys> keys) {
+  if (keys == nullptr || keys->keys().empty()) return;
+  std::shared_ptr<const SessionTicketKeys> old;
+  {
+    absl::MutexLock lock(&tickets_->mu);
+    old = std::exchange(tickets_->keys, std::move(keys));
+  }
+}
+
+std::shared_ptr<const SessionTicketKeys> TlsContext::ticket_keys() const {
+  return tickets_->Get();
 }
 
 }  // namespace ktls

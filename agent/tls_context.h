@@ -11,9 +11,12 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "agent/cert_store.h"
+#include "agent/client_trust.h"
 #include "agent/kernel_probe.h"
 #include "agent/openssl_ptr.h"
+#include "agent/session_tickets.h"
 
 namespace ktls {
 
@@ -38,6 +41,8 @@ struct TlsConnectionState {
   // false: the default certificate was served for an unknown name. A client that sent no SNI
   // (e.g. connecting by IP address) asked for no name: true.
   bool sni_matched = true;
+  // The certificate the certificate callback picked (points into `certificates`), or nullptr.
+  const CertificateEntry* served = nullptr;
   // TLS 1.3 CLIENT_TRAFFIC_SECRET_0, captured from the keylog callback. Wiped by the destructor
   // and by WipeSecrets() as soon as kTLS RX is installed (or abandoned).
   std::array<uint8_t, 64> client_app_secret{};
@@ -57,13 +62,30 @@ class TlsContext {
   SSL_CTX* ctx() const { return ctx_.get(); }
   const TlsOptions& options() const { return options_; }
 
+  // Client-certificate trust for handshakes that start from now on (see client_trust.h).
+  // nullptr restores what the options configured (client_ca_file, or no verification).
+  void SetClientTrust(std::shared_ptr<const TrustBundle> bundle);
+  std::shared_ptr<const TrustBundle> client_trust() const;
+
+  // Session-ticket keys for tickets issued and accepted from now on (see session_tickets.h).
+  // Create() installs one random key; `keys` must hold at least one.
+  void SetTicketKeys(std::shared_ptr<const SessionTicketKeys> keys);
+  std::shared_ptr<const SessionTicketKeys> ticket_keys() const;
+
   // The state attached to `ssl`, or nullptr.
   static TlsConnectionState* StateOf(const SSL* ssl);
+
+  struct TicketKeyHolder;  // defined in tls_context.cc (the ticket callback's view of the keys)
 
  private:
   TlsContext() = default;
   SslCtxPtr ctx_;
   TlsOptions options_;
+  mutable absl::Mutex trust_mu_;
+  std::shared_ptr<const TrustBundle> trust_ ABSL_GUARDED_BY(trust_mu_);
+  // Owned by ctx_ (ex_data) like the ALPN list: the ticket callback may run for an SSL that
+  // outlives this object.
+  TicketKeyHolder* tickets_ = nullptr;
   // The ALPN list (wire format) that the select callback reads is owned by ctx_ itself (ex_data),
   // so an SSL that outlives this object (it holds a reference on the SSL_CTX) stays safe.
 };

@@ -32,7 +32,7 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
   if (!loop.ok()) return loop.status();
   EventLoop& l = **loop;
   DataPlaneContext ctx{sys, l, tls, certs, stats, broker, policy, relay_buffer_bytes, next_id,
-                       nullptr, nullptr};
+                       nullptr, nullptr, options.activity, options.index};
   std::unique_ptr<Worker> w(new Worker(sys, options, ctx));
   w->loop_ = std::move(*loop);
   Worker* raw = w.get();

@@ -27,6 +27,7 @@ struct WorkerOptions {
   size_t max_handshakes = 4096;   // this worker's share
   size_t max_connections = 65536;  // this worker's share
   absl::Duration accept_backoff = absl::Milliseconds(100);
+  ActivityLog* activity = nullptr;  // optional: handshakes in progress are listed there
 };
 
 class Worker {
