@@ -43,6 +43,8 @@ class HandoffBroker::Subscriber final : public EventHandler {
   bool closed = false;
   uint64_t credits = 0;
   uint64_t handed = 0;
+  // Dial results not yet sent because the app's socket buffer was full.
+  std::deque<std::pair<v1::DialResult, UniqueFd>> dial_results;
 };
 
 namespace {
@@ -207,6 +209,7 @@ void HandoffBroker::OnSubscriberEvents(Subscriber* sub, uint32_t events) {
   if (events & EPOLLOUT) {
     sub->write_blocked = false;
     loop_->Modify(sub->fd.get(), EPOLLIN, sub);
+    FlushDialResults(sub);
   }
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
     // Drain every queued message; each is one datagram.
@@ -298,10 +301,81 @@ void HandoffBroker::HandleAppMessage(Subscriber* sub, const v1::AppToAgent& msg)
       sub->credits = std::min<uint64_t>(sub->credits + msg.grant().credits(),
                                         options_.max_outstanding_credits);
       return;
+    case v1::AppToAgent::kDial: {
+      if (!sub->subscribed) {
+        SendProtocolError(sub, "DialRequest before Subscribe");
+        DropSubscriber(sub, "DialRequest before Subscribe", true);
+        return;
+      }
+      if (!dial_handler_) {
+        v1::DialResult r;
+        r.set_request_id(msg.dial().request_id());
+        r.set_error("outbound dialing is not enabled in this agent");
+        sub->dial_results.emplace_back(std::move(r), UniqueFd());
+        FlushDialResults(sub);
+        return;
+      }
+      dial_handler_(sub->id, msg.dial());
+      return;
+    }
     default:
       SendProtocolError(sub, "unknown message");
       DropSubscriber(sub, "unknown message", true);
       return;
+  }
+}
+
+void HandoffBroker::SetDialHandler(
+    std::function<void(uint64_t subscriber_id, v1::DialRequest)> handler) {
+  dial_handler_ = std::move(handler);
+}
+
+void HandoffBroker::DeliverDialResult(uint64_t subscriber_id, v1::DialResult result, UniqueFd fd) {
+  // UniqueFd is move-only and std::function needs a copyable closure: park it in a shared_ptr.
+  auto parcel = std::make_shared<std::pair<v1::DialResult, UniqueFd>>(std::move(result),
+                                                                      std::move(fd));
+  loop_->Post([this, subscriber_id, parcel] {
+    for (auto& [fd, sub] : subscribers_) {
+      if (sub->id == subscriber_id && !sub->closed) {
+        sub->dial_results.push_back(std::move(*parcel));
+        FlushDialResults(sub.get());
+        return;
+      }
+    }
+    // The app that asked is gone: nobody will ever read this connection.
+    if (parcel->second.valid()) {
+      Inc(stats_.handoffs_dropped);
+      LogWarningOncePerKey("dial-result-orphaned",
+                           "an app disconnected before its dial completed; closing the connection");
+    }
+  });
+}
+
+void HandoffBroker::FlushDialResults(Subscriber* sub) {
+  while (!sub->dial_results.empty() && !sub->closed && !sub->write_blocked) {
+    auto& [result, fd] = sub->dial_results.front();
+    v1::AgentToApp msg;
+    *msg.mutable_dial_result() = result;
+    absl::StatusOr<std::string> bytes = wire::Serialize(msg);
+    if (!bytes.ok()) {
+      msg.mutable_dial_result()->mutable_connection()->clear_initial_data();
+      msg.mutable_dial_result()->set_ok(false);
+      msg.mutable_dial_result()->set_error("dial result too large");
+      fd.reset();
+      bytes = wire::Serialize(msg);
+    }
+    wire::OutgoingMessage out(*bytes, fd.valid() ? fd.get() : -1);
+    SysResult r = sys_.SendMsg(sub->fd.get(), out.header(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (!r.ok()) {
+      if (r.would_block() || r.err == EINTR) {
+        sub->write_blocked = true;
+        loop_->Modify(sub->fd.get(), EPOLLIN | EPOLLOUT, sub);
+        return;
+      }
+      DropSubscriber(sub, absl::StrCat("sendmsg: ", Errno(r.err)), false);
+      return;
+    }
+    sub->dial_results.pop_front();  // our copy of the fd closes here; the app has its own
   }
 }
 
@@ -450,6 +524,7 @@ void HandoffBroker::Record(HandoffOutcome outcome, const ReadyConnection& conn,
   r.app = std::string(app);
   r.waited = r.at - conn.ready_at;
   r.info = conn.info;
+  r.info.clear_initial_data();  // application plaintext: never kept for display
   options_.activity->RecordHandoff(std::move(r));
 }
 
