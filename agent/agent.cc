@@ -124,6 +124,23 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(v1::AgentConfig config, Sys
     if (!worker.ok()) return worker.status();
     a->workers_.push_back(std::move(*worker));
   }
+  // 6. Outbound dials (apps' DialRequests), on their own thread.
+  DialerOptions dopts;
+  dopts.policy = a->policy_;
+  dopts.relay_buffer_bytes = c.relay_buffer_bytes();
+  Agent* raw = a.get();
+  auto dialer = Dialer::Create(
+      sys, dopts, a->stats_, a->next_connection_id_,
+      [raw](uint64_t subscriber, v1::DialResult result, UniqueFd fd) {
+        raw->broker_->DeliverDialResult(subscriber, std::move(result), std::move(fd));
+      },
+      RelayDeps{*a->tls_, *a->certs_, *a->broker_});
+  if (!dialer.ok()) return dialer.status();
+  a->dialer_ = std::move(*dialer);
+  a->broker_->SetDialHandler([raw](uint64_t subscriber, v1::DialRequest request) {
+    raw->dialer_->Dial(subscriber, std::move(request));
+  });
+
   KTLS_LOG(kInfo, "listening on ", absl::StrJoin(a->listen_addresses_, ", "), " with ", workers,
            " workers; handoff socket ", c.handoff_socket(), "; offload=",
            OffloadPolicyName(a->policy_));
@@ -137,9 +154,11 @@ void Agent::Start() {
     for (auto& w : workers_) w->Wake();
   });
   for (auto& w : workers_) w->Start();
+  dialer_->Start();
 }
 
 void Agent::Stop() {
+  if (dialer_) dialer_->Stop();
   for (auto& w : workers_) w->Stop();
   if (broker_) broker_->Stop();
 }

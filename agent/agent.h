@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "agent/activity.h"
 #include "agent/cert_store.h"
+#include "agent/dialer.h"
 #include "agent/handoff_broker.h"
 #include "agent/kernel_probe.h"
 #include "agent/ktls_installer.h"
@@ -59,6 +60,7 @@ class Agent {
   std::unique_ptr<TlsContext> tls_;
   std::unique_ptr<HandoffBroker> broker_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<Dialer> dialer_;  // after broker_: destroyed first, it posts to the broker
   std::vector<std::string> listen_addresses_;
   std::atomic<uint64_t> next_connection_id_{1};
 };

@@ -71,7 +71,9 @@ HandshakeFailureReason ClassifyHandshakeError(unsigned long err) {
   }
 }
 
-void FillPeerIdentity(SSL* ssl, v1::PeerIdentity* id) {
+}  // namespace
+
+void FillPeerIdentityFromSsl(SSL* ssl, v1::PeerIdentity* id) {
   X509* cert = SSL_get0_peer_certificate(ssl);
   if (cert == nullptr) return;
   id->set_presented(true);
@@ -105,8 +107,6 @@ void FillPeerIdentity(SSL* ssl, v1::PeerIdentity* id) {
         absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(md), md_len)));
   }
 }
-
-}  // namespace
 
 Connection::Connection(DataPlaneContext& ctx, UniqueFd fd, std::string listener,
                        const sockaddr_storage& peer, absl::Time deadline)
@@ -269,7 +269,7 @@ v1::ConnectionInfo Connection::BuildInfo(const OffloadDecision& d) const {
   info.set_ktls_tx(d.ktls ? v1::OFFLOAD_STATE_ACTIVE : v1::OFFLOAD_STATE_INACTIVE);
   info.set_ktls_rx(d.ktls ? v1::OFFLOAD_STATE_ACTIVE : v1::OFFLOAD_STATE_INACTIVE);
   if (!d.ktls) info.set_fallback_reason(d.reason_text);
-  FillPeerIdentity(ssl, info.mutable_peer_identity());
+  FillPeerIdentityFromSsl(ssl, info.mutable_peer_identity());
   info.set_resumed(SSL_session_reused(ssl) == 1);
   info.set_handshake_micros(
       static_cast<uint64_t>(absl::ToInt64Microseconds(absl::Now() - started_)));

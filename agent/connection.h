@@ -97,6 +97,9 @@ class Connection final : public EventHandler {
   SslPtr ssl_;
 };
 
+// Subject, issuer, SANs, fingerprint and verification result of the peer's certificate.
+void FillPeerIdentityFromSsl(SSL* ssl, v1::PeerIdentity* id);
+
 // The text of the first error in OpenSSL's queue for this thread (or `fallback`), then clears
 // the queue.
 std::string DrainOpenSslErrors(absl::string_view fallback);

@@ -65,6 +65,13 @@ class HandoffBroker {
   // Starts the broker thread. `on_capacity` is called (on the broker thread) whenever
   // HasCapacity() may have changed from false to true.
   void Start(std::function<void()> on_capacity);
+
+  // Outbound mode: `handler` receives the DialRequests of subscribed apps (called on the broker
+  // thread). Without a handler, dials are answered with an error.
+  void SetDialHandler(std::function<void(uint64_t subscriber_id, v1::DialRequest)> handler);
+  // Thread-safe: sends `result` (with `fd` attached when ok) to the app that asked. If that app
+  // is gone the connection is closed and counted.
+  void DeliverDialResult(uint64_t subscriber_id, v1::DialResult result, UniqueFd fd);
   void Stop();
 
   // Thread-safe. Takes ownership; never fails: a full queue drops the oldest waiting connection
@@ -90,6 +97,7 @@ class HandoffBroker {
   void OnAcceptable();
   void OnSubscriberEvents(Subscriber* sub, uint32_t events);
   void HandleAppMessage(Subscriber* sub, const v1::AppToAgent& msg);
+  void FlushDialResults(Subscriber* sub);
   void DropSubscriber(Subscriber* sub, absl::string_view why, bool protocol_error);
   void SendProtocolError(Subscriber* sub, absl::string_view message);
   void Dispatch();
@@ -109,6 +117,7 @@ class HandoffBroker {
   std::unique_ptr<Listener> listener_;
   std::thread thread_;
   std::function<void()> on_capacity_;
+  std::function<void(uint64_t, v1::DialRequest)> dial_handler_;
 
   absl::Mutex inbox_mu_;
   std::deque<ReadyConnection> inbox_ ABSL_GUARDED_BY(inbox_mu_);

@@ -42,11 +42,23 @@ void ExplainFailure(const SocketBioKtlsState& st, bool tx_side, OffloadDecision*
 }  // namespace
 
 OffloadDecision CompleteKtlsInstall(SysCalls& sys, SSL* ssl, int fd, OffloadPolicy policy) {
-  OffloadDecision d;
   TlsConnectionState* state = TlsContext::StateOf(ssl);
   absl::Cleanup wipe = [state] {
     if (state != nullptr) state->WipeSecrets();
   };
+  absl::Span<const uint8_t> secret;
+  if (state != nullptr) {
+    secret = absl::MakeConstSpan(state->client_app_secret.data(), state->client_app_secret_len);
+  }
+  return CompleteKtlsInstallWithSecret(sys, ssl, fd, policy, secret, /*rx_record_seq=*/0,
+                                       /*rx_at_record_boundary=*/true);
+}
+
+OffloadDecision CompleteKtlsInstallWithSecret(SysCalls& sys, SSL* ssl, int fd,
+                                              OffloadPolicy policy,
+                                              absl::Span<const uint8_t> tls13_rx_secret,
+                                              uint64_t rx_record_seq, bool rx_at_record_boundary) {
+  OffloadDecision d;
   SocketBioKtlsState* st = SocketBioState(SSL_get_wbio(ssl));
   if (st == nullptr) {
     d.reason = FallbackReason::kTxInstallFailed;
@@ -82,21 +94,18 @@ OffloadDecision CompleteKtlsInstall(SysCalls& sys, SSL* ssl, int fd, OffloadPoli
 
   if (SSL_version(ssl) == TLS1_3_VERSION && !st->rx) {
     // OpenSSL 3.0 never installs TLS 1.3 RX; do it by hand. The ULP is already set (TX is on).
-    if (SSL_has_pending(ssl)) {
+    if (SSL_has_pending(ssl) || !rx_at_record_boundary) {
       d.reason = FallbackReason::kBufferedRecords;
       d.reason_text = "OpenSSL buffered records past the handshake; RX sequence unknown";
       return d;
     }
-    if (state == nullptr || state->client_app_secret_len == 0) {
+    if (tls13_rx_secret.empty()) {
       d.reason = FallbackReason::kNoSecret;
-      d.reason_text = "client application traffic secret not captured";
+      d.reason_text = "peer application traffic secret not captured";
       return d;
     }
-    absl::StatusOr<CryptoInfo> info = CryptoInfo::FromTls13TrafficSecret(
-        Direction::kRx, *kc,
-        absl::MakeConstSpan(state->client_app_secret.data(), state->client_app_secret_len),
-        /*record_seq=*/0);
-    state->WipeSecrets();
+    absl::StatusOr<CryptoInfo> info =
+        CryptoInfo::FromTls13TrafficSecret(Direction::kRx, *kc, tls13_rx_secret, rx_record_seq);
     if (!info.ok()) {
       d.reason = FallbackReason::kRxInstallFailed;
       d.reason_text = absl::StrCat("deriving RX key: ", info.status().message());

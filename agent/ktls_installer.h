@@ -16,6 +16,7 @@
 
 #include <openssl/ssl.h>
 
+#include "absl/types/span.h"
 #include "agent/stats.h"
 #include "agent/syscalls.h"
 #include "agent/tls_context.h"
@@ -36,6 +37,17 @@ struct OffloadDecision {
 // Call exactly once, right after SSL_do_handshake() returned 1 on a connection whose BIO came
 // from NewSocketBio(), before any SSL_read. Wipes the captured traffic secret in every case.
 OffloadDecision CompleteKtlsInstall(SysCalls& sys, SSL* ssl, int fd, OffloadPolicy policy);
+
+// The same for either side, with the TLS 1.3 RX traffic secret given explicitly (the server's
+// CLIENT_TRAFFIC_SECRET_0, or for an outbound connection the SERVER_TRAFFIC_SECRET_0) and the
+// sequence number of the next record the kernel will decrypt (records OpenSSL consumed under
+// that key, e.g. NewSessionTickets an outbound connection read before handing off). The caller
+// wipes the secret. `rx_at_record_boundary` false means OpenSSL stopped inside a record: RX
+// cannot be installed.
+OffloadDecision CompleteKtlsInstallWithSecret(SysCalls& sys, SSL* ssl, int fd,
+                                              OffloadPolicy policy,
+                                              absl::Span<const uint8_t> tls13_rx_secret,
+                                              uint64_t rx_record_seq, bool rx_at_record_boundary);
 
 }  // namespace ktls
 

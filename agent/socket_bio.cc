@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <mutex>
 
 #include <openssl/ssl.h>
@@ -45,7 +46,41 @@ struct BioData {
   bool send_ctrl_msg = false;
   unsigned char ctrl_record_type = 0;
   bool eof = false;
+  // Record framing of the userspace byte stream (see SocketBioRecordCount).
+  unsigned char header[kRecordHeaderLen] = {};
+  size_t header_have = 0;
+  size_t body_left = 0;
+  uint64_t records = 0;
 };
+
+// Feeds bytes OpenSSL read into the record framer.
+void TrackRecords(BioData* d, const unsigned char* p, size_t n) {
+  while (n > 0) {
+    if (d->header_have < kRecordHeaderLen) {
+      size_t take = std::min(kRecordHeaderLen - d->header_have, n);
+      memcpy(d->header + d->header_have, p, take);
+      d->header_have += take;
+      p += take;
+      n -= take;
+      if (d->header_have == kRecordHeaderLen) {
+        d->body_left = (static_cast<size_t>(d->header[3]) << 8) | d->header[4];
+        if (d->body_left == 0) {
+          ++d->records;
+          d->header_have = 0;
+        }
+      }
+      continue;
+    }
+    size_t take = std::min(d->body_left, n);
+    d->body_left -= take;
+    p += take;
+    n -= take;
+    if (d->body_left == 0) {
+      ++d->records;
+      d->header_have = 0;
+    }
+  }
+}
 
 BioData* DataOf(BIO* b) { return static_cast<BioData*>(BIO_get_data(b)); }
 
@@ -99,6 +134,7 @@ int BioRead(BIO* b, char* out, int len) {
     SysResult r = d->sys->Read(d->fd, out, static_cast<size_t>(len));
     n = static_cast<int>(r.rc);
     if (!r.ok()) errno = r.err;
+    if (n > 0) TrackRecords(d, reinterpret_cast<const unsigned char*>(out), static_cast<size_t>(n));
   }
   if (n < 0 && Retriable(errno)) {
     BIO_set_retry_read(b);
@@ -259,6 +295,12 @@ SocketBioKtlsState* SocketBioState(BIO* bio) {
   if (bio == nullptr || BIO_method_type(bio) != g_bio_type) return nullptr;
   BioData* d = DataOf(bio);
   return d == nullptr ? nullptr : &d->ktls;
+}
+
+RecordCount SocketBioRecordCount(BIO* bio) {
+  if (SocketBioState(bio) == nullptr) return {};
+  BioData* d = DataOf(bio);
+  return RecordCount{d->records, d->header_have == 0};
 }
 
 bool EnsureUlp(BIO* bio) {

@@ -11,6 +11,8 @@
 #ifndef KTLS_AGENT_SOCKET_BIO_H_
 #define KTLS_AGENT_SOCKET_BIO_H_
 
+#include <cstdint>
+
 #include "agent/openssl_ptr.h"
 #include "agent/syscalls.h"
 
@@ -34,6 +36,17 @@ BioPtr NewSocketBio(SysCalls& sys, int fd);
 
 // The kTLS state of a BIO made by NewSocketBio, or nullptr for any other BIO.
 SocketBioKtlsState* SocketBioState(BIO* bio);
+
+// TLS records OpenSSL has read completely through this BIO in userspace, and whether the byte
+// stream is at a record boundary. With read-ahead off OpenSSL reads exactly one record at a time,
+// so the difference between two readings is the number of records consumed in between: the
+// kTLS RX sequence number for records read after the application key became active (outbound
+// TLS 1.3 connections read the server's NewSessionTickets before handing off).
+struct RecordCount {
+  uint64_t records = 0;
+  bool at_boundary = true;
+};
+RecordCount SocketBioRecordCount(BIO* bio);
 
 // Sets TCP_ULP "tls" on the BIO's socket if it is not set yet (irreversible: afterwards the
 // socket can still carry plain TCP, but never another ULP). Records the errno on failure.

@@ -43,7 +43,12 @@ namespace ktls {
   X(relay_bytes_to_app, "plaintext bytes relayed from TLS peers to apps")                   \
   X(relay_bytes_to_peer, "plaintext bytes relayed from apps to TLS peers")                  \
   X(relay_closed, "relayed connections finished")                                           \
-  X(relay_errors, "relayed connections ended by an error")
+  X(relay_errors, "relayed connections ended by an error")                                  \
+  X(dials_started, "outbound dials requested by apps")                                     \
+  X(dials_succeeded, "outbound dials handed back to the app")                              \
+  X(dials_failed, "outbound dials that failed (connect, handshake, verify, timeout)")      \
+  X(dials_verify_failed, "outbound dials whose server certificate failed verification")    \
+  X(dials_resumed, "outbound dials that resumed a cached TLS session")
 
 #define KTLS_AGENT_GAUGES(X)                                                 \
   X(handshakes_in_progress, "TLS handshakes in progress")                    \
