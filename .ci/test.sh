@@ -62,6 +62,26 @@ else
   fi
 fi
 
+# 4. deploy: images built and run with buildah, Helm chart, k8s manifests, alert rules, systemd
+#    unit (tests/deploy/run.sh: one line per check, then "deploy: N passed, M failed, K skipped").
+if [[ ${KTLS_SKIP_DEPLOY:-0} == 1 ]]; then
+  summary+=("deploy: SKIPPED by KTLS_SKIP_DEPLOY=1")
+else
+  deploy_log="$build/deploy.log"
+  bash tests/deploy/run.sh "$build" >"$deploy_log" 2>&1
+  grep -E '^(ok|FAIL|skip|note|--) |^deploy: took|^      ' "$deploy_log"
+  line=$(grep -E '^deploy: [0-9]+ passed, [0-9]+ failed' "$deploy_log" | tail -1)
+  if [[ -n $line ]]; then
+    passed=$((passed + $(sed -E 's/^deploy: ([0-9]+) passed.*/\1/' <<<"$line")))
+    failed=$((failed + $(sed -E 's/^deploy: [0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")))
+    summary+=("$line")
+  else
+    failed=$((failed + 1))
+    summary+=("deploy: did not produce a summary (see $deploy_log)")
+    tail -40 "$deploy_log"
+  fi
+fi
+
 echo
 echo "==== test summary ($(( $(date +%s) - t0 )) s) ===="
 for s in "${summary[@]}"; do echo "  $s"; done

@@ -305,20 +305,10 @@ image_checks() {
   a=$(new_ctr localhost/ktls-agent:test) || { fail "buildah from agent image"; return; }
   : >"$work/start-marker"
   sleep 1
-  check "agent image: runs as non-root 10001, entrypoint ktls-agent" bash -c '
-    cfg=$($1 inspect --format "{{.OCIv1.Config.User}} {{.OCIv1.Config.Entrypoint}}" localhost/ktls-agent:test)
-    echo "$cfg"; [[ $cfg == "10001:10001 [/usr/local/bin/ktls-agent]" ]] || exit 1
-    [[ $($1 run --isolation chroot $2 -- id -u) == 10001 ]]' _ "$BUILDAH" "$a"
-  check "agent image: every shared library resolves; runtime packages only (no -dev, no compiler)" bash -c '
-    $1 run --isolation chroot $2 -- sh -c "
-      for b in /usr/local/bin/*; do ldd \$b | grep \"not found\" && exit 1; done
-      dpkg-query -W -f=\"\\\${Package}\n\" | grep -E \"(-dev|^gcc.*|^g\+\+.*|^cmake)$\" && exit 1
-      echo libraries: \$(cat /usr/share/ktls-sidecar/runtime-packages.txt | tr \"\n\" \" \"); exit 0"' _ "$BUILDAH" "$a"
-  check "agent image: default command prints the kernel kTLS probe table" bash -c '
-    cmd=$($1 inspect --format "{{range .OCIv1.Config.Entrypoint}}{{.}} {{end}}{{range .OCIv1.Config.Cmd}}{{.}} {{end}}" localhost/ktls-agent:test)
-    out=$($1 run --isolation chroot $2 -- $cmd) || exit 1
-    echo "$out"; grep -q "kTLS kernel probe" <<<"$out" && grep -q "TLSv1.3  AES-128-GCM" <<<"$out"' _ "$BUILDAH" "$a"
-  sed -n '1p' "$logs"/agent_image__default_command*.log 2>/dev/null | sed 's/^/      probe: /'
+  check "agent image: runs as non-root 10001, entrypoint ktls-agent" image_user "$a"
+  check "agent image: every shared library resolves; runtime packages only (no -dev, no compiler)" image_libs "$a"
+  check "agent image: default command prints the kernel kTLS probe table" image_default_cmd "$a"
+  sed -n '1p' "$logs"/agent_image__default_command*.log 2>/dev/null | sed 's/^/      /'
 
   # Serve: the agent container and the demo-app container share a socket directory (as the pod's
   # emptyDir), the certificate directory is laid out like a Secret mount (..data symlink).
@@ -361,14 +351,8 @@ image_checks() {
     demo_pid=$!
     bg_pids+=("$demo_pid")
     for i in $(seq 50); do grep -q subscribed "$logs/agent.log" && break; sleep 0.1; done
-    check "HTTPS through the agent container to the demo-app container (/healthz, /static 1 MiB, /conninfo)" bash -c '
-      c=(curl -sS --fail --max-time 10 --cacert "$1/tls.crt" --resolve "ktls.test:$2:127.0.0.1")
-      [[ $("${c[@]}" "https://ktls.test:$2/healthz") == ok ]] || exit 1
-      [[ $("${c[@]}" "https://ktls.test:$2/static/1m.bin" | wc -c) == 1048576 ]] || exit 1
-      info=$("${c[@]}" "https://ktls.test:$2/conninfo") || exit 1
-      echo "$info"
-      '"$PY"' -c "import json,sys; d=json.loads(sys.argv[1]); assert d[\"data_path\"] in (\"ktls\",\"relay\") and d[\"tls_version\"].startswith(\"TLSv1.\"); print(\"data_path:\", d[\"data_path\"], \"|\", d[\"tls_version\"], d[\"cipher\"], \"|\", d[\"fallback_reason\"] or \"offloaded\")" "$info"' \
-      _ "$certs" "$port"
+    check "HTTPS through the agent container to the demo-app container (/healthz, /static 1 MiB, /conninfo)" \
+      https_through "$certs" "$port"
     grep -h '^data_path' "$logs"/HTTPS_through*.log 2>/dev/null | sed 's/^/      /'
 
     # The chart's `helm test` pod script, run in the tools image against these containers.
@@ -433,16 +417,65 @@ EOF
     fail "agent process not found under buildah run"
   fi
   [[ -n $demo_pid ]] && stop_tree "$demo_pid"
-  check "nothing written to the image's root filesystem while serving (readOnlyRootFilesystem)" bash -c '
-    mnt=$($1 mount $2) || exit 1
-    # /etc/hosts, /etc/resolv.conf, /etc/hostname: written by buildah run itself.
-    out=$(find "$mnt" -xdev -newer "$3" ! -path "$mnt/etc/hosts" ! -path "$mnt/etc/resolv.conf" \
-            ! -path "$mnt/etc/hostname" ! -path "$mnt/run" ! -path "$mnt/run/ktls" ! -path "$mnt" \
-            ! -path "$mnt/etc" ! -path "$mnt/proc" ! -path "$mnt/sys" ! -path "$mnt/dev" ! -path "$mnt/dev/*" \
-            ! -path "$mnt/etc/ktls*" ! -path "$mnt/var/lib/ktls" 2>/dev/null)
-    $1 umount $2 >/dev/null
-    [[ -z $out ]] || { echo "written: $out"; exit 1; }' _ "$BUILDAH" "$a" "$work/start-marker"
+  check "nothing written to the image's root filesystem while serving (readOnlyRootFilesystem)" \
+    rootfs_untouched "$a" "$work/start-marker"
   echo "      agent log: $logs/agent.log"
+}
+
+https_through() {
+  local certs=$1 port=$2 info
+  local c=(curl -sS --fail --max-time 10 --cacert "$certs/tls.crt" --resolve "ktls.test:$port:127.0.0.1")
+  [[ $("${c[@]}" "https://ktls.test:$port/healthz") == ok ]] || { echo "/healthz did not answer ok"; return 1; }
+  [[ $("${c[@]}" "https://ktls.test:$port/static/1m.bin" | wc -c) == 1048576 ]] || { echo "/static/1m.bin short"; return 1; }
+  info=$("${c[@]}" "https://ktls.test:$port/conninfo") || return 1
+  echo "$info"
+  $PY - "$info" <<'PYEOF'
+import json, sys
+d = json.loads(sys.argv[1])
+assert d["data_path"] in ("ktls", "relay"), d["data_path"]
+assert d["tls_version"].startswith("TLSv1."), d["tls_version"]
+print("data_path:", d["data_path"], "|", d["tls_version"], d["cipher"], "|", d["fallback_reason"] or "offloaded")
+PYEOF
+}
+rootfs_untouched() {
+  local mnt out
+  mnt=$($BUILDAH mount "$1") || return 1
+  # /etc/hosts, /etc/resolv.conf, /etc/hostname and the mount points are buildah run's own.
+  out=$(find "$mnt" -xdev -newer "$2" \
+          ! -path "$mnt" ! -path "$mnt/etc" ! -path "$mnt/etc/hosts" ! -path "$mnt/etc/resolv.conf" \
+          ! -path "$mnt/etc/hostname" ! -path "$mnt/run" ! -path "$mnt/run/ktls" ! -path "$mnt/etc/ktls" \
+          ! -path "$mnt/etc/ktls/certs" ! -path "$mnt/var/lib/ktls" ! -path "$mnt/proc" ! -path "$mnt/sys" \
+          ! -path "$mnt/dev" ! -path "$mnt/dev/*" 2>/dev/null)
+  $BUILDAH umount "$1" >/dev/null
+  [[ -z $out ]] || { echo "written: $out"; return 1; }
+  echo "no file under the container's root changed after the agent started"
+}
+image_user() {
+  local cfg
+  cfg=$($BUILDAH inspect --format '{{.OCIv1.Config.User}} {{.OCIv1.Config.Entrypoint}}' localhost/ktls-agent:test)
+  echo "config: $cfg"
+  [[ $cfg == "10001:10001 [/usr/local/bin/ktls-agent]" ]] || return 1
+  [[ $($BUILDAH run --isolation chroot "$1" -- id -u) == 10001 ]]
+}
+image_libs() {
+  $BUILDAH run --isolation chroot "$1" -- sh -c '
+    rc=0
+    for b in /usr/local/bin/*; do
+      if ldd "$b" | grep "not found"; then echo "unresolved in $b"; rc=1; fi
+    done
+    if dpkg-query -W -f="\${Package}\n" | grep -E -- "-dev$|^(gcc|g\+\+|cpp|cmake|ninja-build)(-[0-9]+)?$"; then
+      echo "build packages in the runtime image (above)"; rc=1
+    fi
+    echo "binaries: $(ls /usr/local/bin | tr "\n" " ")"
+    echo "libraries from: $(tr "\n" " " </usr/share/ktls-sidecar/runtime-packages.txt)"
+    exit $rc'
+}
+image_default_cmd() {
+  local cmd out
+  cmd=$($BUILDAH inspect --format '{{range .OCIv1.Config.Entrypoint}}{{.}} {{end}}{{range .OCIv1.Config.Cmd}}{{.}} {{end}}' localhost/ktls-agent:test)
+  out=$($BUILDAH run --isolation chroot "$1" -- $cmd) || return 1
+  echo "$out"
+  grep -q "kTLS kernel probe" <<<"$out" && grep -q "TLSv1.3  AES-128-GCM" <<<"$out"
 }
 
 make_base_rootfs() {
