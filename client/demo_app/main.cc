@@ -18,6 +18,7 @@
 #include <cstring>
 #include <vector>
 
+#include "local_tls.h"
 #include "options.h"
 #include "server.h"
 
@@ -26,7 +27,11 @@ namespace {
 using ktls::demo::Options;
 
 void PrintReady(const Options& o) {
-  std::printf("demo-app: subscribed to %s as %s\n", o.agent_socket.c_str(), o.app_name.c_str());
+  if (o.agent_socket.empty()) {
+    std::printf("demo-app: serving (no agent)\n");
+  } else {
+    std::printf("demo-app: subscribed to %s as %s\n", o.agent_socket.c_str(), o.app_name.c_str());
+  }
   std::fflush(stdout);
 }
 
@@ -171,6 +176,17 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  // --tls_listen / --plain_listen: listening sockets (and the TLS context) before any fork.
+  absl::StatusOr<ktls::demo::LocalListeners> local = ktls::demo::OpenLocalListeners(*options);
+  if (!local.ok()) {
+    std::fprintf(stderr, "demo-app: %s\n", std::string(local.status().message()).c_str());
+    return 2;
+  }
+  options->tls_listen_fd = local->tls_fd;
+  options->plain_listen_fd = local->plain_fd;
+  if (local->tls_fd >= 0) std::printf("demo-app: listening tls %s\n", local->tls_address.c_str());
+  if (local->plain_fd >= 0) std::printf("demo-app: listening plain %s\n", local->plain_address.c_str());
+  std::fflush(stdout);
   if (options->workers == 1) {
     const Options& o = *options;
     return ktls::demo::RunWorker(o, 0, static_dir_fd, [&o] { PrintReady(o); });

@@ -19,8 +19,12 @@ const char* Usage() {
   return "usage: ktls-demo-app --agent_socket=PATH [--workers=N] [--credits=N]\n"
          "                     [--static_dir=DIR] [--app_name=NAME] [--idle_timeout_ms=MS]\n"
          "                     [--debug]\n"
-         "HTTP/1.1 server on connections handed over by ktls-agent.\n"
-         "Routes: GET /healthz, GET /bytes/N, POST /echo, GET /static/NAME, GET /conninfo\n";
+         "                     [--tls_listen=HOST:PORT --tls_cert=PEM --tls_key=PEM]\n"
+         "                     [--plain_listen=HOST:PORT]\n"
+         "HTTP/1.1 server on connections handed over by ktls-agent; --tls_listen terminates TLS\n"
+         "in process (OpenSSL) and --plain_listen serves plain HTTP, with or without the agent.\n"
+         "Routes: GET /healthz, GET /bytes/N, POST /echo, POST /discard, GET /static/NAME,\n"
+         "GET /conninfo\n";
 }
 
 absl::StatusOr<Options> ParseOptions(int argc, char** argv) {
@@ -68,6 +72,14 @@ absl::StatusOr<Options> ParseOptions(int argc, char** argv) {
       if (auto s = need_value(); !s.ok()) return s;
       if (!ParseInt(value, 1, 24LL * 3600 * 1000, &n)) return bad("expected 1..86400000");
       o.idle_timeout_ms = static_cast<int>(n);
+    } else if (name == "tls_listen" || name == "tls_cert" || name == "tls_key" ||
+               name == "plain_listen") {
+      if (auto s = need_value(); !s.ok()) return s;
+      if (value.empty()) return bad("expected a value");
+      (name == "tls_listen"   ? o.tls_listen
+       : name == "tls_cert"   ? o.tls_cert
+       : name == "tls_key"    ? o.tls_key
+                              : o.plain_listen) = value;
     } else if (name == "debug") {
       o.debug = !has_value || value == "true" || value == "1";
       if (has_value && !o.debug && value != "false" && value != "0") return bad("expected a bool");
@@ -75,8 +87,11 @@ absl::StatusOr<Options> ParseOptions(int argc, char** argv) {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     }
   }
-  if (!o.help && o.agent_socket.empty()) {
+  if (!o.help && o.agent_socket.empty() && o.tls_listen.empty() && o.plain_listen.empty()) {
     return absl::InvalidArgumentError("--agent_socket=PATH is required");
+  }
+  if (!o.tls_listen.empty() && (o.tls_cert.empty() || o.tls_key.empty())) {
+    return absl::InvalidArgumentError("--tls_listen needs --tls_cert and --tls_key");
   }
   return o;
 }

@@ -18,6 +18,15 @@ struct Options {
   int idle_timeout_ms = 30000;     // close a connection idle this long
   bool debug = false;              // one line per connection on stderr
   bool help = false;
+  // Without the agent (local_tls.h): accept connections on these and terminate TLS in process
+  // (--tls_listen with --tls_cert/--tls_key) or speak plain HTTP (--plain_listen). Benchmarks.
+  std::string tls_listen;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string plain_listen;
+  // Not flags: the listening sockets main() opened for the above, or -1.
+  int tls_listen_fd = -1;
+  int plain_listen_fd = -1;
 };
 
 absl::StatusOr<Options> ParseOptions(int argc, char** argv);

@@ -21,6 +21,11 @@
 // Backpressure: no request is parsed (and nothing more read) while more than kMaxQueuedOutput
 // bytes of responses are queued or a streamed body (/bytes, /static) is being sent.
 //
+// Local listeners (--tls_listen / --plain_listen, see local_tls.h): accepted connections enter the
+// same loop; a --tls_listen connection carries a LocalTlsSession that every read, write and
+// close_notify goes through (sendfile falls back to pread + SSL_write), and since OpenSSL may want
+// the other direction, any event on it clears both read_blocked and write_blocked.
+//
 // Subscription: a handed connection does not depend on the subscription that delivered it. When
 // the agent goes away, live connections keep being served and the worker resubscribes every
 // 200 ms (a new subscription starts again with --credits). Credits are topped back up to --credits
@@ -54,6 +59,7 @@
 #include "absl/strings/str_cat.h"
 #include "http.h"
 #include "ktls/app.h"
+#include "local_tls.h"
 #include "ktls/io.h"
 #include "ktls/ktls_client.h"
 
@@ -80,6 +86,8 @@ constexpr int kMaxIov = 64;
 // epoll tags for the two non-connection sources; connections use their address.
 constexpr uint64_t kSignalTag = 1;
 constexpr uint64_t kSubscriptionTag = 2;
+constexpr uint64_t kTlsListenTag = 3;
+constexpr uint64_t kPlainListenTag = 4;
 
 // Bytes of GET /bytes/N: byte i is 'a' + i % 26. Writes start at offset i % 26 of this buffer.
 struct Pattern {
@@ -126,6 +134,7 @@ struct Connection {
   uint64_t bytes_in = 0;
   uint64_t bytes_out = 0;
   std::string close_reason;
+  std::unique_ptr<LocalTlsSession> tls;  // --tls_listen connections only
 
   int fd() const { return handed.fd.get(); }
 };
@@ -200,7 +209,16 @@ class Worker {
   void TrySubscribe();
   void DropSubscription(const std::string& why);
   void OnSubscriptionReadable();
-  void Take(HandedConnection handed);
+  void Take(HandedConnection handed, std::unique_ptr<LocalTlsSession> tls = nullptr);
+  void AcceptLocal(int listen_fd, bool tls);
+  bool Subscribing() const { return !options_.agent_socket.empty(); }
+
+  // The connection's I/O: the descriptor's syscalls, or its in-process TLS session.
+  ssize_t ConnRead(Connection* c, void* buf, size_t len, ktls_record_info* info);
+  ssize_t ConnWrite(Connection* c, const void* buf, size_t len);
+  ssize_t ConnWritev(Connection* c, const iovec* iov, int count);
+  ssize_t ConnSendfile(Connection* c, int file_fd, off_t* offset, size_t len);
+  int ConnCloseNotify(Connection* c);
 
   void Drive(Connection* c);
   bool Flush(Connection* c);      // false: the connection was closed
@@ -237,6 +255,13 @@ class Worker {
   bool draining_ = false;
   Clock::time_point drain_deadline_;
 
+  uint64_t local_accepted_ = 0;
+  bool accept_error_logged_ = false;
+  // Successful reads of request bytes and their total, all connections (/conninfo reports them:
+  // the benchmarks' bytes-per-recv figure).
+  uint64_t reads_ = 0;
+  uint64_t read_bytes_ = 0;
+
   std::unordered_map<Connection*, std::unique_ptr<Connection>> conns_;
   std::vector<std::unique_ptr<Connection>> graveyard_;  // freed at the end of each iteration
 };
@@ -263,12 +288,27 @@ bool Worker::Init() {
     Log("epoll_ctl(signalfd): ", std::strerror(errno));
     return false;
   }
+  for (const auto& [fd, tag] : {std::pair{options_.tls_listen_fd, kTlsListenTag},
+                                std::pair{options_.plain_listen_fd, kPlainListenTag}}) {
+    if (fd < 0) continue;
+    epoll_event lev{};
+    lev.events = EPOLLIN | EPOLLEXCLUSIVE;  // the workers share the socket: wake one of them
+    lev.data.u64 = tag;
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &lev) != 0) {
+      Log("epoll_ctl(listener): ", std::strerror(errno));
+      return false;
+    }
+  }
   return true;
 }
 
 int Worker::Run() {
   if (!Init()) return 1;
-  TrySubscribe();
+  if (Subscribing()) {
+    TrySubscribe();
+  } else if (on_ready_) {
+    on_ready_();  // local listeners only: serving as of now
+  }
   epoll_event events[128];
   for (;;) {
     now_ = Clock::now();
@@ -276,7 +316,7 @@ int Worker::Run() {
 
     // Wake up for the next resubscribe attempt, timeout sweep or drain deadline.
     auto wake = now_ + std::chrono::seconds(1);
-    if (!sub_ && !draining_) wake = std::min(wake, next_subscribe_);
+    if (!sub_ && !draining_ && Subscribing()) wake = std::min(wake, next_subscribe_);
     if (!conns_.empty()) wake = std::min(wake, next_sweep_);
     if (draining_) wake = std::min(wake, drain_deadline_);
     const int timeout_ms = static_cast<int>(std::max<int64_t>(
@@ -294,15 +334,22 @@ int Worker::Run() {
         OnSignal();
       } else if (ev.data.u64 == kSubscriptionTag) {
         if (sub_) OnSubscriptionReadable();
+      } else if (ev.data.u64 == kTlsListenTag || ev.data.u64 == kPlainListenTag) {
+        if (!draining_) {
+          AcceptLocal(ev.data.u64 == kTlsListenTag ? options_.tls_listen_fd
+                                                   : options_.plain_listen_fd,
+                      ev.data.u64 == kTlsListenTag);
+        }
       } else {
         auto* c = static_cast<Connection*>(ev.data.ptr);
         if (c->state == ConnState::kClosed) continue;
         if (ev.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) c->read_blocked = false;
         if (ev.events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) c->write_blocked = false;
+        if (c->tls) c->read_blocked = c->write_blocked = false;  // OpenSSL may want either
         Drive(c);
       }
     }
-    if (!sub_ && !draining_ && now_ >= next_subscribe_) TrySubscribe();
+    if (!sub_ && !draining_ && Subscribing() && now_ >= next_subscribe_) TrySubscribe();
     if (now_ >= next_sweep_) Sweep();
     graveyard_.clear();
   }
@@ -328,6 +375,9 @@ void Worker::StartDrain() {
   if (sub_) {
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, sub_->fd(), nullptr);
     sub_.reset();  // the agent stops handing us connections
+  }
+  for (int fd : {options_.tls_listen_fd, options_.plain_listen_fd}) {
+    if (fd >= 0) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
   }
   std::vector<Connection*> all;
   for (auto& [ptr, c] : conns_) all.push_back(ptr);
@@ -414,7 +464,63 @@ void Worker::OnSubscriptionReadable() {
   }
 }
 
-void Worker::Take(HandedConnection handed) {
+void Worker::AcceptLocal(int listen_fd, bool tls) {
+  for (int i = 0; i < 64; ++i) {
+    sockaddr_storage peer{};
+    socklen_t len = sizeof(peer);
+    const int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &len,
+                             SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == ECONNABORTED) continue;
+      if (errno != EAGAIN && errno != EWOULDBLOCK && !accept_error_logged_) {
+        Log("accept: ", std::strerror(errno), " (logged once)");
+        accept_error_logged_ = true;
+      }
+      return;
+    }
+    HandedConnection handed;
+    handed.fd.reset(fd);
+    handed.info.set_connection_id(++local_accepted_);
+    handed.info.set_listener(tls ? "local-tls" : "local-plain");
+    std::unique_ptr<LocalTlsSession> session;
+    if (tls) {
+      session = LocalTlsSession::Create(fd);
+      if (!session) {
+        Log("connection ", local_accepted_, ": cannot start TLS: ", std::strerror(errno));
+        continue;  // `handed` closes the socket
+      }
+    }
+    Take(std::move(handed), std::move(session));
+  }
+}
+
+ssize_t Worker::ConnRead(Connection* c, void* buf, size_t len, ktls_record_info* info) {
+  if (!c->tls) return c->handed.Read(buf, len, 0, info);
+  if (info != nullptr) *info = ktls_record_info{};
+  return c->tls->Read(buf, len);
+}
+
+ssize_t Worker::ConnWrite(Connection* c, const void* buf, size_t len) {
+  return c->tls ? c->tls->Write(buf, len) : ::write(c->fd(), buf, len);
+}
+
+ssize_t Worker::ConnWritev(Connection* c, const iovec* iov, int count) {
+  return c->tls ? c->tls->Writev(iov, count) : ::writev(c->fd(), iov, count);
+}
+
+ssize_t Worker::ConnSendfile(Connection* c, int file_fd, off_t* offset, size_t len) {
+  if (c->tls) {
+    errno = EINVAL;  // no kTLS here: the caller copies through userspace (pread + SSL_write)
+    return -1;
+  }
+  return ::sendfile(c->fd(), file_fd, offset, len);
+}
+
+int Worker::ConnCloseNotify(Connection* c) {
+  return c->tls ? c->tls->CloseNotify() : ktls_close_notify(c->fd());
+}
+
+void Worker::Take(HandedConnection handed, std::unique_ptr<LocalTlsSession> tls) {
   const int fd = handed.fd.get();
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
@@ -426,6 +532,7 @@ void Worker::Take(HandedConnection handed) {
   auto conn = std::make_unique<Connection>();
   Connection* c = conn.get();
   c->handed = std::move(handed);
+  c->tls = std::move(tls);
   c->last_activity = now_;
   epoll_event ev{};
   ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
@@ -496,7 +603,7 @@ bool Worker::Flush(Connection* c) {
              it != c->out.end() && it->kind == OutChunk::Kind::kBytes && count < kMaxIov; ++it) {
           iov[count++] = {it->bytes.data() + it->offset, it->bytes.size() - it->offset};
         }
-        n = ::writev(c->fd(), iov, count);
+        n = ConnWritev(c, iov, count);
         err = errno;
         if (n > 0) {
           size_t left = n;
@@ -514,7 +621,7 @@ bool Worker::Flush(Connection* c) {
       case OutChunk::Kind::kPattern: {
         const size_t len = static_cast<size_t>(std::min<uint64_t>(front.end - front.pos,
                                                                   kPatternChunk));
-        n = ::write(c->fd(), PatternBytes().bytes + front.pos % 26, len);
+        n = ConnWrite(c, PatternBytes().bytes + front.pos % 26, len);
         err = errno;
         if (n > 0) {
           front.pos += n;
@@ -525,7 +632,7 @@ bool Worker::Flush(Connection* c) {
       case OutChunk::Kind::kFile: {
         const size_t len = static_cast<size_t>(std::min<uint64_t>(front.file_left,
                                                                   kSendfileChunk));
-        n = ::sendfile(c->fd(), front.file.get(), &front.file_offset, len);
+        n = ConnSendfile(c, front.file.get(), &front.file_offset, len);
         err = errno;
         if (n < 0 && (err == EINVAL || err == ENOSYS)) {
           // No sendfile to this descriptor: copy through userspace.
@@ -535,7 +642,7 @@ bool Worker::Flush(Connection* c) {
             n = -1;
             err = got == 0 ? ENODATA : errno;
           } else {
-            n = ::write(c->fd(), read_buf_.data(), got);
+            n = ConnWrite(c, read_buf_.data(), got);
             err = errno;
             if (n > 0) front.file_offset += n;
           }
@@ -569,8 +676,10 @@ bool Worker::Flush(Connection* c) {
 
 int Worker::ReadSome(Connection* c) {
   ktls_record_info info;
-  const ssize_t n = c->handed.Read(read_buf_.data(), read_buf_.size(), 0, &info);
+  const ssize_t n = ConnRead(c, read_buf_.data(), read_buf_.size(), &info);
   if (n > 0) {
+    ++reads_;
+    read_bytes_ += n;
     c->in.append(read_buf_.data(), n);
     c->bytes_in += n;
     c->last_activity = now_;
@@ -673,6 +782,12 @@ void Worker::Respond(Connection* c, const Request& req, std::string_view body) {
       return Reply(c, req, 405, "text/plain", "method not allowed\n", "Allow: POST\r\n");
     }
     return Reply(c, req, 200, "application/octet-stream", std::string(body));
+  }
+  if (path == "/discard") {  // upload benchmarks: the body is read and dropped
+    if (req.method != "POST") {
+      return Reply(c, req, 405, "text/plain", "method not allowed\n", "Allow: POST\r\n");
+    }
+    return Reply(c, req, 200, "text/plain", absl::StrCat(body.size(), "\n"));
   }
   if (StartsWith(path, "/bytes/")) {
     if (!get) return Reply(c, req, 405, "text/plain", "method not allowed\n", kGetOnly);
@@ -781,12 +896,14 @@ std::string Worker::ConnInfoJson(const Connection* c) const {
   num("worker", index_);
   num("pid", static_cast<uint64_t>(::getpid()));
   num("requests_before", c->requests);
+  num("worker_reads", reads_);
+  num("worker_read_bytes", read_bytes_);
   j += "}\n";
   return j;
 }
 
 void Worker::SendCloseNotify(Connection* c) {
-  if (ktls_close_notify(c->fd()) == 0) {
+  if (ConnCloseNotify(c) == 0) {
     c->state = ConnState::kLingering;
     c->linger_deadline = now_ + kLingerTime;
     return;
@@ -802,7 +919,7 @@ void Worker::SendCloseNotify(Connection* c) {
 
 void Worker::Linger(Connection* c) {
   for (;;) {
-    const ssize_t n = c->handed.Read(read_buf_.data(), read_buf_.size(), 0, nullptr);
+    const ssize_t n = ConnRead(c, read_buf_.data(), read_buf_.size(), nullptr);
     if (n > 0) continue;  // discard
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       c->read_blocked = true;
