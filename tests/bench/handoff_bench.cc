@@ -1,0 +1,242 @@
+// Micro-benchmark of the handoff itself: one connected TCP socket plus its ConnectionInfo, sent
+// over the Unix SOCK_SEQPACKET socket the way the agent's broker sends it (wire::Serialize,
+// wire::OutgoingMessage, SysCalls::SendMsg with MSG_DONTWAIT | MSG_NOSIGNAL) and received the way
+// an app receives it (ktls::client::AgentSubscription::Receive, which parses the message, checks
+// the control data and the descriptor). Host only; prints numbers, asserts nothing.
+//
+//   BM_HandoffCost      send then receive in one thread: the CPU cost of one handoff, both sides.
+//   BM_HandoffLatency   a "broker" thread sends when the app's credit arrives; the app thread
+//                       sleeps in epoll_wait like ktls-demo-app, wakes, receives. Time from the
+//                       broker starting to encode to the app holding the descriptor (wake-up
+//                       included); p50/p99/p99.9 as counters. The app returns one credit per
+//                       handoff (GrantCredits), so handoffs never queue.
+//
+//   build-bench/tests/bench/ktls_handoff_bench [--benchmark_format=json]
+#include <arpa/inet.h>
+#include <benchmark/benchmark.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/syscalls.h"
+#include "ktls/app.h"
+#include "ktls/v1/handoff.pb.h"
+#include "ktls/wire.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+[[noreturn]] void Die(const char* what) {
+  std::perror(what);
+  std::exit(1);
+}
+
+// What the agent sends for a typical kTLS connection.
+ktls::v1::AgentToApp TypicalHandoff(uint64_t id) {
+  ktls::v1::AgentToApp msg;
+  ktls::v1::ConnectionInfo* i = msg.mutable_handoff()->mutable_connection();
+  i->set_connection_id(id);
+  i->mutable_peer()->set_address("10.1.2.3");
+  i->mutable_peer()->set_port(51234);
+  i->mutable_local()->set_address("10.1.2.4");
+  i->mutable_local()->set_port(8443);
+  i->set_listener("https");
+  i->set_sni("api.example.com");
+  i->set_alpn("http/1.1");
+  i->set_tls_version("TLSv1.3");
+  i->set_tls_version_code(0x0304);
+  i->set_cipher("TLS_AES_128_GCM_SHA256");
+  i->set_data_path(ktls::v1::DATA_PATH_KTLS);
+  i->set_ktls_tx(ktls::v1::OFFLOAD_STATE_ACTIVE);
+  i->set_ktls_rx(ktls::v1::OFFLOAD_STATE_ACTIVE);
+  i->set_handshake_micros(850);
+  i->mutable_peer_identity()->set_presented(false);
+  return msg;
+}
+
+// A connected loopback TCP socket: the descriptor handed over (the same one every time; the app
+// side gets its own copy and closes it, as an app would close a finished connection).
+int LoopbackTcpSocket(int* peer) {
+  const int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  if (::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || ::listen(l, 1) != 0 ||
+      ::getsockname(l, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    Die("listen");
+  }
+  const int c = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (::connect(c, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) Die("connect");
+  *peer = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+  ::close(l);
+  return c;
+}
+
+// The agent's end of one subscription: a listening SEQPACKET socket in a temp directory, one
+// accepted subscriber answered with Subscribed.
+class Subscription {
+ public:
+  Subscription() {
+    char dir[] = "/tmp/ktls-handoff-bench.XXXXXX";
+    if (::mkdtemp(dir) == nullptr) Die("mkdtemp");
+    dir_ = dir;
+    path_ = dir_ + "/handoff.sock";
+    const int l = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    sockaddr_un un{};
+    un.sun_family = AF_UNIX;
+    std::snprintf(un.sun_path, sizeof(un.sun_path), "%s", path_.c_str());
+    if (::bind(l, reinterpret_cast<sockaddr*>(&un), sizeof(un)) != 0 || ::listen(l, 1) != 0) {
+      Die("bind unix");
+    }
+    std::thread agent([&] {
+      agent_fd_ = ::accept4(l, nullptr, nullptr, SOCK_CLOEXEC);
+      char buf[4096];
+      if (::recv(agent_fd_, buf, sizeof(buf), 0) <= 0) Die("recv Subscribe");
+      ktls::v1::AgentToApp reply;
+      reply.mutable_subscribed()->set_protocol_version(ktls::wire::kProtocolVersion);
+      reply.mutable_subscribed()->set_agent_version("bench");
+      reply.mutable_subscribed()->set_subscriber_id(1);
+      std::string bytes = *ktls::wire::Serialize(reply);
+      if (::send(agent_fd_, bytes.data(), bytes.size(), 0) < 0) Die("send Subscribed");
+    });
+    auto sub = ktls::client::AgentSubscription::Connect(path_, "handoff-bench", 1);
+    agent.join();
+    ::close(l);
+    if (!sub.ok()) {
+      std::fprintf(stderr, "subscribe: %s\n", std::string(sub.status().message()).c_str());
+      std::exit(1);
+    }
+    app_ = std::move(*sub);
+    tcp_ = LoopbackTcpSocket(&tcp_peer_);
+  }
+  ~Subscription() {
+    app_.reset();
+    ::close(agent_fd_);
+    ::close(tcp_);
+    ::close(tcp_peer_);
+    ::unlink(path_.c_str());
+    ::rmdir(dir_.c_str());
+  }
+
+  // The broker's send path for one ready connection.
+  bool Send(uint64_t id) {
+    const ktls::v1::AgentToApp msg = TypicalHandoff(id);
+    absl::StatusOr<std::string> bytes = ktls::wire::Serialize(msg);
+    if (!bytes.ok()) return false;
+    bytes_ = bytes->size();
+    ktls::wire::OutgoingMessage out(*bytes, tcp_);
+    return ktls::RealSysCalls().SendMsg(agent_fd_, out.header(), MSG_DONTWAIT | MSG_NOSIGNAL).ok();
+  }
+
+  ktls::client::AgentSubscription& app() { return *app_; }
+  int agent_fd() const { return agent_fd_; }
+  size_t message_bytes() const { return bytes_; }
+
+ private:
+  std::string dir_, path_;
+  int agent_fd_ = -1;
+  int tcp_ = -1, tcp_peer_ = -1;
+  size_t bytes_ = 0;
+  std::unique_ptr<ktls::client::AgentSubscription> app_;
+};
+
+void BM_HandoffCost(benchmark::State& state) {
+  Subscription s;
+  uint64_t id = 0;
+  for (auto _ : state) {
+    if (!s.Send(++id)) {
+      state.SkipWithError("sendmsg failed");
+      break;
+    }
+    auto got = s.app().Receive();
+    if (!got.ok() || !got->has_value()) {
+      state.SkipWithError("receive failed");
+      break;
+    }
+    benchmark::DoNotOptimize((*got)->fd.get());
+  }  // the received descriptor is closed with `got`, inside the loop, as an app would
+  state.counters["msg_bytes"] = static_cast<double>(s.message_bytes());
+}
+BENCHMARK(BM_HandoffCost);
+
+void BM_HandoffLatency(benchmark::State& state) {
+  Subscription s;
+  s.app().SetNonBlocking(true);
+  const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ::epoll_ctl(ep, EPOLL_CTL_ADD, s.app().fd(), &ev);
+
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> sent_at{0};
+  // The broker: one handoff per credit (the first credit came with Subscribe).
+  std::thread broker([&] {
+    uint64_t id = 0;
+    bool have_credit = true;
+    char buf[4096];
+    while (!stop.load()) {
+      if (!have_credit) {
+        pollfd p{s.agent_fd(), POLLIN, 0};
+        if (::poll(&p, 1, 50) <= 0) continue;
+        if (::recv(s.agent_fd(), buf, sizeof(buf), 0) <= 0) return;
+        have_credit = true;  // a GrantCredits{1}
+      }
+      sent_at.store(Clock::now().time_since_epoch().count());
+      if (!s.Send(++id)) return;
+      have_credit = false;
+    }
+  });
+
+  std::vector<double> us;
+  us.reserve(1 << 20);
+  for (auto _ : state) {
+    epoll_event out;
+    while (::epoll_wait(ep, &out, 1, -1) != 1) {
+    }
+    auto got = s.app().Receive();
+    const int64_t now = Clock::now().time_since_epoch().count();
+    if (!got.ok() || !got->has_value()) {
+      state.SkipWithError("receive failed");
+      break;
+    }
+    const double seconds = (now - sent_at.load()) / 1e9;
+    state.SetIterationTime(seconds);
+    us.push_back(seconds * 1e6);
+    got->reset();  // close the descriptor before returning the credit
+    if (!s.app().GrantCredits(1).ok()) {
+      state.SkipWithError("GrantCredits failed");
+      break;
+    }
+  }
+  stop = true;
+  broker.join();
+  ::close(ep);
+  if (!us.empty()) {
+    std::sort(us.begin(), us.end());
+    auto q = [&](double p) { return us[std::min(us.size() - 1, static_cast<size_t>(p * us.size()))]; };
+    state.counters["p50_us"] = q(0.50);
+    state.counters["p99_us"] = q(0.99);
+    state.counters["p999_us"] = q(0.999);
+    state.counters["max_us"] = us.back();
+  }
+}
+BENCHMARK(BM_HandoffLatency)->UseManualTime()->Iterations(20000);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,323 @@
+// ktls-loadgen's engine against a small in-test HTTP server on loopback (plain and TLS): it
+// counts only verified responses, catches corrupted and truncated bodies, and respects its
+// bounds (request count, connection count, duration). No timing assertions beyond "it ended".
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/ssl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "client/loadgen/engine.h"
+#include "client/loadgen/verify.h"
+#include "tests/unit/agent/test_certs.h"
+
+namespace ktls::loadgen {
+namespace {
+
+enum class Fault { kNone, kCorruptByte, kShortBody, kWrongLength, kStatus500 };
+
+// Thread-per-connection HTTP/1.1 server: GET /bytes/N, POST /echo, POST /discard. With a TLS
+// context it speaks TLS (OpenSSL, blocking sockets).
+class TestServer {
+ public:
+  explicit TestServer(Fault fault, SSL_CTX* ctx = nullptr) : fault_(fault), ctx_(ctx) {
+    listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    EXPECT_EQ(::listen(listen_fd_, 128), 0);
+    socklen_t len = sizeof(a);
+    ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
+    port_ = ntohs(a.sin_port);
+    acceptor_ = std::thread([this] { AcceptLoop(); });
+  }
+  ~TestServer() {
+    stop_ = true;
+    ::shutdown(listen_fd_, SHUT_RDWR);
+    acceptor_.join();
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      for (int fd : open_fds_) ::shutdown(fd, SHUT_RDWR);
+    }
+    for (auto& t : conns_) t.join();
+    ::close(listen_fd_);
+  }
+  int port() const { return port_; }
+  int max_concurrent() const { return max_concurrent_; }
+  int accepted() const { return accepted_; }
+
+ private:
+  void AcceptLoop() {
+    while (!stop_) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      const int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      ++accepted_;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        open_fds_.push_back(fd);
+      }
+      conns_.emplace_back([this, fd] { Serve(fd); });
+    }
+  }
+
+  void Serve(int fd) {
+    const int now = ++concurrent_;
+    for (int m = max_concurrent_; now > m && !max_concurrent_.compare_exchange_weak(m, now);) {
+    }
+    const int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    SSL* ssl = nullptr;
+    if (ctx_ != nullptr) {
+      ssl = SSL_new(ctx_);
+      SSL_set_fd(ssl, fd);
+      if (SSL_accept(ssl) != 1) {
+        Done(fd, ssl);
+        return;
+      }
+    }
+    auto rd = [&](char* b, size_t n) -> ssize_t {
+      return ssl ? SSL_read(ssl, b, static_cast<int>(n)) : ::read(fd, b, n);
+    };
+    auto wr = [&](const std::string& s) {
+      size_t off = 0;
+      while (off < s.size()) {
+        const ssize_t n = ssl ? SSL_write(ssl, s.data() + off, static_cast<int>(s.size() - off))
+                              : ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+        if (n <= 0) return false;
+        off += n;
+      }
+      return true;
+    };
+    std::string in;
+    char buf[65536];
+    for (;;) {
+      size_t end;
+      while ((end = in.find("\r\n\r\n")) == std::string::npos) {
+        const ssize_t n = rd(buf, sizeof(buf));
+        if (n <= 0) return Done(fd, ssl);
+        in.append(buf, n);
+      }
+      const std::string head = in.substr(0, end + 4);
+      in.erase(0, end + 4);
+      uint64_t body_len = 0;
+      if (size_t p = head.find("Content-Length: "); p != std::string::npos) {
+        (void)absl::SimpleAtoi(head.substr(p + 16, head.find("\r\n", p) - p - 16), &body_len);
+      }
+      while (in.size() < body_len) {
+        const ssize_t n = rd(buf, sizeof(buf));
+        if (n <= 0) return Done(fd, ssl);
+        in.append(buf, n);
+      }
+      const std::string body = in.substr(0, body_len);
+      in.erase(0, body_len);
+      const bool close = head.find("Connection: close") != std::string::npos;
+      const std::string path = head.substr(head.find(' ') + 1, head.find(" HTTP/") - head.find(' ') - 1);
+      std::string out;
+      if (path.rfind("/bytes/", 0) == 0) {
+        uint64_t n = 0;
+        (void)absl::SimpleAtoi(path.substr(7), &n);
+        out = PatternString(n);
+      } else if (path == "/echo") {
+        out = body;
+      } else if (path == "/discard") {
+        out = absl::StrCat(body.size(), "\n");
+      }
+      uint64_t declared = out.size();
+      int status = 200;
+      switch (fault_) {
+        case Fault::kCorruptByte:
+          if (!out.empty()) out[out.size() / 2] ^= 0x01;
+          break;
+        case Fault::kShortBody:
+          out.resize(out.size() / 2);
+          break;
+        case Fault::kWrongLength:
+          out += "x";
+          declared = out.size();
+          break;
+        case Fault::kStatus500:
+          status = 500;
+          break;
+        case Fault::kNone:
+          break;
+      }
+      const std::string resp = absl::StrCat("HTTP/1.1 ", status, " X\r\nContent-Length: ", declared,
+                                            close ? "\r\nConnection: close" : "", "\r\n\r\n", out);
+      if (!wr(resp) || close || fault_ == Fault::kShortBody) return Done(fd, ssl);
+    }
+  }
+
+  void Done(int fd, SSL* ssl) {
+    if (ssl != nullptr) {
+      SSL_shutdown(ssl);
+      SSL_free(ssl);
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      open_fds_.erase(std::find(open_fds_.begin(), open_fds_.end(), fd));
+    }
+    ::close(fd);
+    --concurrent_;
+  }
+
+  const Fault fault_;
+  SSL_CTX* ctx_;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> concurrent_{0};
+  std::atomic<int> max_concurrent_{0};
+  std::atomic<int> accepted_{0};
+  std::thread acceptor_;
+  std::vector<std::thread> conns_;
+  std::mutex mu_;
+  std::vector<int> open_fds_;
+};
+
+Options Base(int port, bool tls = false) {
+  Options o;
+  o.host = "127.0.0.1";
+  o.port = static_cast<uint16_t>(port);
+  o.tls = tls;
+  o.warmup_s = 0;
+  o.duration_s = 10;  // a cap: the tests bound by --requests
+  o.timeout_s = 5;
+  return o;
+}
+
+TEST(LoadgenEngineTest, RequestBoundIsExactAndEveryResponseVerified) {
+  TestServer server(Fault::kNone);
+  Options o = Base(server.port());
+  o.scenario = Scenario::kGet;
+  o.size = 100000;
+  o.connections = 3;
+  o.requests = 50;
+  absl::StatusOr<Results> r = RunLoad(o, false);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->requests, 50u);
+  EXPECT_EQ(r->total_errors(), 0u) << r->first_error;
+  EXPECT_EQ(r->body_bytes_in, 50u * 100000);
+  EXPECT_EQ(r->latency.count(), 50u);
+  EXPECT_LE(server.max_concurrent(), 3);
+  EXPECT_GT(r->measured_s, 0);
+  EXPECT_LT(r->measured_s, 10);
+}
+
+TEST(LoadgenEngineTest, CorruptedBodyIsCaughtAndNotCounted) {
+  TestServer server(Fault::kCorruptByte);
+  Options o = Base(server.port());
+  o.size = 4096;
+  o.requests = 5;
+  absl::StatusOr<Results> r = RunLoad(o, false);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->requests, 0u);
+  EXPECT_EQ(r->errors[static_cast<int>(ErrorKind::kBody)], 5u) << r->first_error;
+  EXPECT_NE(r->first_error.find("offset 2048"), std::string::npos) << r->first_error;
+}
+
+TEST(LoadgenEngineTest, TruncatedWrongLengthAndBadStatusAreCaught) {
+  struct Case {
+    Fault fault;
+    ErrorKind kind;
+  };
+  for (const Case& c : {Case{Fault::kShortBody, ErrorKind::kClosedEarly},
+                        Case{Fault::kWrongLength, ErrorKind::kLength},
+                        Case{Fault::kStatus500, ErrorKind::kHttpStatus}}) {
+    TestServer server(c.fault);
+    Options o = Base(server.port());
+    o.scenario = Scenario::kPost;
+    o.size = 1000;
+    o.requests = 3;
+    absl::StatusOr<Results> r = RunLoad(o, false);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->requests, 0u);
+    EXPECT_EQ(r->errors[static_cast<int>(c.kind)], 3u)
+        << ErrorName(c.kind) << ": " << r->first_error;
+  }
+}
+
+TEST(LoadgenEngineTest, DurationBoundEndsTheRun) {
+  TestServer server(Fault::kNone);
+  Options o = Base(server.port());
+  o.scenario = Scenario::kBulkUp;
+  o.size = 256 * 1024;
+  o.connections = 2;
+  o.warmup_s = 0.1;
+  o.duration_s = 0.3;
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<Results> r = RunLoad(o, false);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->total_errors(), 0u) << r->first_error;
+  EXPECT_GT(r->requests, 0u);
+  EXPECT_DOUBLE_EQ(r->measured_s, 0.3);
+  EXPECT_LT(wall, 5.0);  // it stops (generous: VM suite runs this under TCG)
+  EXPECT_LE(server.max_concurrent(), 2);
+}
+
+TEST(LoadgenEngineTest, TlsConnectionPerRequestWithResumption) {
+  testcerts::TestCert ca = testcerts::MakeCa("loadgen test CA");
+  testcerts::CertSpec spec;
+  spec.common_name = "localhost";
+  spec.dns_names = {"localhost"};
+  testcerts::TestCert leaf = testcerts::MakeCert(spec, &ca);
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  ASSERT_EQ(SSL_CTX_use_certificate(ctx, leaf.cert.get()), 1);
+  ASSERT_EQ(SSL_CTX_use_PrivateKey(ctx, leaf.key.get()), 1);
+  {
+    TestServer server(Fault::kNone, ctx);
+    Options o = Base(server.port(), /*tls=*/true);
+    o.scenario = Scenario::kClose;
+    o.size = 1000;
+    o.resume = true;
+    o.connections = 2;
+    o.requests = 10;
+    absl::StatusOr<Results> r = RunLoad(o, false);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->requests, 10u);
+    EXPECT_EQ(r->total_errors(), 0u) << r->first_error;
+    EXPECT_EQ(r->handshakes, 10u);
+    EXPECT_GE(r->resumed, 8u);  // all but each slot's first connection
+    EXPECT_EQ(r->tls_version, "TLSv1.3");
+    EXPECT_EQ(r->cipher, "TLS_AES_128_GCM_SHA256");
+    EXPECT_EQ(server.accepted(), 10);
+  }
+  SSL_CTX_free(ctx);
+}
+
+TEST(LoadgenEngineTest, ConnectFailuresAreCountedNotFatal) {
+  // A port nobody listens on: every connect is refused, retried with back-off until the end.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  Options o = Base(ntohs(a.sin_port));
+  o.duration_s = 0.2;
+  absl::StatusOr<Results> r = RunLoad(o, false);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->requests, 0u);
+  EXPECT_GT(r->errors[static_cast<int>(ErrorKind::kConnect)], 0u);
+}
+
+}  // namespace
+}  // namespace ktls::loadgen
