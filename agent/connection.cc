@@ -307,9 +307,8 @@ void Connection::OnHandshakeComplete() {
     KTLS_LOG(kDebug, "conn ", id_, ": ", info.tls_version(), " ", info.cipher(),
              " kTLS TX+RX installed; handing off");
     ReadyConnection ready{std::move(fd_), true, std::move(info), absl::Now()};
-    // The SSL object is freed without SSL_shutdown: nothing more may be written by OpenSSL;
-    // the kernel and the app own the TLS stream from here on.
-    ssl_.reset();
+    // Nothing more may be written by OpenSSL: the kernel and the app own the TLS stream.
+    ReleaseSslAfterHandoff(std::move(ssl_));
     ctx_.broker.Submit(std::move(ready));
     Finish();
     return;

@@ -419,7 +419,7 @@ class Dialer::Outbound final : public EventHandler {
     if (dec.ktls) {
       Inc(d->stats_.offload_ktls);
       result.set_ok(true);
-      ssl_.reset();  // freed without SSL_shutdown: the kernel and the app own the stream now
+      ReleaseSslAfterHandoff(std::move(ssl_));  // the kernel and the app own the stream now
       Deliver(std::move(result), std::move(fd_));
       return;
     }

@@ -81,9 +81,13 @@ struct LoopbackPair {
 // A connected TCP pair on 127.0.0.1. Both ends are ESTABLISHED when this returns, which
 // TCP_ULP "tls" requires. The listener is closed on return.
 std::optional<SetupFailure> MakeLoopbackPair(SysCalls& sys, LoopbackPair& out) {
-  SysResult r = sys.Socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  SysResult r = sys.Socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (!r.ok()) return FailSetup("socket", r.err);
   UniqueFd listener(sys, static_cast<int>(r.rc));
+  // Blocking accept bounded by SO_RCVTIMEO: connect() can return before the kernel has queued
+  // the connection on the listener (seen under qemu TCG), so a non-blocking accept would race.
+  const timeval accept_timeout{.tv_sec = kConnectTimeoutSec, .tv_usec = 0};
+  sys.SetSockOpt(listener.get(), SOL_SOCKET, SO_RCVTIMEO, &accept_timeout, sizeof(accept_timeout));
 
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -107,8 +111,7 @@ std::optional<SetupFailure> MakeLoopbackPair(SysCalls& sys, LoopbackPair& out) {
   r = sys.Connect(client.get(), reinterpret_cast<const sockaddr*>(&addr), addr_len);
   if (!r.ok()) return FailSetup("connect to 127.0.0.1", r.err);
 
-  // The listener is non-blocking: if the handshake somehow has not completed, this fails with
-  // EAGAIN instead of hanging start-up.
+  // Waits at most kConnectTimeoutSec (SO_RCVTIMEO) instead of hanging start-up.
   r = sys.Accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC);
   if (!r.ok()) return FailSetup("accept4", r.err);
   out.server = UniqueFd(sys, static_cast<int>(r.rc));

@@ -133,4 +133,10 @@ OffloadDecision CompleteKtlsInstallWithSecret(SysCalls& sys, SSL* ssl, int fd,
   return d;
 }
 
+void ReleaseSslAfterHandoff(SslPtr ssl) {
+  if (!ssl) return;
+  SSL_set_shutdown(ssl.get(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+  ssl.reset();
+}
+
 }  // namespace ktls

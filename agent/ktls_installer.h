@@ -17,6 +17,7 @@
 #include <openssl/ssl.h>
 
 #include "absl/types/span.h"
+#include "agent/openssl_ptr.h"
 #include "agent/stats.h"
 #include "agent/syscalls.h"
 #include "agent/tls_context.h"
@@ -48,6 +49,13 @@ OffloadDecision CompleteKtlsInstallWithSecret(SysCalls& sys, SSL* ssl, int fd,
                                               OffloadPolicy policy,
                                               absl::Span<const uint8_t> tls13_rx_secret,
                                               uint64_t rx_record_seq, bool rx_at_record_boundary);
+
+// Frees the SSL of a connection handed off with kTLS, writing nothing. OpenSSL treats an SSL
+// freed without a shutdown as a broken session and makes it non-resumable (ssl_clear_bad_session
+// -> SSL_CTX_remove_session -> not_resumable), which would kill session resumption for every
+// offloaded connection on both sides. Marking the shutdown as done only sets flags: no
+// close_notify is sent; the app owns the TLS stream and closes it itself.
+void ReleaseSslAfterHandoff(SslPtr ssl);
 
 }  // namespace ktls
 
