@@ -256,6 +256,21 @@ else
 fi
 check "systemd-analyze security --offline: exposure <= 2.0" \
   systemd-analyze security --offline=true --threshold=20 --no-pager deploy/systemd/ktls-agent.service
+unit_ready_wait() {
+  # The unit's ExecStartPost as systemd runs it ("$$" -> "$"; a lone "$x" would be expanded by
+  # systemd, not the shell), pointed at a scratch ready file that appears after 0.5 s.
+  local line cmd f=$work/unit-ready
+  line=$(sed -n 's/^ExecStartPost=//p' deploy/systemd/ktls-agent.service)
+  if grep -qE '(^|[^$])\$[a-z({]' <<<"${line//\$\$/}"; then echo "unescaped \$ in: $line"; return 1; fi
+  cmd=${line//\$\$/\$}
+  cmd=${cmd//\/run\/ktls\/ready/$f}
+  (sleep 0.5; echo ready >"$f") &
+  local t0=$SECONDS
+  eval "$cmd" || { echo "failed: $cmd"; return 1; }
+  echo "returned after the ready file appeared ($((SECONDS - t0)) s): $cmd"
+  [[ -s $f ]]
+}
+check "unit's ExecStartPost waits for the agent's ready file (systemd \$ escaping)" unit_ready_wait
 check "unit's ExecStart flags and the example config are accepted by the agent" bash -c '
   "$1" --config=deploy/systemd/agent.textproto.example --handoff_socket=/run/ktls/handoff.sock \
        --ready_file=/run/ktls/ready --print_config | grep -q "port: 443"' _ "$agent_bin"
