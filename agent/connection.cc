@@ -180,44 +180,29 @@ void Connection::OnDeadline() {
 }
 
 void Connection::Drive() {
-  ERR_clear_error();
-  const int rc = SSL_do_handshake(ssl_.get());
-  if (rc == 1) {
-    OnHandshakeComplete();
-    return;
-  }
-  const int saved_errno = errno;
-  switch (SSL_get_error(ssl_.get(), rc)) {
-    case SSL_ERROR_WANT_READ:
+  HandshakeStep step = StepHandshake(ssl_.get());
+  switch (step.progress) {
+    case HandshakeProgress::kDone:
+      OnHandshakeComplete();
+      return;
+    case HandshakeProgress::kWantRead:
       Rearm(EPOLLIN);
       return;
-    case SSL_ERROR_WANT_WRITE:
+    case HandshakeProgress::kWantWrite:
       Rearm(EPOLLOUT);
       return;
-    case SSL_ERROR_SYSCALL:
-      if (saved_errno == EAGAIN || saved_errno == EINTR) {
-        Rearm(EPOLLIN);
-        return;
-      }
-      Inc(ctx_.stats.handshakes_failed);
-      // A socket error, or EOF (errno 0), mid-handshake; a TLS-level cause would be in the
-      // queue and then counts as that.
-      ctx_.stats.CountHandshakeFailure(ERR_peek_error() != 0
-                                           ? ClassifyHandshakeError(ERR_peek_error())
-                                           : HandshakeFailureReason::kPeerClosed);
-      KTLS_LOG(kDebug, "conn ", id_, ": handshake: ",
-               DrainOpenSslErrors(saved_errno ? strerror(saved_errno) : "peer closed"));
-      Fail("");
-      return;
-    default: {
-      Inc(ctx_.stats.handshakes_failed);
-      ctx_.stats.CountHandshakeFailure(ClassifyHandshakeError(ERR_peek_error()));
-      std::string why = DrainOpenSslErrors("TLS protocol error");
-      KTLS_LOG(kDebug, "conn ", id_, ": handshake failed: ", why);
-      Fail(why);
-      return;
-    }
+    case HandshakeProgress::kFailed:
+      break;
   }
+  Inc(ctx_.stats.handshakes_failed);
+  // With nothing in OpenSSL's queue the cause is the socket: an error, or EOF (errno 0).
+  const unsigned long queued = ERR_peek_error();
+  ctx_.stats.CountHandshakeFailure(queued != 0 ? ClassifyHandshakeError(queued)
+                                               : HandshakeFailureReason::kPeerClosed);
+  std::string why = DrainOpenSslErrors(step.saved_errno ? strerror(step.saved_errno)
+                                                        : "peer closed the connection");
+  KTLS_LOG(kDebug, "conn ", id_, ": handshake failed: ", why);
+  Fail(why);
 }
 
 void Connection::Fail(absl::string_view reason) {
@@ -237,40 +222,64 @@ void Connection::Finish() {
   ctx_.on_finished(this);
 }
 
-v1::ConnectionInfo Connection::BuildInfo(const OffloadDecision& d) const {
-  v1::ConnectionInfo info;
-  SSL* ssl = ssl_.get();
-  info.set_connection_id(id_);
-  info.set_listener(listener_);
+void FillSessionInfo(SysCalls& sys, SSL* ssl, int fd, const sockaddr_storage& peer,
+                     const OffloadDecision& d, v1::ConnectionInfo* info) {
   std::string addr;
   uint32_t port = 0;
-  FormatSockaddr(reinterpret_cast<const sockaddr*>(&peer_), &addr, &port);
-  info.mutable_peer()->set_address(addr);
-  info.mutable_peer()->set_port(port);
+  FormatSockaddr(reinterpret_cast<const sockaddr*>(&peer), &addr, &port);
+  info->mutable_peer()->set_address(addr);
+  info->mutable_peer()->set_port(port);
   sockaddr_storage local{};
   socklen_t len = sizeof(local);
-  if (ctx_.sys.GetSockName(fd_.get(), reinterpret_cast<sockaddr*>(&local), &len).ok()) {
+  if (sys.GetSockName(fd, reinterpret_cast<sockaddr*>(&local), &len).ok()) {
     FormatSockaddr(reinterpret_cast<const sockaddr*>(&local), &addr, &port);
-    info.mutable_local()->set_address(addr);
-    info.mutable_local()->set_port(port);
+    info->mutable_local()->set_address(addr);
+    info->mutable_local()->set_port(port);
   }
-  if (const char* sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name)) info.set_sni(sni);
   const unsigned char* alpn = nullptr;
   unsigned int alpn_len = 0;
   SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
-  if (alpn_len > 0) info.set_alpn(std::string(reinterpret_cast<const char*>(alpn), alpn_len));
-  info.set_tls_version(SSL_get_version(ssl));
-  info.set_tls_version_code(static_cast<uint32_t>(SSL_version(ssl)));
+  if (alpn_len > 0) info->set_alpn(std::string(reinterpret_cast<const char*>(alpn), alpn_len));
+  info->set_tls_version(SSL_get_version(ssl));
+  info->set_tls_version_code(static_cast<uint32_t>(SSL_version(ssl)));
   if (const SSL_CIPHER* c = SSL_get_current_cipher(ssl)) {
     const char* std_name = SSL_CIPHER_standard_name(c);
-    info.set_cipher(std_name ? std_name : SSL_CIPHER_get_name(c));
+    info->set_cipher(std_name ? std_name : SSL_CIPHER_get_name(c));
   }
-  info.set_data_path(d.ktls ? v1::DATA_PATH_KTLS : v1::DATA_PATH_RELAY);
-  info.set_ktls_tx(d.ktls ? v1::OFFLOAD_STATE_ACTIVE : v1::OFFLOAD_STATE_INACTIVE);
-  info.set_ktls_rx(d.ktls ? v1::OFFLOAD_STATE_ACTIVE : v1::OFFLOAD_STATE_INACTIVE);
-  if (!d.ktls) info.set_fallback_reason(d.reason_text);
-  FillPeerIdentityFromSsl(ssl, info.mutable_peer_identity());
-  info.set_resumed(SSL_session_reused(ssl) == 1);
+  info->set_data_path(d.ktls ? v1::DATA_PATH_KTLS : v1::DATA_PATH_RELAY);
+  info->set_ktls_tx(d.ktls ? v1::OFFLOAD_STATE_ACTIVE : v1::OFFLOAD_STATE_INACTIVE);
+  info->set_ktls_rx(d.ktls ? v1::OFFLOAD_STATE_ACTIVE : v1::OFFLOAD_STATE_INACTIVE);
+  if (!d.ktls) info->set_fallback_reason(d.reason_text);
+  FillPeerIdentityFromSsl(ssl, info->mutable_peer_identity());
+  info->set_resumed(SSL_session_reused(ssl) == 1);
+}
+
+HandshakeStep StepHandshake(SSL* ssl) {
+  ERR_clear_error();
+  const int rc = SSL_do_handshake(ssl);
+  if (rc == 1) return {HandshakeProgress::kDone};
+  const int saved_errno = errno;
+  switch (SSL_get_error(ssl, rc)) {
+    case SSL_ERROR_WANT_READ:
+      return {HandshakeProgress::kWantRead};
+    case SSL_ERROR_WANT_WRITE:
+      return {HandshakeProgress::kWantWrite};
+    case SSL_ERROR_SYSCALL:
+      if (saved_errno == EAGAIN || saved_errno == EINTR) return {HandshakeProgress::kWantRead};
+      return {HandshakeProgress::kFailed, saved_errno};
+    default:
+      return {HandshakeProgress::kFailed, 0};
+  }
+}
+
+v1::ConnectionInfo Connection::BuildInfo(const OffloadDecision& d) const {
+  v1::ConnectionInfo info;
+  info.set_connection_id(id_);
+  info.set_listener(listener_);
+  if (const char* sni = SSL_get_servername(ssl_.get(), TLSEXT_NAMETYPE_host_name)) {
+    info.set_sni(sni);
+  }
+  FillSessionInfo(ctx_.sys, ssl_.get(), fd_.get(), peer_, d, &info);
   info.set_handshake_micros(
       static_cast<uint64_t>(absl::ToInt64Microseconds(absl::Now() - started_)));
   return info;

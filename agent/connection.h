@@ -100,6 +100,22 @@ class Connection final : public EventHandler {
 // Subject, issuer, SANs, fingerprint and verification result of the peer's certificate.
 void FillPeerIdentityFromSsl(SSL* ssl, v1::PeerIdentity* id);
 
+// The ConnectionInfo fields both directions share, from a completed handshake and its offload
+// decision: peer/local addresses (of `fd`), ALPN, version, cipher, data path and offload state,
+// fallback reason, peer identity, resumption. Callers add what is theirs (id, SNI, listener ...).
+void FillSessionInfo(SysCalls& sys, SSL* ssl, int fd, const sockaddr_storage& peer,
+                     const OffloadDecision& decision, v1::ConnectionInfo* info);
+
+// One step of a non-blocking handshake (either side). Clears OpenSSL's error queue first; a
+// SSL_ERROR_SYSCALL with EAGAIN/EINTR is a want-read, not an error. On kFailed the queue still
+// holds the cause and `saved_errno` the socket error (0: EOF).
+enum class HandshakeProgress { kDone, kWantRead, kWantWrite, kFailed };
+struct HandshakeStep {
+  HandshakeProgress progress;
+  int saved_errno = 0;
+};
+HandshakeStep StepHandshake(SSL* ssl);
+
 // The text of the first error in OpenSSL's queue for this thread (or `fallback`), then clears
 // the queue.
 std::string DrainOpenSslErrors(absl::string_view fallback);

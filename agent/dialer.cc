@@ -314,29 +314,21 @@ class Dialer::Outbound final : public EventHandler {
   }
 
   void DriveHandshake() {
-    ERR_clear_error();
-    int rc = SSL_do_handshake(ssl_.get());
-    if (rc == 1) {
-      OnHandshakeDone();
-      return;
-    }
-    int saved = errno;
-    switch (SSL_get_error(ssl_.get(), rc)) {
-      case SSL_ERROR_WANT_READ:
+    HandshakeStep step = StepHandshake(ssl_.get());
+    switch (step.progress) {
+      case HandshakeProgress::kDone:
+        OnHandshakeDone();
+        return;
+      case HandshakeProgress::kWantRead:
         Rearm(EPOLLIN);
         return;
-      case SSL_ERROR_WANT_WRITE:
+      case HandshakeProgress::kWantWrite:
         Rearm(EPOLLOUT);
         return;
-      case SSL_ERROR_SYSCALL:
-        if (saved == EAGAIN || saved == EINTR) {
-          Rearm(EPOLLIN);
-          return;
-        }
-        break;
-      default:
+      case HandshakeProgress::kFailed:
         break;
     }
+    const int saved = step.saved_errno;
     long verify = SSL_get_verify_result(ssl_.get());
     if (verify != X509_V_OK) {
       Inc(dialer_->stats_.dials_verify_failed);
@@ -458,39 +450,11 @@ class Dialer::Outbound final : public EventHandler {
   }
 
   void FillInfo(const OffloadDecision& dec, v1::ConnectionInfo* info) {
-    SSL* ssl = ssl_.get();
     info->set_connection_id(id_);
     info->set_outbound(true);
     info->set_dial_request_id(req_.request_id());
-    std::string a;
-    uint32_t p = 0;
-    FormatSockaddr(reinterpret_cast<const sockaddr*>(&peer_), &a, &p);
-    info->mutable_peer()->set_address(a);
-    info->mutable_peer()->set_port(p);
-    sockaddr_storage local{};
-    socklen_t len = sizeof(local);
-    if (dialer_->sys_.GetSockName(fd_.get(), reinterpret_cast<sockaddr*>(&local), &len).ok()) {
-      FormatSockaddr(reinterpret_cast<const sockaddr*>(&local), &a, &p);
-      info->mutable_local()->set_address(a);
-      info->mutable_local()->set_port(p);
-    }
     info->set_sni(sni_);
-    const unsigned char* alpn = nullptr;
-    unsigned int alpn_len = 0;
-    SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
-    if (alpn_len > 0) info->set_alpn(std::string(reinterpret_cast<const char*>(alpn), alpn_len));
-    info->set_tls_version(SSL_get_version(ssl));
-    info->set_tls_version_code(static_cast<uint32_t>(SSL_version(ssl)));
-    if (const SSL_CIPHER* c = SSL_get_current_cipher(ssl)) {
-      const char* std_name = SSL_CIPHER_standard_name(c);
-      info->set_cipher(std_name ? std_name : SSL_CIPHER_get_name(c));
-    }
-    info->set_data_path(dec.ktls ? v1::DATA_PATH_KTLS : v1::DATA_PATH_RELAY);
-    info->set_ktls_tx(dec.ktls ? v1::OFFLOAD_STATE_ACTIVE : v1::OFFLOAD_STATE_INACTIVE);
-    info->set_ktls_rx(dec.ktls ? v1::OFFLOAD_STATE_ACTIVE : v1::OFFLOAD_STATE_INACTIVE);
-    if (!dec.ktls) info->set_fallback_reason(dec.reason_text);
-    FillPeerIdentityFromSsl(ssl, info->mutable_peer_identity());
-    info->set_resumed(SSL_session_reused(ssl) == 1);
+    FillSessionInfo(dialer_->sys_, ssl_.get(), fd_.get(), peer_, dec, info);
     info->set_initial_data(initial_data_);
     info->set_handshake_micros(
         static_cast<uint64_t>(absl::ToInt64Microseconds(absl::Now() - started_)));

@@ -116,7 +116,11 @@ Stack::Stack(AgentOptions options) {
   std::vector<std::string> argv = {AgentBin(), "--listen=127.0.0.1:0",
                                    "--handoff_socket=" + handoff_socket_,
                                    "--ready_file=" + dir_ + "/ready", "--workers=2",
-                                   "--log_level=info"};
+                                   "--log_level=info",
+                                   // Per-test control socket and no fixed metrics port, so that
+                                   // several agents (tests, a developer's own) coexist.
+                                   "--control_socket=" + dir_ + "/control.sock",
+                                   "--metrics_address=127.0.0.1:0"};
   for (auto& f : options.extra_flags) argv.push_back(f);
   agent_ = std::make_unique<Process>(argv, dir_ + "/agent.log");
   std::string ready;
