@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "agent/log.h"
+#include "agent/socket_bio.h"
 #include "ktls/wire.h"
 
 #ifndef SOL_TLS
@@ -53,24 +54,8 @@ std::string Errno(int err) { return absl::StrCat(strerrordesc_np(err), " (", str
 
 // Sends a TLS close_notify alert as a record through kTLS TX.
 void SendCloseNotify(SysCalls& sys, int fd) {
-  unsigned char alert[2] = {1 /* warning */, 0 /* close_notify */};
-  union {
-    cmsghdr hdr;
-    unsigned char buf[CMSG_SPACE(sizeof(unsigned char))];
-  } control{};
-  iovec iov{alert, sizeof(alert)};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.buf;
-  msg.msg_controllen = sizeof(control.buf);
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_TLS;
-  c->cmsg_type = TLS_SET_RECORD_TYPE;
-  c->cmsg_len = CMSG_LEN(sizeof(unsigned char));
-  *CMSG_DATA(c) = 21;  // alert
-  msg.msg_controllen = c->cmsg_len;
-  sys.SendMsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+  const unsigned char alert[2] = {1 /* warning */, 0 /* close_notify */};
+  SendTlsRecord(sys, fd, /*record_type=*/21, alert, sizeof(alert), MSG_DONTWAIT | MSG_NOSIGNAL);
   sys.Shutdown(fd, SHUT_WR);
 }
 

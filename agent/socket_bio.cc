@@ -149,25 +149,9 @@ int BioWrite(BIO* b, const char* in, int len) {
   BIO_clear_retry_flags(b);
   SysResult r;
   if (d->send_ctrl_msg) {
-    // A non-application record (alert, handshake message) under kTLS TX: the kernel frames it
-    // with the record type given in TLS_SET_RECORD_TYPE.
-    union {
-      cmsghdr hdr;
-      unsigned char buf[CMSG_SPACE(sizeof(unsigned char))];
-    } control{};
-    iovec iov{const_cast<char*>(in), static_cast<size_t>(len)};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.buf;
-    msg.msg_controllen = sizeof(control.buf);
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_TLS;
-    c->cmsg_type = TLS_SET_RECORD_TYPE;
-    c->cmsg_len = CMSG_LEN(sizeof(unsigned char));
-    *CMSG_DATA(c) = d->ctrl_record_type;
-    msg.msg_controllen = c->cmsg_len;
-    r = d->sys->SendMsg(d->fd, &msg, MSG_NOSIGNAL);
+    // A non-application record (alert, handshake message) under kTLS TX.
+    r = SendTlsRecord(*d->sys, d->fd, d->ctrl_record_type, in, static_cast<size_t>(len),
+                      MSG_NOSIGNAL);
     if (r.ok()) {
       r.rc = len;
       d->send_ctrl_msg = false;
@@ -295,6 +279,27 @@ SocketBioKtlsState* SocketBioState(BIO* bio) {
   if (bio == nullptr || BIO_method_type(bio) != g_bio_type) return nullptr;
   BioData* d = DataOf(bio);
   return d == nullptr ? nullptr : &d->ktls;
+}
+
+SysResult SendTlsRecord(SysCalls& sys, int fd, uint8_t record_type, const void* data,
+                        size_t len, int flags) {
+  union {
+    cmsghdr hdr;
+    unsigned char buf[CMSG_SPACE(sizeof(unsigned char))];
+  } control{};
+  iovec iov{const_cast<void*>(data), len};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.buf;
+  msg.msg_controllen = sizeof(control.buf);
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_TLS;
+  c->cmsg_type = TLS_SET_RECORD_TYPE;
+  c->cmsg_len = CMSG_LEN(sizeof(unsigned char));
+  *CMSG_DATA(c) = record_type;
+  msg.msg_controllen = c->cmsg_len;
+  return sys.SendMsg(fd, &msg, flags);
 }
 
 RecordCount SocketBioRecordCount(BIO* bio) {

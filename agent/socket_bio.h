@@ -48,6 +48,11 @@ struct RecordCount {
 };
 RecordCount SocketBioRecordCount(BIO* bio);
 
+// Sends one TLS record of `record_type` (21 alert, 22 handshake, ...) on a kTLS TX socket: the
+// kernel frames and encrypts it with the type given in a TLS_SET_RECORD_TYPE cmsg.
+SysResult SendTlsRecord(SysCalls& sys, int fd, uint8_t record_type, const void* data, size_t len,
+                        int flags);
+
 // Sets TCP_ULP "tls" on the BIO's socket if it is not set yet (irreversible: afterwards the
 // socket can still carry plain TCP, but never another ULP). Records the errno on failure.
 bool EnsureUlp(BIO* bio);
