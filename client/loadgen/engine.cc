@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -25,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/loadgen/http_response.h"
+#include "client/loadgen/proc_stats.h"
 #include "client/loadgen/verify.h"
 
 namespace ktls::loadgen {
@@ -680,6 +682,8 @@ absl::StatusOr<Results> RunLoad(const Options& o, bool progress) {
 
   // Sleep in short steps: progress once a second, CPU sample at the window's start, stop at its end.
   rusage ru_start{};
+  double watched_start = 0;
+  std::map<std::string, int64_t> tls_start;
   bool sampled = false;
   auto next_progress = start + std::chrono::seconds(1);
   uint64_t last_completed = 0;
@@ -688,6 +692,8 @@ absl::StatusOr<Results> RunLoad(const Options& o, bool progress) {
     auto now = Clock::now();
     if (!sampled && now >= s.measure_start) {
       ::getrusage(RUSAGE_SELF, &ru_start);
+      watched_start = ProcessTreeCpuSeconds(o.watch_pids);
+      tls_start = ReadTlsStat();
       sampled = true;
     }
     const bool bound_done = o.requests > 0 && s.done.load() >= o.requests;
@@ -712,6 +718,8 @@ absl::StatusOr<Results> RunLoad(const Options& o, bool progress) {
   }
   rusage ru_end{};
   ::getrusage(RUSAGE_SELF, &ru_end);
+  const double watched_end = ProcessTreeCpuSeconds(o.watch_pids);
+  const std::map<std::string, int64_t> tls_end = ReadTlsStat();
   s.stop = true;
   for (auto& t : threads) t.join();
   if (progress) std::fprintf(stderr, "\n");
@@ -741,6 +749,12 @@ absl::StatusOr<Results> RunLoad(const Options& o, bool progress) {
   if (sampled) {
     r.cpu_user_s = Seconds(ru_end.ru_utime) - Seconds(ru_start.ru_utime);
     r.cpu_system_s = Seconds(ru_end.ru_stime) - Seconds(ru_start.ru_stime);
+    r.watched_cpu_s = watched_end - watched_start;
+    for (const auto& [name, value] : tls_end) {
+      auto it = tls_start.find(name);
+      const int64_t delta = value - (it == tls_start.end() ? 0 : it->second);
+      if (delta != 0) r.tls_stat[name] = delta;
+    }
   }
   return r;
 }

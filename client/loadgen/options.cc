@@ -108,6 +108,8 @@ TLS:
 Output:
   --json            one JSON object on stdout (schema "ktls-loadgen/1") instead of text
   --label=TEXT      copied into the JSON
+  --watch_pids=PID[,PID...]   also report the CPU time these processes and their descendants
+                    used during the measurement (the server's cost), and /proc/net/tls_stat deltas
   --progress=auto|on|off   a progress line on stderr each second (auto: when stderr is a tty)
 Exit status: 0 when every measured and warm-up request succeeded, 1 when any failed, 2 on usage
 errors.
@@ -215,6 +217,15 @@ absl::StatusOr<Options> ParseOptions(int argc, const char* const* argv) {
       o.host_header = value;
     } else if (name == "label") {
       o.label = value;
+    } else if (name == "watch_pids") {
+      o.watch_pids.clear();
+      std::string_view rest = value;
+      while (!rest.empty()) {
+        const size_t comma = rest.find(',');
+        if (!ParseUint(rest.substr(0, comma), INT32_MAX, &n) || n == 0) return bad("expected PID[,PID...]");
+        o.watch_pids.push_back(static_cast<int>(n));
+        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      }
     } else if (name == "progress") {
       if (value == "auto") o.progress = Progress::kAuto;
       else if (value == "on") o.progress = Progress::kOn;

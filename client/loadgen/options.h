@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -55,6 +56,7 @@ struct Options {
   std::string ciphers;     // TLS 1.3 suites or TLS 1.2 cipher list; default AES-128-GCM
   std::string groups = "X25519";
   std::string label;       // copied into the JSON
+  std::vector<int> watch_pids;  // server processes whose CPU time (with descendants) is reported
   bool json = false;
   Progress progress = Progress::kAuto;
   bool help = false;

@@ -112,6 +112,17 @@ std::string FormatJson(const Options& o, const Results& r) {
                           r.cpu_user_s, r.cpu_system_s,
                           r.requests > 0 ? cpu * 1e6 / r.requests : 0.0);
   }
+  real("watched_cpu_s", r.watched_cpu_s);
+  key("tls_stat");
+  j += "{";
+  bool first_stat = true;
+  for (const auto& [name, delta] : r.tls_stat) {
+    if (!first_stat) j += ",";
+    first_stat = false;
+    AppendJsonString(&j, name);
+    absl::StrAppend(&j, ":", delta);
+  }
+  j += "}";
   j += "}\n";
   return j;
 }
@@ -146,6 +157,15 @@ std::string FormatText(const Options& o, const Results& r) {
   absl::StrAppendFormat(&s, "  loadgen cpu: %.2fs user, %.2fs system (%.1f us/request)\n",
                         r.cpu_user_s, r.cpu_system_s,
                         r.requests > 0 ? (r.cpu_user_s + r.cpu_system_s) * 1e6 / r.requests : 0.0);
+  if (!o.watch_pids.empty()) {
+    absl::StrAppendFormat(&s, "  server cpu:  %.2fs (%.1f us/request)\n", r.watched_cpu_s,
+                          r.requests > 0 ? r.watched_cpu_s * 1e6 / r.requests : 0.0);
+  }
+  if (!r.tls_stat.empty()) {
+    s += "  tls_stat:   ";
+    for (const auto& [name, delta] : r.tls_stat) absl::StrAppend(&s, " ", name, "=", delta);
+    s += "\n";
+  }
   return s;
 }
 

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "client/loadgen/errors.h"
@@ -30,6 +31,8 @@ struct Results {
   double cpu_system_s = 0;
   std::string tls_version;    // as negotiated on the first handshake
   std::string cipher;
+  double watched_cpu_s = 0;   // --watch_pids' CPU time in the window
+  std::map<std::string, int64_t> tls_stat;  // /proc/net/tls_stat changes over the window
 
   uint64_t total_errors() const {
     uint64_t n = 0;

@@ -1,7 +1,10 @@
 // ktls-loadgen's pure parts: latency histogram, HTTP response parser, body checks, options, JSON.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -9,6 +12,7 @@
 #include "client/loadgen/histogram.h"
 #include "client/loadgen/http_response.h"
 #include "client/loadgen/options.h"
+#include "client/loadgen/proc_stats.h"
 #include "client/loadgen/report.h"
 #include "client/loadgen/verify.h"
 
@@ -325,12 +329,36 @@ TEST(LoadgenReportTest, JsonSchemaIsStable) {
       "handshakes_per_s", "resumed", "latency_us", "mean", "p50", "p90", "p99", "p999", "max",
       "errors", "total", "connect", "handshake", "tls", "io", "timeout", "closed_early",
       "http_parse", "http_status", "length", "body", "hash", "warmup_errors", "first_error", "cpu",
-      "user_s", "system_s", "per_request_us"};
+      "user_s", "system_s", "per_request_us", "watched_cpu_s", "tls_stat"};
   EXPECT_EQ(keys, expected) << j;
   EXPECT_NE(j.find("\"schema\":\"ktls-loadgen/1\""), std::string::npos);
   EXPECT_NE(j.find("\"requests_per_s\":5,"), std::string::npos) << j;
   EXPECT_NE(j.find("\"total\":1,"), std::string::npos) << j;
   EXPECT_EQ(j.back(), '\n');
+  r.tls_stat["TlsTxSw"] = 3;
+  EXPECT_NE(FormatJson(o, r).find("\"tls_stat\":{\"TlsTxSw\":3}}"), std::string::npos);
+}
+
+// --- /proc sampling ----------------------------------------------------------------------------
+
+TEST(ProcStatsTest, CountsTheCpuOfAProcessTreeIncludingChildren) {
+  const double before = ProcessTreeCpuSeconds({getpid()});
+  const pid_t child = fork();
+  if (child == 0) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+    volatile uint64_t x = 0;
+    while (std::chrono::steady_clock::now() < end) x = x + 1;
+    pause();  // stay alive (and counted) until killed
+    _exit(0);
+  }
+  usleep(400 * 1000);
+  const double tree = ProcessTreeCpuSeconds({getpid()});
+  const double only_child = ProcessTreeCpuSeconds({child});
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  EXPECT_GT(only_child, 0.05);  // it spun for 300 ms of wall time; ticks are 10 ms
+  EXPECT_GE(tree - before, only_child - 0.02);
+  EXPECT_EQ(ProcessTreeCpuSeconds({}), 0);
 }
 
 }  // namespace
