@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything ktls-sidecar needs to build, run and test, from Debian 12's own archive.
-# Idempotent: packages already present are left alone. Usage: install-deps.sh [build|test|deploy|all]
+# Idempotent: packages already present are left alone. Usage: install-deps.sh [build|test|bench|deploy|all]
 #   build  compilers and libraries (enough for the README run command)
 #   test   build + the peers and tools the test suites drive (openssl, curl, qemu, busybox ...)
 #   deploy build + the deploy checks' tools (buildah, debootstrap, promtool, yamllint; tests/deploy/)
+#   bench  test + the peers the benchmarks measure and the chart tool (tests/bench/); all = bench
 set -euo pipefail
 what=${1:-all}
 
@@ -22,6 +23,11 @@ test_pkgs=(
   # xz/zstd/kmod decompress the cloud kernels' modules and run depmod on the host (tests/vm/)
   qemu-system-x86 busybox-static cpio zstd kmod xz-utils
 )
+bench_pkgs=(
+  # tests/bench/: the userspace-sidecar peer, the kernel-offload peer (run in the VM; Debian's
+  # policy-rc.d or an init-less host keeps the installed service from starting) and the chart
+  stunnel4 nginx-light gnuplot-nox
+)
 deploy_pkgs=(
   # tests/deploy: buildah builds deploy/Dockerfile FROM a local Debian base made by debootstrap
   buildah debootstrap
@@ -33,7 +39,8 @@ deploy_pkgs=(
 command -v npm >/dev/null || deploy_pkgs+=(npm)
 
 pkgs=("${build_pkgs[@]}")
-if [[ $what == test || $what == all ]]; then pkgs+=("${test_pkgs[@]}"); fi
+if [[ $what == test || $what == bench || $what == all ]]; then pkgs+=("${test_pkgs[@]}"); fi
+if [[ $what == bench || $what == all ]]; then pkgs+=("${bench_pkgs[@]}"); fi
 if [[ $what == deploy || $what == all ]]; then pkgs+=("${deploy_pkgs[@]}"); fi
 
 missing=()

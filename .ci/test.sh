@@ -42,6 +42,22 @@ run_ctest() {
 run_ctest unit
 run_ctest integration
 
+# Benchmark harness smoke run (tests/bench/run.sh --smoke: seconds, host only; the full matrix is
+# a separate command, see docs/BENCHMARKS.md). Adds its "bench-smoke: N passed, M failed" line.
+bench_log="$build/bench-smoke.log"
+bash tests/bench/run.sh --smoke "$build" >"$bench_log" 2>&1
+line=$(grep -E '^bench-smoke: [0-9]+ passed, [0-9]+ failed' "$bench_log" | tail -1)
+if [[ -n $line ]]; then
+  passed=$((passed + $(sed -E 's/^bench-smoke: ([0-9]+) passed.*/\1/' <<<"$line")))
+  failed=$((failed + $(sed -E 's/^bench-smoke: [0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")))
+  summary+=("$line")
+  grep -E '^bench-smoke: FAIL' "$bench_log" | head -10
+else
+  failed=$((failed + 1))
+  summary+=("bench-smoke: did not produce a summary (see $bench_log)")
+  tail -20 "$bench_log"
+fi
+
 if [[ ${KTLS_SKIP_VM:-0} == 1 ]]; then
   summary+=("vm-suite: SKIPPED by KTLS_SKIP_VM=1")
 else

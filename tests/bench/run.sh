@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The benchmark command: the scenario matrix against every server mode, side by side, on the host
+# and inside the kTLS VM, plus the machine's crypto limits and the handoff micro-benchmark; then
+# writes docs/BENCHMARKS.md (the generated block) and docs/benchmarks.png.
+#
+# Usage: tests/bench/run.sh [--smoke] [--host-only | --vm-only] [--rounds=N] [--duration=S]
+#                           [--kernel=VERSION] [--scenarios=LIST] [BUILD_DIR]   (default: build)
+#   (full)       host: relay, inproc, stunnel, nginx (no kTLS in the host kernel); VM (qemu TCG,
+#                Debian's 6.12 cloud kernel by default, kTLS active): ktls, relay, inproc,
+#                stunnel, nginx. 10 scenarios x modes x --rounds (default 3), --duration (default
+#                4) seconds each. About 35 minutes on 2 cores.
+#   --smoke      seconds: host only, short cells of 4 scenarios x 4 modes, the handoff benchmark
+#                briefly, and the report generator into BUILD_DIR/bench/smoke/ (never docs/).
+#                Ends with "bench-smoke: N passed, M failed" (a cell passes when every response
+#                was verified and none failed); exit status 0 only if M = 0.
+#   --kernel     which cached kernel runs the VM half (tests/vm/fetch-kernels.sh lists them)
+#   --scenarios  a subset of matrix.sh's scenario ids (for trying things; the report says so)
+# Results (raw JSON lines, consoles) go to BUILD_DIR/bench/<time>/.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+smoke=0 host=1 vm=1 rounds=3 duration=4 kernel="" build=build scenarios=""
+for a in "$@"; do
+  case $a in
+    --smoke) smoke=1 ;;
+    --host-only) vm=0 ;;
+    --vm-only) host=0 ;;
+    --rounds=*) rounds=${a#*=} ;;
+    --duration=*) duration=${a#*=} ;;
+    --kernel=*) kernel=${a#*=} ;;
+    --scenarios=*) scenarios=--scenarios=${a#*=} ;;
+    -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    -*) echo "bench: unknown option $a" >&2; exit 2 ;;
+    *) build=$a ;;
+  esac
+done
+build=$(cd "$build" 2>/dev/null && pwd) || { echo "bench: build directory not found (run .ci/build.sh)" >&2; exit 2; }
+log() { echo "bench: $*" >&2; }
+
+targets=(ktls-agent ktls-demo-app ktls-loadgen ktls_handoff_bench)
+if ((smoke)); then
+  out=$build/bench/smoke
+  rm -rf "$out"
+else
+  bash .ci/install-deps.sh bench >/dev/null || { log "dependency install failed"; exit 1; }
+  out=$build/bench/$(date +%Y%m%d-%H%M%S)
+fi
+mkdir -p "$out"
+log "building ${targets[*]}"
+cmake --build "$build" --target "${targets[@]}" >"$out/build.log" 2>&1 ||
+  { tail -20 "$out/build.log"; log "build failed"; exit 1; }
+
+# --- smoke: a few seconds, host only, counts passes ----------------------------------------------
+if ((smoke)); then
+  t0=$EPOCHREALTIME
+  bash tests/bench/matrix.sh --build="$build" --out="$out/host.jsonl" --rounds=1 \
+    --duration=0.3 --warmup=0.1 --scenarios=get-16k,post-64k,close-resume,static-1m \
+    >/dev/null 2>"$out/matrix.log"
+  "$build/tests/bench/ktls_handoff_bench" --benchmark_min_time=0.01 \
+    --benchmark_out="$out/handoff.json" --benchmark_out_format=json >/dev/null 2>"$out/handoff.log"
+  handoff_rc=$?
+  python3 tests/bench/report.py --host="$out/host.jsonl" --handoff="$out/handoff.json" \
+    --md="$out/BENCHMARKS.md" --png="$out/benchmarks.png" --command="tests/bench/run.sh --smoke" \
+    --smoke-summary --handoff-rc="$handoff_rc" --elapsed="$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')"
+  exit $?
+fi
+
+# --- host half ---------------------------------------------------------------------------------
+if ((host)); then
+  log "host: crypto limits"
+  bash tests/bench/limits.sh 2 >"$out/limits-host.jsonl"
+  log "host: handoff micro-benchmark"
+  "$build/tests/bench/ktls_handoff_bench" --benchmark_out="$out/handoff.json" \
+    --benchmark_out_format=json | tee "$out/handoff.txt" | grep -E '^BM_' >&2
+  log "host: matrix ($rounds rounds x ${duration}s cells; progress in $out/host-matrix.log)"
+  bash tests/bench/matrix.sh --build="$build" --out="$out/host.jsonl" --rounds="$rounds" \
+    --duration="$duration" $scenarios >/dev/null 2>"$out/host-matrix.log"
+fi
+
+# --- VM half -----------------------------------------------------------------------------------
+if ((vm)); then
+  mapfile -t kernels < <(bash tests/vm/fetch-kernels.sh)
+  ((${#kernels[@]})) || { log "no VM kernel (tests/vm/fetch-kernels.sh)"; exit 1; }
+  kver=${kernel:-${kernels[-1]}}
+  nginx=$(command -v nginx || echo /usr/sbin/nginx)
+  files=("$build/agent/ktls-agent" "$build/client/ktls-demo-app" "$build/client/ktls-loadgen"
+    "$root/tests/bench/matrix.sh" "$root/tests/bench/limits.sh" "$nginx" "$(command -v stunnel4)")
+  [[ -f /usr/lib/nginx/modules/ngx_http_echo_module.so ]] && files+=(/usr/lib/nginx/modules/ngx_http_echo_module.so)
+  guest=$(mktemp /tmp/ktls-bench-guest.XXXXXX.sh)
+  cat >"$guest" <<GUEST
+#!/bin/sh
+# The benchmark's guest half: every line of results goes to the console with a marker.
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
+cd "$root" || exit 1
+bash tests/bench/limits.sh 2 "KTLS-BENCH "
+bash tests/bench/matrix.sh --build="$build" --out=/tmp/vm.jsonl --rounds=$rounds \
+  --duration=$duration $scenarios --prefix="KTLS-BENCH "
+GUEST
+  log "VM ($kver, qemu TCG): limits + matrix ($rounds rounds x ${duration}s cells); console in $out/vm-console.log"
+  KTLS_VM_TIMEOUT=${KTLS_VM_TIMEOUT:-5400} KTLS_VM_LOG="$out/vm-console.log" \
+    bash tests/vm/run-vm.sh "$kver" "$guest" "${files[@]}" >/dev/null 2>"$out/vm-run.log"
+  vm_rc=$?
+  rm -f "$guest"
+  sed -n 's/^KTLS-BENCH {"type":"limits"/{"type":"limits"/p' "$out/vm-console.log" >"$out/limits-vm.jsonl"
+  sed -n 's/^KTLS-BENCH //p' "$out/vm-console.log" | grep -v '"type":"limits"' >"$out/vm.jsonl"
+  ((vm_rc == 0)) || log "VM exited with status $vm_rc (see $out/vm-run.log, $out/vm-console.log)"
+fi
+
+# --- report ------------------------------------------------------------------------------------
+args=(--md=docs/BENCHMARKS.md --png=docs/benchmarks.png --command="tests/bench/run.sh $*")
+[[ -s $out/host.jsonl ]] && args+=(--host="$out/host.jsonl")
+[[ -s $out/vm.jsonl ]] && args+=(--vm="$out/vm.jsonl")
+[[ -s $out/limits-host.jsonl ]] && args+=(--limits-host="$out/limits-host.jsonl")
+[[ -s ${out}/limits-vm.jsonl ]] && args+=(--limits-vm="$out/limits-vm.jsonl")
+[[ -s $out/handoff.json ]] && args+=(--handoff="$out/handoff.json")
+python3 tests/bench/report.py "${args[@]}" --raw-dir="$out"
+log "raw results: $out; report: docs/BENCHMARKS.md, docs/benchmarks.png"
