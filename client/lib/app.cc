@@ -1,10 +1,18 @@
 // AgentSubscription: the app end of the handoff socket. The framing and ancillary-data checks are
 // proto/ktls/wire.h's, shared with the agent; this file adds the app's side of the conversation
-// and turns errno and protocol surprises into statuses an operator can act on.
+// (subscribe, credits, handoffs, dials, resubscribing) and turns errno and protocol surprises into
+// statuses an operator can act on.
+//
+// Descriptors: each subscription owns an epoll instance (what fd() returns) holding the agent
+// socket and an eventfd. The eventfd is non-zero exactly while Receive() has something that is
+// not on the socket (handoffs queued by Dial, an unreported disconnect), so "fd() readable" means
+// "Receive() has an answer" and the app's epoll registration survives Reconnect().
 #include "ktls/app.h"
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -12,6 +20,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <utility>
 #include <vector>
 
@@ -109,33 +118,16 @@ timeval TimeoutToTimeval(absl::Duration d) {
   return absl::ToTimeval(d);
 }
 
-}  // namespace
+struct Subscription {
+  UniqueFd sock;
+  v1::Subscribed subscribed;
+};
 
-ssize_t HandedConnection::Read(void* buf, size_t len, int flags, ktls_record_info* info_out) {
-  if (!pending.empty()) {
-    if (info_out != nullptr) {
-      *info_out = ktls_record_info{};
-      info_out->record_type = KTLS_RECORD_APPLICATION_DATA;
-    }
-    const size_t n = std::min(len, pending.size());
-    std::memcpy(buf, pending.data(), n);
-    if (!(flags & MSG_PEEK)) pending.erase(0, n);
-    return static_cast<ssize_t>(n);
-  }
-  return ktls_recv(fd.get(), buf, len, flags, info_out);
-}
-
-AgentSubscription::AgentSubscription(UniqueFd fd, v1::Subscribed subscribed,
-                                     uint32_t initial_credits)
-    : fd_(std::move(fd)), subscribed_(std::move(subscribed)), buffer_(wire::kMaxMessageBytes, '\0') {
-  AddCredits(initial_credits);
-}
-
-AgentSubscription::~AgentSubscription() = default;
-
-absl::StatusOr<std::unique_ptr<AgentSubscription>> AgentSubscription::Connect(
-    const std::string& socket_path, const std::string& app_name, uint32_t initial_credits,
-    absl::Duration timeout) {
+// Connects to the agent, sends Subscribe and waits for exactly one answer.
+absl::StatusOr<Subscription> ConnectAndSubscribe(const std::string& socket_path,
+                                                 const std::string& app_name,
+                                                 uint32_t initial_credits,
+                                                 absl::Duration timeout) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path.empty() || socket_path.size() >= sizeof(addr.sun_path)) {
@@ -223,7 +215,7 @@ absl::StatusOr<std::unique_ptr<AgentSubscription>> AgentSubscription::Connect(
           "agent sent a Handoff before Subscribed (protocol violation)");
     default:
       return absl::InvalidArgumentError(
-          "agent answered Subscribe with an unknown message (newer protocol?)");
+          "agent answered Subscribe with an unexpected message (newer protocol?)");
   }
   if (answer.subscribed().protocol_version() != wire::kProtocolVersion) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -233,8 +225,142 @@ absl::StatusOr<std::unique_ptr<AgentSubscription>> AgentSubscription::Connect(
   }
   const timeval zero{};
   ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof(zero));
-  return std::unique_ptr<AgentSubscription>(new AgentSubscription(
-      std::move(fd), std::move(*answer.mutable_subscribed()), initial_credits));
+  return Subscription{std::move(fd), std::move(*answer.mutable_subscribed())};
+}
+
+// Turns the descriptors and metadata of a Handoff or a successful DialResult into a connection:
+// exactly one descriptor, a stream socket, initial data within bounds. `what` names the message
+// for errors. On error every descriptor is closed.
+absl::StatusOr<HandedConnection> MakeConnection(v1::ConnectionInfo* info, std::vector<int> fds,
+                                                const char* what) {
+  if (fds.size() != 1) {
+    CloseAll(fds);
+    return absl::InvalidArgumentError(absl::StrCat("malformed ", what, ": carried ", fds.size(),
+                                                   " file descriptors, expected exactly 1"));
+  }
+  UniqueFd conn_fd(fds[0]);
+  int type = 0;
+  socklen_t type_len = sizeof(type);
+  if (::getsockopt(conn_fd.get(), SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 ||
+      type != SOCK_STREAM) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("malformed ", what, ": the descriptor is not a stream socket"));
+  }
+  // The agent's sockets are non-blocking (it drives them from epoll) and O_NONBLOCK belongs to
+  // the open file description that SCM_RIGHTS passes on; the app's copy is its own, so the same
+  // state for every connection is set here: blocking, like a fresh accept(2).
+  const int flags = ::fcntl(conn_fd.get(), F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK)) ::fcntl(conn_fd.get(), F_SETFL, flags & ~O_NONBLOCK);
+  if (info->initial_data().size() > wire::kMaxInitialDataBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "malformed ", what, ": ", info->initial_data().size(),
+        " bytes of initial data exceed the ", wire::kMaxInitialDataBytes, "-byte limit"));
+  }
+  HandedConnection conn;
+  conn.fd = std::move(conn_fd);
+  conn.pending = std::move(*info->mutable_initial_data());
+  info->clear_initial_data();
+  conn.initial_data_bytes = conn.pending.size();
+  conn.info = std::move(*info);
+  return conn;
+}
+
+absl::Status ErrnoStatus(const char* what, int err) {
+  if (err == EMFILE || err == ENFILE || err == ENOMEM) {
+    return absl::ResourceExhaustedError(absl::StrCat(what, ": ", ErrnoText(err)));
+  }
+  return absl::InternalError(absl::StrCat(what, ": ", ErrnoText(err)));
+}
+
+}  // namespace
+
+// ---- HandedConnection ---------------------------------------------------------------------------
+
+ssize_t HandedConnection::Read(void* buf, size_t len, int flags, ktls_record_info* info_out) {
+  iovec iov{buf, len};
+  return ReadV(&iov, 1, flags, info_out);
+}
+
+ssize_t HandedConnection::ReadV(const iovec* iov, int iovcnt, int flags,
+                                ktls_record_info* info_out) {
+  if (!pending.empty()) {
+    if (info_out != nullptr) {
+      *info_out = ktls_record_info{};
+      info_out->record_type = KTLS_RECORD_APPLICATION_DATA;
+    }
+    size_t n = 0;
+    for (int i = 0; i < iovcnt && n < pending.size(); ++i) {
+      const size_t take = std::min(iov[i].iov_len, pending.size() - n);
+      std::memcpy(iov[i].iov_base, pending.data() + n, take);
+      n += take;
+    }
+    if (!(flags & MSG_PEEK)) pending.erase(0, n);
+    return static_cast<ssize_t>(n);
+  }
+  return ktls_readv(fd.get(), iov, iovcnt, flags, info_out);
+}
+
+// ---- AgentSubscription --------------------------------------------------------------------------
+
+struct AgentSubscription::Incoming {
+  enum class Kind {
+    kNothing,     // non-blocking, no message
+    kHandoff,     // conn
+    kDialResult,  // request_id; status ok: conn
+    kError,       // status
+  };
+  Kind kind = Kind::kNothing;
+  absl::Status status;
+  HandedConnection conn;
+  uint64_t request_id = 0;
+};
+
+AgentSubscription::AgentSubscription(std::string socket_path, std::string app_name,
+                                     UniqueFd epoll, UniqueFd event)
+    : socket_path_(std::move(socket_path)),
+      app_name_(std::move(app_name)),
+      epoll_(std::move(epoll)),
+      event_(std::move(event)),
+      buffer_(wire::kMaxMessageBytes, '\0') {}
+
+AgentSubscription::~AgentSubscription() = default;
+
+absl::StatusOr<std::unique_ptr<AgentSubscription>> AgentSubscription::Connect(
+    const std::string& socket_path, const std::string& app_name, uint32_t initial_credits,
+    absl::Duration timeout) {
+  absl::StatusOr<Subscription> s =
+      ConnectAndSubscribe(socket_path, app_name, initial_credits, timeout);
+  if (!s.ok()) return s.status();
+  UniqueFd epoll(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll) return ErrnoStatus("epoll_create1", errno);
+  UniqueFd event(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!event) return ErrnoStatus("eventfd", errno);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = event.get();
+  if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, event.get(), &ev) != 0) {
+    return ErrnoStatus("epoll_ctl(eventfd)", errno);
+  }
+  std::unique_ptr<AgentSubscription> sub(
+      new AgentSubscription(socket_path, app_name, std::move(epoll), std::move(event)));
+  sub->AddCredits(initial_credits);
+  if (absl::Status a = sub->Adopt(std::move(s->sock), std::move(s->subscribed)); !a.ok()) {
+    return a;
+  }
+  return sub;
+}
+
+absl::Status AgentSubscription::Adopt(UniqueFd sock, v1::Subscribed subscribed) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = sock.get();
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, sock.get(), &ev) != 0) {
+    return ErrnoStatus("epoll_ctl(agent socket)", errno);
+  }
+  sock_ = std::move(sock);
+  subscribed_ = std::move(subscribed);
+  AddCredits(0);  // clamp to this agent's limit
+  return absl::OkStatus();
 }
 
 void AgentSubscription::AddCredits(uint64_t n) {
@@ -243,105 +369,272 @@ void AgentSubscription::AddCredits(uint64_t n) {
   if (max != 0 && outstanding_credits_ > max) outstanding_credits_ = max;
 }
 
-absl::StatusOr<std::optional<HandedConnection>> AgentSubscription::Receive() {
-  Datagram d = ReceiveDatagram(fd_.get(), &buffer_, 0);
+void AgentSubscription::Disconnect(bool report) {
+  if (sock_) {
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, sock_.get(), nullptr);
+    sock_.reset();
+    disconnect_unreported_ = report;
+  }
+  UpdateSignal();
+}
+
+void AgentSubscription::UpdateSignal() {
+  const bool want = !queue_.empty() || disconnect_unreported_;
+  if (want == signalled_) return;
+  if (want) {
+    const uint64_t one = 1;
+    (void)!::write(event_.get(), &one, sizeof(one));
+  } else {
+    uint64_t value;
+    (void)!::read(event_.get(), &value, sizeof(value));
+  }
+  signalled_ = want;
+}
+
+AgentSubscription::Incoming AgentSubscription::ReceiveOne(int flags) {
+  Incoming in;
+  in.kind = Incoming::Kind::kError;
+  if (!sock_) {
+    in.status = absl::UnavailableError("not connected to the agent (call Reconnect)");
+    return in;
+  }
+  Datagram d = ReceiveDatagram(sock_.get(), &buffer_, flags);
   if (d.n < 0) {
-    if (d.err == EAGAIN || d.err == EWOULDBLOCK) return std::nullopt;
-    if (d.err == ECONNRESET || d.err == EPIPE || d.err == ENOTCONN) {
-      return absl::UnavailableError("agent closed the handoff socket");
+    if (d.err == EAGAIN || d.err == EWOULDBLOCK) {
+      in.kind = Incoming::Kind::kNothing;
+      return in;
     }
-    return absl::UnavailableError(
-        absl::StrCat("receiving from the agent failed: ", ErrnoText(d.err)));
+    in.status = (d.err == ECONNRESET || d.err == EPIPE || d.err == ENOTCONN)
+                    ? absl::UnavailableError("agent closed the handoff socket")
+                    : absl::UnavailableError(
+                          absl::StrCat("receiving from the agent failed: ", ErrnoText(d.err)));
+    return in;
   }
   if (d.n == 0) {  // SOCK_SEQPACKET: end of stream (the agent never sends empty messages)
     CloseAll(d.fds);
-    return absl::UnavailableError("agent closed the handoff socket");
+    in.status = absl::UnavailableError("agent closed the handoff socket");
+    return in;
   }
   if (!d.control.ok()) {
     CloseAll(d.fds);
-    return absl::InvalidArgumentError(
+    in.status = absl::InvalidArgumentError(
         absl::StrCat("malformed message from the agent: ", d.control.message()));
+    return in;
   }
   v1::AgentToApp message;
   if (absl::Status s = wire::Parse(std::string_view(buffer_.data(), d.n), &message); !s.ok()) {
     CloseAll(d.fds);
-    return absl::InvalidArgumentError(
+    in.status = absl::InvalidArgumentError(
         absl::StrCat("malformed message from the agent: ", s.message()));
+    return in;
   }
   switch (message.msg_case()) {
-    case v1::AgentToApp::kHandoff:
-      break;
+    case v1::AgentToApp::kHandoff: {
+      // Every Handoff uses a credit on the agent's side, whether or not it is usable here.
+      if (outstanding_credits_ > 0) {
+        --outstanding_credits_;
+      } else {
+        ++handoffs_beyond_credits_;
+      }
+      absl::StatusOr<HandedConnection> conn = MakeConnection(
+          message.mutable_handoff()->mutable_connection(), std::move(d.fds), "handoff");
+      if (!conn.ok()) {
+        in.status = conn.status();
+        return in;
+      }
+      in.kind = Incoming::Kind::kHandoff;
+      in.conn = std::move(*conn);
+      return in;
+    }
+    case v1::AgentToApp::kDialResult: {
+      v1::DialResult* r = message.mutable_dial_result();
+      in.kind = Incoming::Kind::kDialResult;
+      in.request_id = r->request_id();
+      if (!r->ok()) {
+        CloseAll(d.fds);
+        in.status = absl::AbortedError(r->error().empty() ? "the agent gave no reason" : r->error());
+        return in;
+      }
+      absl::StatusOr<HandedConnection> conn =
+          MakeConnection(r->mutable_connection(), std::move(d.fds), "dial result");
+      if (!conn.ok()) {
+        in.status = conn.status();
+        return in;
+      }
+      in.conn = std::move(*conn);
+      return in;
+    }
     case v1::AgentToApp::kError:
       CloseAll(d.fds);
-      return absl::FailedPreconditionError(
+      in.status = absl::FailedPreconditionError(
           absl::StrCat("agent reported a protocol error: ", message.error().message()));
+      return in;
     case v1::AgentToApp::kSubscribed:
       CloseAll(d.fds);
-      return absl::InvalidArgumentError("malformed message from the agent: Subscribed twice");
+      in.status = absl::InvalidArgumentError("malformed message from the agent: Subscribed twice");
+      return in;
     default:
       CloseAll(d.fds);
-      return absl::InvalidArgumentError(
+      in.status = absl::InvalidArgumentError(
           "malformed message from the agent: no known message set (newer protocol?)");
+      return in;
   }
+}
 
-  // Every Handoff uses a credit on the agent's side, whether or not it is usable here.
-  if (outstanding_credits_ > 0) {
-    --outstanding_credits_;
-  } else {
-    ++handoffs_beyond_credits_;
+absl::StatusOr<std::optional<HandedConnection>> AgentSubscription::Receive() {
+  for (;;) {
+    if (!queue_.empty()) {
+      HandedConnection conn = std::move(queue_.front());
+      queue_.pop_front();
+      UpdateSignal();
+      return std::optional<HandedConnection>(std::move(conn));
+    }
+    if (disconnect_unreported_) {
+      disconnect_unreported_ = false;
+      UpdateSignal();
+      return absl::UnavailableError("agent closed the handoff socket");
+    }
+    Incoming in = ReceiveOne(non_blocking_ ? MSG_DONTWAIT : 0);
+    switch (in.kind) {
+      case Incoming::Kind::kNothing:
+        return std::nullopt;
+      case Incoming::Kind::kHandoff:
+        return std::optional<HandedConnection>(std::move(in.conn));
+      case Incoming::Kind::kDialResult:
+        ++stale_dial_results_;  // nobody waits for it; its descriptor closes with `in`
+        continue;
+      case Incoming::Kind::kError:
+        if (in.status.code() == absl::StatusCode::kUnavailable) Disconnect(/*report=*/false);
+        return in.status;
+    }
   }
-  if (d.fds.size() != 1) {
-    CloseAll(d.fds);
-    return absl::InvalidArgumentError(absl::StrCat(
-        "malformed handoff: carried ", d.fds.size(), " file descriptors, expected exactly 1"));
-  }
-  UniqueFd conn_fd(d.fds[0]);
-  int type = 0;
-  socklen_t type_len = sizeof(type);
-  if (::getsockopt(conn_fd.get(), SOL_SOCKET, SO_TYPE, &type, &type_len) != 0 ||
-      type != SOCK_STREAM) {
-    return absl::InvalidArgumentError(
-        "malformed handoff: the descriptor is not a stream socket");
-  }
-  v1::ConnectionInfo* info = message.mutable_handoff()->mutable_connection();
-  if (info->initial_data().size() > wire::kMaxInitialDataBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "malformed handoff: ", info->initial_data().size(), " bytes of initial data exceed the ",
-        wire::kMaxInitialDataBytes, "-byte limit"));
-  }
-  HandedConnection conn;
-  conn.fd = std::move(conn_fd);
-  conn.pending = std::move(*info->mutable_initial_data());
-  info->clear_initial_data();
-  conn.initial_data_bytes = conn.pending.size();
-  conn.info = std::move(*info);
-  return std::optional<HandedConnection>(std::move(conn));
 }
 
 absl::Status AgentSubscription::GrantCredits(uint32_t n) {
   if (n == 0) return absl::OkStatus();
+  if (!sock_) {
+    AddCredits(n);
+    return absl::UnavailableError(
+        "not connected to the agent (the credits are granted again by Reconnect)");
+  }
   v1::AppToAgent grant;
   grant.mutable_grant()->set_credits(n);
-  absl::Status s = SendMessage(fd_.get(), grant, MSG_DONTWAIT);
+  absl::Status s = SendMessage(sock_.get(), grant, MSG_DONTWAIT);
   if (s.code() == absl::StatusCode::kResourceExhausted) {
     // The agent reads its sockets from an event loop; a full queue means it is stalled. Give it a
     // moment rather than dropping the grant (which would leave the app short of connections).
-    pollfd p{fd_.get(), POLLOUT, 0};
-    if (::poll(&p, 1, 1000) > 0) s = SendMessage(fd_.get(), grant, MSG_DONTWAIT);
+    pollfd p{sock_.get(), POLLOUT, 0};
+    if (::poll(&p, 1, 1000) > 0) s = SendMessage(sock_.get(), grant, MSG_DONTWAIT);
     if (s.code() == absl::StatusCode::kResourceExhausted) {
       return absl::UnavailableError(
           "agent is not reading its handoff socket (credit grant could not be sent for 1 s)");
     }
+  }
+  if (s.code() == absl::StatusCode::kUnavailable) {
+    AddCredits(n);  // for the next subscription
+    Disconnect(/*report=*/true);
+    return s;
   }
   if (!s.ok()) return s;
   AddCredits(n);
   return absl::OkStatus();
 }
 
-void AgentSubscription::SetNonBlocking(bool non_blocking) {
-  const int flags = ::fcntl(fd_.get(), F_GETFL);
-  if (flags < 0) return;
-  ::fcntl(fd_.get(), F_SETFL, non_blocking ? (flags | O_NONBLOCK) : (flags & ~O_NONBLOCK));
+absl::Status AgentSubscription::Reconnect(absl::Duration timeout) {
+  Disconnect(/*report=*/false);
+  disconnect_unreported_ = false;
+  UpdateSignal();
+  const uint32_t credits = static_cast<uint32_t>(
+      std::min<uint64_t>(outstanding_credits_, std::numeric_limits<uint32_t>::max()));
+  absl::StatusOr<Subscription> s = ConnectAndSubscribe(socket_path_, app_name_, credits, timeout);
+  if (!s.ok()) return s.status();
+  if (absl::Status a = Adopt(std::move(s->sock), std::move(s->subscribed)); !a.ok()) return a;
+  ++reconnects_;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<HandedConnection> AgentSubscription::Dial(v1::DialRequest request,
+                                                         std::optional<absl::Duration> wait) {
+  if (request.host().empty() || request.port() == 0 || request.port() > 65535) {
+    return absl::InvalidArgumentError("dial needs a host and a port in 1..65535");
+  }
+  const std::string target = absl::StrCat(request.host(), ":", request.port());
+  if (!sock_) {
+    return absl::UnavailableError(
+        absl::StrCat("dial ", target, ": not connected to the agent (call Reconnect)"));
+  }
+  const uint64_t id = next_request_id_++;
+  request.set_request_id(id);
+  const absl::Duration timeout =
+      wait.has_value()
+          ? *wait
+          : absl::Milliseconds(request.timeout_ms() != 0 ? request.timeout_ms()
+                                                         : kDefaultDialTimeoutMs) +
+                kDialAnswerMargin;
+  const absl::Time deadline = absl::Now() + timeout;
+  auto left_ms = [&deadline] {
+    return std::max<int64_t>(0, absl::ToInt64Milliseconds(deadline - absl::Now()));
+  };
+
+  v1::AppToAgent message;
+  *message.mutable_dial() = std::move(request);
+  for (;;) {
+    absl::Status s = SendMessage(sock_.get(), message, MSG_DONTWAIT);
+    if (s.ok()) break;
+    if (s.code() == absl::StatusCode::kResourceExhausted && left_ms() > 0) {
+      pollfd p{sock_.get(), POLLOUT, 0};
+      ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms(), 100)));
+      continue;
+    }
+    if (s.code() == absl::StatusCode::kUnavailable) Disconnect(/*report=*/true);
+    if (s.code() == absl::StatusCode::kResourceExhausted) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("dial ", target, ": the agent did not take the request in time"));
+    }
+    return absl::Status(s.code(), absl::StrCat("dial ", target, ": ", s.message()));
+  }
+
+  for (;;) {
+    const int64_t ms = left_ms();
+    if (ms <= 0) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "dial ", target, ": no answer from the agent within ", absl::FormatDuration(timeout)));
+    }
+    pollfd p{sock_.get(), POLLIN, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(ms, 1 << 30)));
+    if (ready < 0 && errno != EINTR) return ErrnoStatus("poll on the agent socket", errno);
+    if (ready <= 0) continue;
+    Incoming in = ReceiveOne(MSG_DONTWAIT);
+    switch (in.kind) {
+      case Incoming::Kind::kNothing:
+        continue;
+      case Incoming::Kind::kHandoff:
+        queue_.push_back(std::move(in.conn));
+        UpdateSignal();
+        continue;
+      case Incoming::Kind::kDialResult:
+        if (in.request_id != id) {
+          ++stale_dial_results_;
+          continue;
+        }
+        if (!in.status.ok()) {
+          return absl::Status(in.status.code(),
+                              absl::StrCat("dial ", target, ": ", in.status.message()));
+        }
+        return std::move(in.conn);
+      case Incoming::Kind::kError:
+        switch (in.status.code()) {
+          case absl::StatusCode::kUnavailable:
+            Disconnect(/*report=*/true);
+            return absl::UnavailableError(absl::StrCat("dial ", target, ": ", in.status.message()));
+          case absl::StatusCode::kFailedPrecondition:
+            return absl::FailedPreconditionError(
+                absl::StrCat("dial ", target, ": ", in.status.message()));
+          default:
+            continue;  // a refused message that is not our answer: keep waiting
+        }
+    }
+  }
 }
 
 }  // namespace ktls::client

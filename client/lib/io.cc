@@ -1,5 +1,5 @@
-// Syscall half of the I/O helpers (ktls/ktls_client.h): ktls_recv, ktls_close_notify and the
-// kernel offload query. The decisions are made by the pure functions in tls_record.cc; this file
+// Syscall half of the I/O helpers (ktls/ktls_client.h): ktls_recv/ktls_readv, ktls_shutdown and
+// the kernel offload query. The decisions are made by the pure functions in tls_record.cc; this file
 // only moves bytes and translates what happened into errno plus a static message.
 //
 // How kTLS RX reports records (net/tls/tls_sw.c): every recvmsg that is given a control buffer
@@ -7,13 +7,21 @@
 // record (alert, post-handshake message) is returned alone, and a plain recv() without a control
 // buffer fails with EIO on it instead. A record larger than the caller's buffer is returned in
 // pieces over several calls. Descriptors without kTLS RX return no such message: plain data.
+//
+// Peer KeyUpdate (TLS 1.3): before Linux 6.14 the kernel keeps decrypting with the old key, so the
+// next record fails (EBADMSG); from 6.14 it returns the KeyUpdate record and then EKEYEXPIRED
+// until new RX keys are set. Either way the app cannot continue (it never had the traffic secret):
+// the KeyUpdate record itself, or the kernel's EKEYEXPIRED, becomes EKEYEXPIRED with a message
+// that says which of the two situations this kernel is in.
 #include <linux/tls.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -43,12 +51,11 @@ struct RecvResult {
 };
 
 // One recvmsg with room for the record type. Descriptors that arrive unasked are closed.
-RecvResult RecvOnce(RecvSysCalls& sys, int fd, void* buf, size_t len, int flags) {
+RecvResult RecvOnce(RecvSysCalls& sys, int fd, const iovec* iov, int iovcnt, int flags) {
   alignas(cmsghdr) unsigned char control[kRecvControlBytes];
-  iovec iov{buf, len};
   msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
+  m.msg_iov = const_cast<iovec*>(iov);
+  m.msg_iovlen = static_cast<size_t>(iovcnt);
   m.msg_control = control;
   m.msg_controllen = sizeof(control);
   RecvResult r;
@@ -62,6 +69,22 @@ RecvResult RecvOnce(RecvSysCalls& sys, int fd, void* buf, size_t len, int flags)
   r.record = ParseRecordTypeCmsg(m, &stray);
   for (int s : stray) sys.Close(s);
   return r;
+}
+
+RecvResult RecvOnce(RecvSysCalls& sys, int fd, void* buf, size_t len, int flags) {
+  iovec iov{buf, len};
+  return RecvOnce(sys, fd, &iov, 1, flags);
+}
+
+// Copies the first `n` bytes spread over `iov` into `out`.
+void Gather(const iovec* iov, int iovcnt, size_t n, std::vector<uint8_t>* out) {
+  out->clear();
+  out->reserve(n);
+  for (int i = 0; i < iovcnt && out->size() < n; ++i) {
+    const auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
+    const size_t take = std::min(iov[i].iov_len, n - out->size());
+    out->insert(out->end(), p, p + take);
+  }
 }
 
 class RealSys final : public RecvSysCalls {
@@ -94,6 +117,8 @@ const char* MessageForKernelErrno(int err) {
       return "a TLS record failed authentication in the kernel (bad_record_mac)";
     case EMSGSIZE:
       return "a TLS record exceeded the maximum record size (record_overflow)";
+    case EKEYEXPIRED:  // 6.14+: RX is paused after a KeyUpdate until new keys are set
+      return kKeyUpdateNoSecretMessage;
     default:
       return nullptr;
   }
@@ -144,10 +169,10 @@ Failure ReadContinuation(RecvSysCalls& sys, int fd, uint8_t type, size_t need, s
 // Reads only the 4-byte version/cipher header: the kernel answers that size without copying key
 // material, and answers it for every cipher (a full-size struct of the wrong cipher is EINVAL).
 // EBUSY (ULP set, keys not installed), ENOPROTOOPT (no tls ULP), EOPNOTSUPP (not TCP): no.
-bool KernelHasKeys(int fd, int direction) {
+bool KernelHasKeys(RecvSysCalls& sys, int fd, int direction) {
   tls_crypto_info info{};
   socklen_t len = sizeof(info);
-  return ::getsockopt(fd, SOL_TLS, direction, &info, &len) == 0;
+  return sys.GetSockOpt(fd, SOL_TLS, direction, &info, &len).rc == 0;
 }
 
 }  // namespace
@@ -157,33 +182,119 @@ RecvSysCalls& RealRecvSysCalls() {
   return *sys;
 }
 
+IoResult RecvSysCalls::SendMsg(int fd, const msghdr* msg, int flags) {
+  const ssize_t rc = ::sendmsg(fd, msg, flags);
+  return {rc, rc < 0 ? errno : 0};
+}
+
+IoResult RecvSysCalls::GetSockOpt(int fd, int level, int name, void* value, socklen_t* len) {
+  const int rc = ::getsockopt(fd, level, name, value, len);
+  return {rc, rc < 0 ? errno : 0};
+}
+
+std::string RecvSysCalls::KernelRelease() {
+  utsname u{};
+  if (::uname(&u) != 0) return "";
+  return u.release;
+}
+
+bool KernelReleaseHasRxRekey(std::string_view release) {
+  // "MAJOR.MINOR[.PATCH][-suffix]"
+  unsigned major = 0, minor = 0;
+  size_t i = 0;
+  auto number = [&](unsigned* out) {
+    const size_t start = i;
+    while (i < release.size() && release[i] >= '0' && release[i] <= '9' && i - start < 6) {
+      *out = *out * 10 + static_cast<unsigned>(release[i] - '0');
+      ++i;
+    }
+    return i > start;
+  };
+  if (!number(&major) || i >= release.size() || release[i] != '.') return false;
+  ++i;
+  if (!number(&minor)) return false;
+  return major > 6 || (major == 6 && minor >= 14);
+}
+
+const char* KeyUpdateMessage(bool kernel_has_rx_rekey) {
+  return kernel_has_rx_rekey ? kKeyUpdateNoSecretMessage : kKeyUpdateMessage;
+}
+
 KernelOffload QueryKernelOffload(int fd) {
   KernelOffload out;
-  out.tx = KernelHasKeys(fd, TLS_TX);
-  out.rx = KernelHasKeys(fd, TLS_RX);
+  out.tx = KernelHasKeys(RealRecvSysCalls(), fd, TLS_TX);
+  out.rx = KernelHasKeys(RealRecvSysCalls(), fd, TLS_RX);
   return out;
 }
 
-bool HasKtlsTx(int fd) {
+bool HasKtlsTx(RecvSysCalls& sys, int fd) {
   char ulp[16] = {};
   socklen_t len = sizeof(ulp);
-  if (::getsockopt(fd, SOL_TCP, TCP_ULP, ulp, &len) != 0) return false;
+  if (sys.GetSockOpt(fd, SOL_TCP, TCP_ULP, ulp, &len).rc != 0) return false;
   if (std::string_view(ulp, ::strnlen(ulp, len)) != "tls") return false;
-  return KernelHasKeys(fd, TLS_TX);
+  return KernelHasKeys(sys, fd, TLS_TX);
 }
 
-ssize_t KtlsRecv(RecvSysCalls& sys, int fd, void* buf, size_t len, int flags,
-                 ktls_record_info* info_out) {
+bool HasKtlsTx(int fd) { return HasKtlsTx(RealRecvSysCalls(), fd); }
+
+int KtlsShutdown(RecvSysCalls& sys, int fd, int how) {
+  if ((how == SHUT_WR || how == SHUT_RDWR) && HasKtlsTx(sys, fd)) {
+    static const unsigned char kAlert[2] = {kAlertLevelWarning, kAlertCloseNotify};
+    alignas(cmsghdr) unsigned char control[CMSG_SPACE(sizeof(unsigned char))] = {};
+    iovec iov{const_cast<unsigned char*>(kAlert), sizeof(kAlert)};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = control;
+    m.msg_controllen = sizeof(control);
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_TLS;
+    c->cmsg_type = TLS_SET_RECORD_TYPE;
+    c->cmsg_len = CMSG_LEN(sizeof(unsigned char));
+    *CMSG_DATA(c) = kRecordAlert;
+    IoResult r;
+    do {
+      r = sys.SendMsg(fd, &m, MSG_NOSIGNAL);
+    } while (r.rc < 0 && r.err == EINTR);
+    if (r.rc < 0) {
+      errno = r.err;
+      return -1;
+    }
+    // kTLS sends a record whole or not at all; anything else means the record was mangled.
+    if (r.rc != static_cast<ssize_t>(sizeof(kAlert))) {
+      errno = EIO;
+      return -1;
+    }
+  }
+  const IoResult r = sys.Shutdown(fd, how);
+  if (r.rc < 0) {
+    errno = r.err;
+    return -1;
+  }
+  return 0;
+}
+
+ssize_t KtlsRecvV(RecvSysCalls& sys, int fd, const iovec* iov, int iovcnt, int flags,
+                  ktls_record_info* info_out) {
   ktls_record_info local;
   ktls_record_info* info = info_out != nullptr ? info_out : &local;
   *info = ktls_record_info{};
   info->record_type = KTLS_RECORD_APPLICATION_DATA;
+  if (iovcnt < 0 || (iovcnt > 0 && iov == nullptr)) {
+    errno = EINVAL;
+    return -1;
+  }
 
   // Bytes of the current non-data record; allocated only when one arrives.
   std::vector<uint8_t> payload;
   for (;;) {
-    RecvResult r = RecvOnce(sys, fd, buf, len, flags);
-    if (r.n < 0) return Fail(info, r.err, MessageForKernelErrno(r.err));
+    RecvResult r = RecvOnce(sys, fd, iov, iovcnt, flags);
+    if (r.n < 0) {
+      if (r.err == EKEYEXPIRED) {
+        return Fail(info, EKEYEXPIRED, KeyUpdateMessage(KernelReleaseHasRxRekey(sys.KernelRelease())));
+      }
+      return Fail(info, r.err, MessageForKernelErrno(r.err));
+    }
     if (r.record.error != nullptr) return Fail(info, EPROTO, r.record.error);
     if (!r.record.found) return r.n;  // no kTLS RX: plain data, or 0 at EOF
     info->tls_rx = true;
@@ -199,8 +310,9 @@ ssize_t KtlsRecv(RecvSysCalls& sys, int fd, void* buf, size_t len, int flags,
       return r.n;
     }
 
-    // A non-data record: take its bytes out of the caller's buffer (under MSG_PEEK it is still
-    // queued, so consume it for real; the kernel returns the same record again).
+    // A non-data record: take its bytes out of the caller's buffers (under MSG_PEEK it is still
+    // queued, so consume it for real; the kernel returns the same record again). The caller's
+    // buffers held control bytes only transiently: the call never returns them as data.
     const uint8_t type = r.record.type;
     if (flags & MSG_PEEK) {
       payload.resize(r.n);
@@ -213,8 +325,7 @@ ssize_t KtlsRecv(RecvSysCalls& sys, int fd, void* buf, size_t len, int flags,
       }
       payload.resize(c.n);
     } else {
-      const auto* bytes = static_cast<const uint8_t*>(buf);
-      payload.assign(bytes, bytes + r.n);
+      Gather(iov, iovcnt, static_cast<size_t>(r.n), &payload);
     }
 
     bool next_record = false;
@@ -241,6 +352,9 @@ ssize_t KtlsRecv(RecvSysCalls& sys, int fd, void* buf, size_t len, int flags,
           info->alert_name = AlertName(v.alert_description);
           return Fail(info, ECONNRESET, "peer aborted the connection with a TLS alert");
         case RecordAction::kKeyUpdate:
+          info->skipped_records += v.skipped;
+          return Fail(info, EKEYEXPIRED,
+                      KeyUpdateMessage(KernelReleaseHasRxRekey(sys.KernelRelease())));
         case RecordAction::kProtocolError:
           info->skipped_records += v.skipped;
           return Fail(info, ErrnoForVerdict(v), v.message);
@@ -256,6 +370,12 @@ ssize_t KtlsRecv(RecvSysCalls& sys, int fd, void* buf, size_t len, int flags,
   }
 }
 
+ssize_t KtlsRecv(RecvSysCalls& sys, int fd, void* buf, size_t len, int flags,
+                 ktls_record_info* info_out) {
+  iovec iov{buf, len};
+  return KtlsRecvV(sys, fd, &iov, 1, flags, info_out);
+}
+
 }  // namespace ktls::client
 
 extern "C" ssize_t ktls_recv(int fd, void* buf, size_t len, int flags,
@@ -263,34 +383,17 @@ extern "C" ssize_t ktls_recv(int fd, void* buf, size_t len, int flags,
   return ktls::client::KtlsRecv(ktls::client::RealRecvSysCalls(), fd, buf, len, flags, info_out);
 }
 
-extern "C" int ktls_close_notify(int fd) {
-  using namespace ktls::client;
-  if (HasKtlsTx(fd)) {
-    static const unsigned char kAlert[2] = {kAlertLevelWarning, kAlertCloseNotify};
-    alignas(cmsghdr) unsigned char control[CMSG_SPACE(sizeof(unsigned char))] = {};
-    iovec iov{const_cast<unsigned char*>(kAlert), sizeof(kAlert)};
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = control;
-    m.msg_controllen = sizeof(control);
-    cmsghdr* c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_TLS;
-    c->cmsg_type = TLS_SET_RECORD_TYPE;
-    c->cmsg_len = CMSG_LEN(sizeof(unsigned char));
-    *CMSG_DATA(c) = kRecordAlert;
-    ssize_t n;
-    do {
-      n = ::sendmsg(fd, &m, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
-    if (n < 0) return -1;
-    if (n != static_cast<ssize_t>(sizeof(kAlert))) {
-      errno = EIO;
-      return -1;
-    }
-  }
-  return ::shutdown(fd, SHUT_WR);
+extern "C" ssize_t ktls_readv(int fd, const struct iovec* iov, int iovcnt, int flags,
+                              ktls_record_info* info_out) {
+  return ktls::client::KtlsRecvV(ktls::client::RealRecvSysCalls(), fd, iov, iovcnt, flags,
+                                 info_out);
 }
+
+extern "C" int ktls_shutdown(int fd, int how) {
+  return ktls::client::KtlsShutdown(ktls::client::RealRecvSysCalls(), fd, how);
+}
+
+extern "C" int ktls_close_notify(int fd) { return ktls_shutdown(fd, SHUT_WR); }
 
 extern "C" bool ktls_fd_offload_state(int fd, bool* tx, bool* rx) {
   int type = 0;
@@ -300,4 +403,10 @@ extern "C" bool ktls_fd_offload_state(int fd, bool* tx, bool* rx) {
   if (tx != nullptr) *tx = k.tx;
   if (rx != nullptr) *rx = k.rx;
   return true;
+}
+
+extern "C" int ktls_kernel_has_rx_rekey(void) {
+  return ktls::client::KernelReleaseHasRxRekey(ktls::client::RealRecvSysCalls().KernelRelease())
+             ? 1
+             : 0;
 }

@@ -5,7 +5,7 @@
 //
 // Grouped by file:
 //   client/lib/tls_record.cc  pure: record-type cmsg parsing and record classification
-//   client/lib/io.cc          syscalls: ktls_recv, ktls_close_notify, ktls_fd_offload_state
+//   client/lib/io.cc          syscalls: ktls_recv, ktls_readv, ktls_shutdown, ktls_fd_offload_state
 #ifndef KTLS_CLIENT_IO_H_
 #define KTLS_CLIENT_IO_H_
 
@@ -16,6 +16,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "ktls/ktls_client.h"
@@ -99,14 +101,20 @@ int ErrnoForVerdict(const RecordVerdict& verdict);
 // Room for the record-type message plus a few others (timestamps) a caller may have enabled.
 inline constexpr size_t kRecvControlBytes = 256;
 
+// What ktls_recv reports for a peer KeyUpdate on a kernel that can take new RX keys (6.14+): the
+// kernel could rekey, but the app does not hold the traffic secret to derive the keys from.
+inline constexpr const char* kKeyUpdateNoSecretMessage =
+    "peer KeyUpdate: kTLS RX needs new keys, and the traffic secret stayed with the agent";
+
 // Result of one syscall, errno captured right after it.
 struct IoResult {
   ssize_t rc = -1;
   int err = 0;  // errno when rc < 0
 };
 
-// The syscalls ktls_recv makes, so tests can play a kTLS kernel (records with
-// TLS_GET_RECORD_TYPE control messages, split records, EAGAIN) on a host without CONFIG_TLS.
+// The syscalls the I/O helpers make, so tests can play a kTLS kernel (records with
+// TLS_GET_RECORD_TYPE control messages, split records, EAGAIN, EKEYEXPIRED, a full send buffer)
+// on a host without CONFIG_TLS. The non-pure ones reach the real kernel unless overridden.
 class RecvSysCalls {
  public:
   virtual ~RecvSysCalls() = default;
@@ -114,14 +122,30 @@ class RecvSysCalls {
   virtual IoResult Shutdown(int fd, int how) = 0;
   virtual IoResult Poll(pollfd* fds, nfds_t n, int timeout_ms) = 0;
   virtual IoResult Close(int fd) = 0;
+  virtual IoResult SendMsg(int fd, const msghdr* msg, int flags);
+  virtual IoResult GetSockOpt(int fd, int level, int name, void* value, socklen_t* len);
+  // uname -r, e.g. "6.1.0-56-cloud-amd64".
+  virtual std::string KernelRelease();
 };
 
 // The real kernel. Stateless.
 RecvSysCalls& RealRecvSysCalls();
 
-// ktls_recv over `sys` (ktls_recv itself is KtlsRecv(RealRecvSysCalls(), ...)).
+// ktls_recv / ktls_readv over `sys` (the C functions use RealRecvSysCalls()).
 ssize_t KtlsRecv(RecvSysCalls& sys, int fd, void* buf, size_t len, int flags,
                  ktls_record_info* info_out);
+ssize_t KtlsRecvV(RecvSysCalls& sys, int fd, const iovec* iov, int iovcnt, int flags,
+                  ktls_record_info* info_out);
+
+// ktls_shutdown over `sys`.
+int KtlsShutdown(RecvSysCalls& sys, int fd, int how);
+
+// True when a kernel of this release (uname -r) accepts new kTLS RX keys after a KeyUpdate
+// (Linux 6.14+). Pure; unparsable releases are "no".
+bool KernelReleaseHasRxRekey(std::string_view release);
+
+// The message for a peer KeyUpdate on this kernel (kKeyUpdateMessage or kKeyUpdateNoSecretMessage).
+const char* KeyUpdateMessage(bool kernel_has_rx_rekey);
 
 struct KernelOffload {
   bool tx = false;
@@ -133,6 +157,7 @@ KernelOffload QueryKernelOffload(int fd);
 
 // True when fd is a TCP socket with the "tls" ULP and TLS_TX keys installed.
 bool HasKtlsTx(int fd);
+bool HasKtlsTx(RecvSysCalls& sys, int fd);
 
 }  // namespace ktls::client
 

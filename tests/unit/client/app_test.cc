@@ -1,5 +1,5 @@
-// AgentSubscription against a fake agent: a real SOCK_SEQPACKET listener in a temp directory
-// whose accepted end the test drives by hand, message by message.
+// AgentSubscription against a fake agent (fake_agent.h): subscribing, handoffs, credits, dials,
+// resubscribing, and the epoll descriptor's readiness.
 #include "ktls/app.h"
 
 #include <fcntl.h>
@@ -20,96 +20,19 @@
 #include <gtest/gtest.h>
 
 #include "ktls/wire.h"
+#include "tests/unit/client/fake_agent.h"
 
 namespace ktls::client {
 namespace {
 
+using testing::FakeAgent;
+using testing::HandoffMessage;
+using testing::OpenFds;
+using testing::StreamPair;
+using testing::DialResultMessage;
+using testing::Readable;
+
 using ::testing::HasSubstr;
-
-class FakeAgent {
- public:
-  FakeAgent() {
-    char tmpl[] = "/tmp/ktls-app-test-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    path_ = dir_ + "/handoff.sock";
-    listener_ = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, path_.c_str(), sizeof(addr.sun_path) - 1);
-    EXPECT_EQ(0, bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)));
-    EXPECT_EQ(0, listen(listener_, 4));
-  }
-  ~FakeAgent() {
-    if (conn_ >= 0) close(conn_);
-    if (listener_ >= 0) close(listener_);
-    unlink(path_.c_str());
-    rmdir(dir_.c_str());
-  }
-  const std::string& path() const { return path_; }
-
-  // Accepts the app and reads its Subscribe.
-  v1::Subscribe AcceptAndReadSubscribe() {
-    conn_ = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
-    EXPECT_GE(conn_, 0);
-    v1::AppToAgent m = ReadFromApp();
-    EXPECT_TRUE(m.has_subscribe());
-    return m.subscribe();
-  }
-
-  v1::AppToAgent ReadFromApp() {
-    std::string buf(wire::kMaxMessageBytes, '\0');
-    ssize_t n = recv(conn_, buf.data(), buf.size(), 0);
-    EXPECT_GT(n, 0);
-    v1::AppToAgent m;
-    EXPECT_TRUE(wire::Parse(std::string_view(buf.data(), n > 0 ? n : 0), &m).ok());
-    return m;
-  }
-
-  void Send(const v1::AgentToApp& m, const std::vector<int>& fds = {}) {
-    absl::StatusOr<std::string> bytes = wire::Serialize(m);
-    ASSERT_TRUE(bytes.ok());
-    SendRaw(*bytes, fds);
-  }
-
-  // Sends `payload` with `fds` in one SCM_RIGHTS (any number, unlike wire::OutgoingMessage).
-  void SendRaw(const std::string& payload, const std::vector<int>& fds) {
-    iovec iov{const_cast<char*>(payload.data()), payload.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    wire::ControlBuffer control;
-    if (!fds.empty()) {
-      msg.msg_control = control.bytes;
-      msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-      cmsghdr* c = CMSG_FIRSTHDR(&msg);
-      c->cmsg_level = SOL_SOCKET;
-      c->cmsg_type = SCM_RIGHTS;
-      c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-      std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    }
-    ASSERT_EQ(static_cast<ssize_t>(payload.size()), sendmsg(conn_, &msg, MSG_NOSIGNAL));
-  }
-
-  void SendSubscribed(uint32_t version = wire::kProtocolVersion, uint32_t max_credits = 0) {
-    v1::AgentToApp m;
-    m.mutable_subscribed()->set_protocol_version(version);
-    m.mutable_subscribed()->set_agent_version("fake-1.0");
-    m.mutable_subscribed()->set_subscriber_id(7);
-    m.mutable_subscribed()->set_max_outstanding_credits(max_credits);
-    Send(m);
-  }
-
-  void Hangup() {
-    close(conn_);
-    conn_ = -1;
-  }
-
- private:
-  std::string dir_;
-  std::string path_;
-  int listener_ = -1;
-  int conn_ = -1;
-};
 
 // Connects in a thread while the fake agent answers on this one.
 std::unique_ptr<AgentSubscription> Subscribe(FakeAgent& agent, uint32_t credits = 8,
@@ -125,40 +48,6 @@ std::unique_ptr<AgentSubscription> Subscribe(FakeAgent& agent, uint32_t credits 
   absl::StatusOr<std::unique_ptr<AgentSubscription>> s = pending.get();
   EXPECT_TRUE(s.ok()) << s.status();
   return s.ok() ? std::move(*s) : nullptr;
-}
-
-struct StreamPair {
-  int fd[2] = {-1, -1};
-  StreamPair() { EXPECT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fd)); }
-  ~StreamPair() {
-    if (fd[0] >= 0) close(fd[0]);
-    if (fd[1] >= 0) close(fd[1]);
-  }
-};
-
-std::set<int> OpenFds() {
-  std::set<int> open;
-  for (int fd = 0; fd < 1024; ++fd) {
-    if (fcntl(fd, F_GETFD) != -1) open.insert(fd);
-  }
-  return open;
-}
-
-v1::AgentToApp HandoffMessage(uint64_t id, const std::string& initial_data) {
-  v1::AgentToApp m;
-  v1::ConnectionInfo* c = m.mutable_handoff()->mutable_connection();
-  c->set_connection_id(id);
-  c->set_sni("example.test");
-  c->set_alpn("http/1.1");
-  c->set_tls_version("TLSv1.3");
-  c->set_cipher("TLS_AES_128_GCM_SHA256");
-  c->set_data_path(v1::DATA_PATH_RELAY);
-  c->set_ktls_tx(v1::OFFLOAD_STATE_INACTIVE);
-  c->set_ktls_rx(v1::OFFLOAD_STATE_INACTIVE);
-  c->set_fallback_reason("kernel tls module not loaded (TCP_ULP: ENOENT)");
-  c->mutable_peer_identity()->set_subject("CN=client");
-  c->set_initial_data(initial_data);
-  return m;
 }
 
 TEST(AgentSubscriptionTest, SubscribesAndReceivesAHandoffWithPendingBytes) {
@@ -400,6 +289,295 @@ TEST(AgentSubscriptionConnectTest, AgentThatHangsUpIsUnavailable) {
   absl::StatusOr<std::unique_ptr<AgentSubscription>> s = pending.get();
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(absl::StatusCode::kUnavailable, s.status().code());
+}
+
+// ---- the stable epoll descriptor, dials, resubscribing ----
+
+// A dial answered by the fake agent on another thread: `answer` runs with the request it read.
+template <typename Answer>
+absl::StatusOr<HandedConnection> DialWith(AgentSubscription& sub, FakeAgent& agent,
+                                          v1::DialRequest request, Answer answer,
+                                          std::optional<absl::Duration> wait = std::nullopt) {
+  std::thread t([&] {
+    v1::AppToAgent m = agent.ReadFromApp();
+    ASSERT_TRUE(m.has_dial());
+    answer(m.dial());
+  });
+  absl::StatusOr<HandedConnection> r = sub.Dial(std::move(request), wait);
+  t.join();
+  return r;
+}
+
+v1::DialRequest Request(const std::string& host = "upstream.test", uint32_t port = 8443) {
+  v1::DialRequest r;
+  r.set_host(host);
+  r.set_port(port);
+  r.set_ca_file("/etc/ca.pem");
+  r.add_alpn("h2");
+  r.add_alpn("http/1.1");
+  r.set_timeout_ms(3000);
+  return r;
+}
+
+TEST(AgentSubscriptionTest, FdIsReadableExactlyWhenReceiveHasSomething) {
+  FakeAgent agent;
+  std::unique_ptr<AgentSubscription> sub = Subscribe(agent);
+  ASSERT_NE(nullptr, sub);
+  sub->SetNonBlocking(true);
+  EXPECT_FALSE(Readable(sub->fd()));
+  StreamPair p;
+  agent.Send(HandoffMessage(1, ""), {p.fd[0]});
+  EXPECT_TRUE(Readable(sub->fd(), 1000));
+  auto got = sub->Receive();
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_FALSE(Readable(sub->fd()));
+  auto none = sub->Receive();
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST(AgentSubscriptionTest, DialSendsTheRequestAndReturnsTheMatchingConnection) {
+  FakeAgent agent;
+  std::unique_ptr<AgentSubscription> sub = Subscribe(agent, 0);
+  ASSERT_NE(nullptr, sub);
+  StreamPair upstream;
+  absl::StatusOr<HandedConnection> conn =
+      DialWith(*sub, agent, Request(), [&](const v1::DialRequest& d) {
+        EXPECT_EQ("upstream.test", d.host());
+        EXPECT_EQ(8443u, d.port());
+        EXPECT_EQ("/etc/ca.pem", d.ca_file());
+        ASSERT_EQ(2, d.alpn_size());
+        EXPECT_EQ("http/1.1", d.alpn(1));
+        EXPECT_EQ(1u, d.request_id());
+        v1::AgentToApp m = DialResultMessage(d.request_id(), true, "", 77);
+        m.mutable_dial_result()->mutable_connection()->set_initial_data("early");
+        agent.Send(m, {upstream.fd[0]});
+      });
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  EXPECT_TRUE(conn->info.outbound());
+  EXPECT_EQ(77u, conn->info.connection_id());
+  EXPECT_EQ(1u, conn->info.dial_request_id());
+  EXPECT_TRUE(conn->info.resumed());
+  EXPECT_EQ("early", conn->pending);
+  EXPECT_EQ(0u, sub->outstanding_credits());  // dials use no credits
+  // Request ids increase.
+  absl::StatusOr<HandedConnection> second =
+      DialWith(*sub, agent, Request(), [&](const v1::DialRequest& d) {
+        EXPECT_EQ(2u, d.request_id());
+        agent.Send(DialResultMessage(d.request_id(), false, "connect 127.0.0.1:8443: refused"));
+      });
+  EXPECT_EQ(absl::StatusCode::kAborted, second.status().code());
+}
+
+TEST(AgentSubscriptionTest, HandoffsArrivingDuringADialAreQueuedNotLost) {
+  FakeAgent agent;
+  std::unique_ptr<AgentSubscription> sub = Subscribe(agent, 4);
+  ASSERT_NE(nullptr, sub);
+  sub->SetNonBlocking(true);
+  StreamPair in1, in2, out;
+  absl::StatusOr<HandedConnection> conn =
+      DialWith(*sub, agent, Request(), [&](const v1::DialRequest& d) {
+        agent.Send(HandoffMessage(101, "first"), {in1.fd[0]});
+        agent.Send(DialResultMessage(d.request_id() + 100, true, "", 5), {out.fd[0]});  // stale
+        agent.Send(HandoffMessage(102, ""), {in2.fd[0]});
+        agent.Send(DialResultMessage(d.request_id(), true, "", 9), {out.fd[0]});
+      });
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  EXPECT_EQ(9u, conn->info.connection_id());
+  EXPECT_EQ(1u, sub->stale_dial_results());
+  EXPECT_EQ(2u, sub->queued());
+  EXPECT_EQ(2u, sub->outstanding_credits());  // both handoffs used a credit
+  // The queue makes the descriptor readable although the socket is empty.
+  EXPECT_TRUE(Readable(sub->fd()));
+  auto a = sub->Receive();
+  ASSERT_TRUE(a.ok() && a->has_value());
+  EXPECT_EQ(101u, (*a)->info.connection_id());
+  EXPECT_EQ("first", (*a)->pending);
+  EXPECT_TRUE(Readable(sub->fd()));
+  auto b = sub->Receive();
+  ASSERT_TRUE(b.ok() && b->has_value());
+  EXPECT_EQ(102u, (*b)->info.connection_id());
+  EXPECT_FALSE(Readable(sub->fd()));
+  auto none = sub->Receive();
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+}
+
+TEST(AgentSubscriptionTest, DialFailureCarriesTheAgentsReasonAndNoDescriptor) {
+  FakeAgent agent;
+  std::unique_ptr<AgentSubscription> sub = Subscribe(agent, 0);
+  ASSERT_NE(nullptr, sub);
+  const std::set<int> before = OpenFds();
+  absl::StatusOr<HandedConnection> conn =
+      DialWith(*sub, agent, Request("bad.test", 443), [&](const v1::DialRequest& d) {
+        agent.Send(DialResultMessage(
+            d.request_id(), false,
+            "certificate verify failed: unable to get local issuer certificate"));
+      });
+  ASSERT_FALSE(conn.ok());
+  EXPECT_EQ(absl::StatusCode::kAborted, conn.status().code());
+  EXPECT_THAT(std::string(conn.status().message()), HasSubstr("dial bad.test:443: certificate verify failed"));
+  EXPECT_EQ(before, OpenFds());
+}
+
+TEST(AgentSubscriptionTest, OkDialResultWithoutADescriptorIsMalformed) {
+  FakeAgent agent;
+  std::unique_ptr<AgentSubscription> sub = Subscribe(agent, 0);
+  ASSERT_NE(nullptr, sub);
+  absl::StatusOr<HandedConnection> conn =
+      DialWith(*sub, agent, Request(), [&](const v1::DialRequest& d) {
+        agent.Send(DialResultMessage(d.request_id(), true, "", 3));
+      });
+  EXPECT_EQ(absl::StatusCode::kInvalidArgument, conn.status().code());
+  EXPECT_THAT(std::string(conn.status().message()), HasSubstr("0 file descriptors"));
+}
+
+TEST(AgentSubscriptionTest, DialTimeoutThenTheLateAnswerIsDiscarded) {
+  FakeAgent agent;
+  std::unique_ptr<AgentSubscription> sub = Subscribe(agent, 2);
+  ASSERT_NE(nullptr, sub);
+  uint64_t id = 0;
+  absl::StatusOr<HandedConnection> conn = DialWith(
+      *sub, agent, Request(), [&](const v1::DialRequest& d) { id = d.request_id(); },
+      absl::Milliseconds(100));
+  EXPECT_EQ(absl::StatusCode::kDeadlineExceeded, conn.status().code());
+  // The answer arrives late: Receive() closes its descriptor and returns the next handoff.
+  StreamPair late, in;
+  agent.Send(DialResultMessage(id, true, "", 1), {late.fd[0]});
+  close(late.fd[0]);
+  late.fd[0] = -1;
+  agent.Send(HandoffMessage(5, ""), {in.fd[0]});
+  auto got = sub->Receive();
+  ASSERT_TRUE(got.ok() && got->has_value()) << got.status();
+  EXPECT_EQ(5u, (*got)->info.connection_id());
+  EXPECT_EQ(1u, sub->stale_dial_results());
+  char c;
+  EXPECT_EQ(0, read(late.fd[1], &c, 1));  // the late connection was closed
+}
+
+TEST(AgentSubscriptionTest, DialRefusedByAnAgentWithoutOutboundSupport) {
+  FakeAgent agent;
+  std::unique_ptr<AgentSubscription> sub = Subscribe(agent, 0);
+  ASSERT_NE(nullptr, sub);
+  absl::StatusOr<HandedConnection> conn =
+      DialWith(*sub, agent, Request(), [&](const v1::DialRequest&) {
+        v1::AgentToApp m;
+        m.mutable_error()->set_message("unexpected message from app");
+        agent.Send(m);
+        agent.Hangup();
+      });
+  EXPECT_EQ(absl::StatusCode::kFailedPrecondition, conn.status().code());
+  EXPECT_THAT(std::string(conn.status().message()), HasSubstr("unexpected message from app"));
+}
+
+TEST(AgentSubscriptionTest, DialWhenTheAgentHangsUpIsUnavailableAndReceiveSaysSoToo) {
+  FakeAgent agent;
+  std::unique_ptr<AgentSubscription> sub = Subscribe(agent, 0);
+  ASSERT_NE(nullptr, sub);
+  absl::StatusOr<HandedConnection> conn =
+      DialWith(*sub, agent, Request(), [&](const v1::DialRequest&) { agent.Hangup(); });
+  EXPECT_EQ(absl::StatusCode::kUnavailable, conn.status().code());
+  EXPECT_FALSE(sub->connected());
+  EXPECT_TRUE(Readable(sub->fd()));  // an event loop hears about it too
+  auto got = sub->Receive();
+  EXPECT_EQ(absl::StatusCode::kUnavailable, got.status().code());
+  EXPECT_FALSE(Readable(sub->fd()));
+  EXPECT_EQ(absl::StatusCode::kInvalidArgument, sub->Dial(v1::DialRequest()).status().code());
+}
+
+TEST(AgentSubscriptionTest, ReconnectKeepsQueueCreditsAndDescriptor) {
+  FakeAgent agent;
+  std::unique_ptr<AgentSubscription> sub = Subscribe(agent, 5);
+  ASSERT_NE(nullptr, sub);
+  sub->SetNonBlocking(true);
+  const int fd = sub->fd();
+  // A handoff gets queued during a dial, then the agent dies.
+  StreamPair in, out;
+  ASSERT_TRUE(DialWith(*sub, agent, Request(), [&](const v1::DialRequest& d) {
+                agent.Send(HandoffMessage(1, ""), {in.fd[0]});
+                agent.Send(DialResultMessage(d.request_id(), true, "", 2), {out.fd[0]});
+              }).ok());
+  agent.Hangup();
+  agent.StopListening();
+  // The queued connection comes first, then the news.
+  auto queued = sub->Receive();
+  ASSERT_TRUE(queued.ok() && queued->has_value());
+  auto gone = sub->Receive();
+  EXPECT_EQ(absl::StatusCode::kUnavailable, gone.status().code());
+  EXPECT_EQ("agent closed the handoff socket", gone.status().message());
+  EXPECT_FALSE(sub->connected());
+  EXPECT_EQ(4u, sub->outstanding_credits());
+  // While it is away: grants are kept, Reconnect fails with the connect error.
+  EXPECT_EQ(absl::StatusCode::kUnavailable, sub->GrantCredits(2).code());
+  EXPECT_EQ(6u, sub->outstanding_credits());
+  EXPECT_EQ(absl::StatusCode::kNotFound, sub->Reconnect(absl::Milliseconds(200)).code());
+  EXPECT_EQ(absl::StatusCode::kUnavailable, sub->Receive().status().code());
+  // The agent is back: the new Subscribe carries the outstanding credits.
+  agent.Relisten();
+  auto pending = std::async(std::launch::async, [&] { return sub->Reconnect(); });
+  v1::Subscribe s = agent.AcceptAndReadSubscribe();
+  EXPECT_EQ(6u, s.initial_credits());
+  EXPECT_EQ("unit-test-app", s.app_name());
+  agent.SendSubscribed();
+  ASSERT_TRUE(pending.get().ok());
+  EXPECT_TRUE(sub->connected());
+  EXPECT_EQ(1u, sub->reconnects());
+  EXPECT_EQ(fd, sub->fd());
+  // Still non-blocking, and handoffs flow through the same descriptor.
+  auto none = sub->Receive();
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  StreamPair again;
+  agent.Send(HandoffMessage(3, ""), {again.fd[0]});
+  EXPECT_TRUE(Readable(fd, 1000));
+  auto got = sub->Receive();
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ(3u, (*got)->info.connection_id());
+  EXPECT_EQ(5u, sub->outstanding_credits());
+}
+
+TEST(AgentSubscriptionTest, GrantThatFindsTheAgentGoneIsRememberedAndReported) {
+  FakeAgent agent;
+  std::unique_ptr<AgentSubscription> sub = Subscribe(agent, 1);
+  ASSERT_NE(nullptr, sub);
+  agent.Hangup();
+  // The first send may still succeed into the dead socket's buffer on some kernels; loop until
+  // the agent's absence is noticed.
+  absl::Status s;
+  for (int i = 0; i < 3 && s.ok(); ++i) s = sub->GrantCredits(1);
+  EXPECT_EQ(absl::StatusCode::kUnavailable, s.code());
+  EXPECT_FALSE(sub->connected());
+  EXPECT_TRUE(Readable(sub->fd()));
+  EXPECT_EQ(absl::StatusCode::kUnavailable, sub->Receive().status().code());
+}
+
+TEST(AgentSubscriptionTest, ReadVServesPendingBytesFirst) {
+  HandedConnection c;
+  StreamPair p;
+  c.fd.reset(dup(p.fd[0]));
+  c.pending = "abcdef";
+  ASSERT_EQ(3, write(p.fd[1], "xyz", 3));
+  char a[4], b[8];
+  iovec iov[2] = {{a, sizeof(a)}, {b, sizeof(b)}};
+  EXPECT_EQ(6, c.ReadV(iov, 2));
+  EXPECT_EQ("abcd", std::string(a, 4));
+  EXPECT_EQ("ef", std::string(b, 2));
+  EXPECT_EQ(3, c.ReadV(iov, 2));
+  EXPECT_EQ("xyz", std::string(a, 3));
+}
+
+TEST(AgentSubscriptionTest, HandedDescriptorsAreBlockingWhateverTheAgentLeftThem) {
+  FakeAgent agent;
+  std::unique_ptr<AgentSubscription> sub = Subscribe(agent);
+  ASSERT_NE(nullptr, sub);
+  int nb[2];
+  ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, nb));
+  agent.Send(HandoffMessage(1, ""), {nb[0]});
+  close(nb[0]);
+  auto got = sub->Receive();
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ(0, fcntl((*got)->fd.get(), F_GETFL) & O_NONBLOCK);
+  close(nb[1]);
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <linux/tls.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -21,6 +23,13 @@
 #include "ktls/io.h"
 #include "ktls/ktls_client.h"
 
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+#ifndef TCP_ULP
+#define TCP_ULP 31
+#endif
+
 namespace ktls::client {
 namespace {
 
@@ -36,7 +45,9 @@ class FakeKtlsKernel : public RecvSysCalls {
     Bytes bytes;
     int err = 0;       // != 0: recvmsg fails with this errno (consumed)
     bool ctrunc_without_type = false;
+    bool ctrunc_after_type = false;  // the type arrived, a later control message did not fit
     int stray_fd = -1;  // sent along as SCM_RIGHTS
+    bool timestamp_first = false;  // an SCM_TIMESTAMP message before the record type
   };
 
   void Push(Record r) { queue_.push_back(std::move(r)); }
@@ -62,23 +73,35 @@ class FakeKtlsKernel : public RecvSysCalls {
       return {-1, err};
     }
     const bool peek = flags & MSG_PEEK;
-    char* out = static_cast<char*>(msg->msg_iov[0].iov_base);
-    const size_t len = msg->msg_iov[0].iov_len;
+    size_t len = 0;
+    for (size_t i = 0; i < msg->msg_iovlen; ++i) len += msg->msg_iov[i].iov_len;
+    std::string gathered(len, '\0');
+    char* out = gathered.data();
     const uint8_t type = head.type;
     size_t used = 0;
+    if (head.timestamp_first && controllen >= CMSG_SPACE(sizeof(timeval))) {
+      cmsghdr* c = static_cast<cmsghdr*>(msg->msg_control);
+      c->cmsg_level = SOL_SOCKET;
+      c->cmsg_type = SCM_TIMESTAMP;
+      c->cmsg_len = CMSG_LEN(sizeof(timeval));
+      const timeval tv{1, 2};
+      std::memcpy(CMSG_DATA(c), &tv, sizeof(tv));
+      used = CMSG_SPACE(sizeof(timeval));
+    }
     if (head.ctrunc_without_type) {
       msg->msg_flags |= MSG_CTRUNC;
     } else if (type != 0) {
       if (controllen < CMSG_SPACE(1)) {
         if (type != KTLS_RECORD_APPLICATION_DATA) return {-1, EIO};
       } else {
-        cmsghdr* c = static_cast<cmsghdr*>(msg->msg_control);
+        cmsghdr* c = reinterpret_cast<cmsghdr*>(static_cast<char*>(msg->msg_control) + used);
         c->cmsg_level = SOL_TLS;
         c->cmsg_type = TLS_GET_RECORD_TYPE;
         c->cmsg_len = CMSG_LEN(1);
         *CMSG_DATA(c) = type;
-        used = CMSG_SPACE(1);
+        used += CMSG_SPACE(1);
       }
+      if (head.ctrunc_after_type) msg->msg_flags |= MSG_CTRUNC;
     }
     if (head.stray_fd >= 0 && controllen >= used + CMSG_SPACE(sizeof(int))) {
       cmsghdr* c = reinterpret_cast<cmsghdr*>(static_cast<char*>(msg->msg_control) + used);
@@ -113,10 +136,18 @@ class FakeKtlsKernel : public RecvSysCalls {
       if (type != KTLS_RECORD_APPLICATION_DATA && type != 0) break;
       if (!whole) break;
     }
+    // Scatter over the caller's buffers, as the kernel does for readv-style calls.
+    size_t off = 0;
+    for (size_t i = 0; i < msg->msg_iovlen && off < copied; ++i) {
+      const size_t n = std::min(msg->msg_iov[i].iov_len, copied - off);
+      std::memcpy(msg->msg_iov[i].iov_base, gathered.data() + off, n);
+      off += n;
+    }
     return {static_cast<ssize_t>(copied), 0};
   }
 
   IoResult Shutdown(int fd, int how) override {
+    shutdowns.push_back(how);
     if (how == SHUT_RD) shut_rd = true;
     return {0, 0};
   }
@@ -138,11 +169,48 @@ class FakeKtlsKernel : public RecvSysCalls {
     return {0, 0};
   }
 
+  // ktls_shutdown's side: a socket with the tls ULP and TX keys unless told otherwise; sendmsg
+  // results are taken from `send_results` (default: the whole 2-byte record went out).
+  IoResult SendMsg(int fd, const msghdr* msg, int flags) override {
+    sent.emplace_back(static_cast<const char*>(msg->msg_iov[0].iov_base), msg->msg_iov[0].iov_len);
+    const cmsghdr* c = CMSG_FIRSTHDR(msg);
+    sent_record_types.push_back(c != nullptr && c->cmsg_level == SOL_TLS &&
+                                        c->cmsg_type == TLS_SET_RECORD_TYPE
+                                    ? *CMSG_DATA(c)
+                                    : 0);
+    if (!send_results.empty()) {
+      IoResult r = send_results.front();
+      send_results.pop_front();
+      return r;
+    }
+    return {static_cast<ssize_t>(msg->msg_iov[0].iov_len), 0};
+  }
+  IoResult GetSockOpt(int fd, int level, int name, void* value, socklen_t* len) override {
+    if (level == SOL_TCP && name == TCP_ULP) {
+      if (!tls_ulp) return {-1, ENOENT};
+      std::memcpy(value, "tls", 4);
+      *len = 4;
+      return {0, 0};
+    }
+    if (level == SOL_TLS && name == TLS_TX) return tx_keys ? IoResult{0, 0} : IoResult{-1, EBUSY};
+    if (level == SOL_TLS && name == TLS_RX) return {0, 0};
+    return {-1, ENOPROTOOPT};
+  }
+  std::string KernelRelease() override { return release; }
+
+  std::string release = "6.1.0-56-cloud-amd64";
+  bool tls_ulp = true;
+  bool tx_keys = true;
+  std::deque<IoResult> send_results;
+  std::vector<std::string> sent;
+  std::vector<uint8_t> sent_record_types;
+
   int recv_calls = 0;
   int poll_calls = 0;
   bool shut_rd = false;
   std::vector<int> flags_seen;
   std::vector<int> closed;
+  std::vector<int> shutdowns;
 
  private:
   std::deque<Record> queue_;
@@ -367,6 +435,198 @@ TEST(KtlsRecvTest, DescriptorsSentAlongAreClosed) {
   ssize_t n;
   EXPECT_EQ("x", Recv(k, 64, &n, &info));
   EXPECT_EQ(std::vector<int>{1234}, k.closed);
+}
+
+// ---- injected kernel behaviour: what the issue lists (EIO, EAGAIN, MSG_CTRUNC, several cmsgs,
+// EKEYEXPIRED), readv, and ktls_shutdown ----
+
+TEST(KtlsRecvTest, KeyUpdateMessageSaysWhetherTheKernelCouldRekey) {
+  FakeKtlsKernel k;
+  k.release = "6.14.2-amd64";
+  k.PushRecord(kRecordHandshake, {kHandshakeKeyUpdate, 0, 0, 1, 0});
+  ktls_record_info info;
+  ssize_t n;
+  Recv(k, 4096, &n, &info);
+  EXPECT_EQ(-1, n);
+  EXPECT_EQ(EKEYEXPIRED, errno);
+  EXPECT_STREQ(kKeyUpdateNoSecretMessage, info.error);
+  EXPECT_EQ(KTLS_RECORD_HANDSHAKE, info.record_type);
+}
+
+TEST(KtlsRecvTest, KernelEkeyexpiredAfterAKeyUpdateIsReportedAsSuch) {
+  // 6.14+: once the KeyUpdate record has been read, the kernel pauses RX with EKEYEXPIRED.
+  FakeKtlsKernel k;
+  k.release = "6.14.0";
+  FakeKtlsKernel::Record r;
+  r.err = EKEYEXPIRED;
+  k.Push(r);
+  ktls_record_info info;
+  ssize_t n;
+  Recv(k, 64, &n, &info);
+  EXPECT_EQ(-1, n);
+  EXPECT_EQ(EKEYEXPIRED, errno);
+  EXPECT_STREQ(kKeyUpdateNoSecretMessage, info.error);
+}
+
+TEST(KtlsRecvTest, KernelReleaseParsing) {
+  EXPECT_FALSE(KernelReleaseHasRxRekey("6.1.0-56-cloud-amd64"));
+  EXPECT_FALSE(KernelReleaseHasRxRekey("6.12.117+deb12-cloud-amd64"));
+  EXPECT_FALSE(KernelReleaseHasRxRekey("6.13.9"));
+  EXPECT_TRUE(KernelReleaseHasRxRekey("6.14.0"));
+  EXPECT_TRUE(KernelReleaseHasRxRekey("6.14-rc1"));
+  EXPECT_TRUE(KernelReleaseHasRxRekey("7.0.1"));
+  EXPECT_FALSE(KernelReleaseHasRxRekey("5.15.0"));
+  EXPECT_FALSE(KernelReleaseHasRxRekey(""));
+  EXPECT_FALSE(KernelReleaseHasRxRekey("garbage"));
+  EXPECT_FALSE(KernelReleaseHasRxRekey("6"));
+  EXPECT_STREQ(kKeyUpdateMessage, KeyUpdateMessage(false));
+}
+
+TEST(KtlsRecvTest, EioFromTheKernelIsExplained) {
+  FakeKtlsKernel k;
+  FakeKtlsKernel::Record r;
+  r.err = EIO;
+  k.Push(r);
+  k.PushRecord(kRecordApplicationData, Text("after"));
+  ktls_record_info info;
+  ssize_t n;
+  Recv(k, 64, &n, &info);
+  EXPECT_EQ(-1, n);
+  EXPECT_EQ(EIO, errno);
+  EXPECT_NE(nullptr, std::strstr(info.error, "non-data TLS record"));
+  // The error is per call: the next read gets the data.
+  EXPECT_EQ("after", Recv(k, 64, &n, &info));
+}
+
+TEST(KtlsRecvTest, EagainPassesThroughWithoutAMessage) {
+  FakeKtlsKernel k;
+  ktls_record_info info;
+  ssize_t n;
+  Recv(k, 64, &n, &info, MSG_DONTWAIT);
+  EXPECT_EQ(-1, n);
+  EXPECT_EQ(EAGAIN, errno);
+  EXPECT_EQ(nullptr, info.error);
+  EXPECT_EQ(0u, info.skipped_records);
+}
+
+TEST(KtlsRecvTest, ReadinessFromATicketAloneGivesEagainAndNoBytes) {
+  // epoll said readable because a NewSessionTicket arrived; the read must not invent data.
+  FakeKtlsKernel k;
+  k.PushRecord(kRecordHandshake, Ticket(200));
+  std::string buf(64, 'Z');
+  ktls_record_info info;
+  EXPECT_EQ(-1, KtlsRecv(k, kFd, buf.data(), buf.size(), MSG_DONTWAIT, &info));
+  EXPECT_EQ(EAGAIN, errno);
+  EXPECT_EQ(1u, info.skipped_records);
+  EXPECT_EQ(KTLS_RECORD_HANDSHAKE, info.record_type);
+  // The next record is data again, and only its bytes are reported.
+  k.PushRecord(kRecordApplicationData, Text("real"));
+  ssize_t n;
+  EXPECT_EQ("real", Recv(k, 64, &n, &info, MSG_DONTWAIT));
+  EXPECT_EQ(KTLS_RECORD_APPLICATION_DATA, info.record_type);
+}
+
+TEST(KtlsRecvTest, SeveralControlMessagesWithTheRecordTypeSecond) {
+  FakeKtlsKernel k;
+  FakeKtlsKernel::Record r;
+  r.type = kRecordAlert;
+  r.bytes = {kAlertLevelFatal, 40};
+  r.timestamp_first = true;  // SO_TIMESTAMP enabled by the app
+  k.Push(r);
+  ktls_record_info info;
+  ssize_t n;
+  Recv(k, 64, &n, &info);
+  EXPECT_EQ(-1, n);
+  EXPECT_EQ(ECONNRESET, errno);
+  EXPECT_STREQ("handshake_failure", info.alert_name);
+}
+
+TEST(KtlsRecvTest, CtruncAfterTheRecordTypeArrivedStillReadsTheRecord) {
+  FakeKtlsKernel k;
+  FakeKtlsKernel::Record r;
+  r.type = kRecordApplicationData;
+  r.bytes = Text("data");
+  r.ctrunc_after_type = true;
+  k.Push(r);
+  ktls_record_info info;
+  ssize_t n;
+  EXPECT_EQ("data", Recv(k, 64, &n, &info));
+  EXPECT_TRUE(info.tls_rx);
+}
+
+TEST(KtlsRecvTest, ReadvScattersDataAndGathersControlRecords) {
+  FakeKtlsKernel k;
+  // A ticket split so that it lands across both buffers, then data.
+  k.PushRecord(kRecordHandshake, Ticket(10));
+  k.PushRecord(kRecordApplicationData, Text("0123456789"));
+  char a[6], b[32];
+  iovec iov[2] = {{a, sizeof(a)}, {b, sizeof(b)}};
+  ktls_record_info info;
+  const ssize_t n = KtlsRecvV(k, kFd, iov, 2, 0, &info);
+  ASSERT_EQ(10, n);
+  EXPECT_EQ("012345", std::string(a, 6));
+  EXPECT_EQ("6789", std::string(b, 4));
+  EXPECT_EQ(1u, info.skipped_records);
+
+  // An alert split across the two buffers is still understood.
+  k.PushRecord(kRecordAlert, {kAlertLevelWarning, kAlertCloseNotify});
+  char one[1], two[8];
+  iovec small[2] = {{one, 1}, {two, sizeof(two)}};
+  EXPECT_EQ(0, KtlsRecvV(k, kFd, small, 2, 0, &info));
+  EXPECT_STREQ("close_notify", info.alert_name);
+
+  EXPECT_EQ(-1, KtlsRecvV(k, kFd, nullptr, 1, 0, &info));
+  EXPECT_EQ(EINVAL, errno);
+}
+
+TEST(KtlsShutdownTest, SendsCloseNotifyThenShutsDownWrite) {
+  FakeKtlsKernel k;
+  ASSERT_EQ(0, KtlsShutdown(k, kFd, SHUT_WR));
+  ASSERT_EQ(1u, k.sent.size());
+  EXPECT_EQ(std::string("\x01\x00", 2), k.sent[0]);
+  EXPECT_EQ(KTLS_RECORD_ALERT, k.sent_record_types[0]);
+  EXPECT_EQ(std::vector<int>{SHUT_WR}, k.shutdowns);
+}
+
+TEST(KtlsShutdownTest, FullSendBufferIsEagainAndNothingIsShutDown) {
+  FakeKtlsKernel k;
+  k.send_results.push_back({-1, EAGAIN});
+  EXPECT_EQ(-1, KtlsShutdown(k, kFd, SHUT_WR));
+  EXPECT_EQ(EAGAIN, errno);
+  EXPECT_TRUE(k.shutdowns.empty());  // the caller retries when writable
+  ASSERT_EQ(0, KtlsShutdown(k, kFd, SHUT_WR));
+  EXPECT_EQ(2u, k.sent.size());
+}
+
+TEST(KtlsShutdownTest, EintrIsRetriedAndAShortRecordIsAnError) {
+  FakeKtlsKernel k;
+  k.send_results.push_back({-1, EINTR});
+  EXPECT_EQ(0, KtlsShutdown(k, kFd, SHUT_RDWR));
+  EXPECT_EQ(2u, k.sent.size());
+  EXPECT_EQ(std::vector<int>{SHUT_RDWR}, k.shutdowns);
+
+  FakeKtlsKernel s;
+  s.send_results.push_back({1, 0});
+  EXPECT_EQ(-1, KtlsShutdown(s, kFd, SHUT_WR));
+  EXPECT_EQ(EIO, errno);
+}
+
+TEST(KtlsShutdownTest, NoAlertWithoutKtlsTxOrForTheReadSide) {
+  FakeKtlsKernel relay;
+  relay.tls_ulp = false;  // a relay socketpair or plain TCP
+  EXPECT_EQ(0, KtlsShutdown(relay, kFd, SHUT_WR));
+  EXPECT_TRUE(relay.sent.empty());
+  EXPECT_EQ(std::vector<int>{SHUT_WR}, relay.shutdowns);
+
+  FakeKtlsKernel rx_only;
+  rx_only.tx_keys = false;
+  EXPECT_EQ(0, KtlsShutdown(rx_only, kFd, SHUT_WR));
+  EXPECT_TRUE(rx_only.sent.empty());
+
+  FakeKtlsKernel k;
+  EXPECT_EQ(0, KtlsShutdown(k, kFd, SHUT_RD));
+  EXPECT_TRUE(k.sent.empty());
+  EXPECT_EQ(std::vector<int>{SHUT_RD}, k.shutdowns);
 }
 
 // ---- the real kernel: relay socketpairs and plain TCP ----
