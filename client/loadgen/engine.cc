@@ -712,7 +712,8 @@ absl::StatusOr<Results> RunLoad(const Options& o, bool progress) {
       last_completed = completed;
       next_progress += std::chrono::seconds(1);
     }
-    auto wake = std::min({next_progress, s.measure_end, now + std::chrono::milliseconds(5)});
+    auto wake = std::min(s.measure_end, now + std::chrono::milliseconds(5));
+    if (progress) wake = std::min(wake, next_progress);
     if (!sampled) wake = std::min(wake, s.measure_start);
     std::this_thread::sleep_until(wake);
   }
