@@ -3,7 +3,7 @@
 # it): every scenario against every server mode, side by side, and prints one JSON line per cell.
 #
 # Usage: matrix.sh --build=DIR --out=FILE [--modes=LIST] [--scenarios=LIST] [--duration=S]
-#                  [--warmup=S] [--rounds=N] [--prefix=TEXT]
+#                  [--warmup=S] [--rounds=N] [--prefix=TEXT] [--perf]
 #   --modes      comma-separated, default: ktls,relay,inproc,stunnel,nginx in the VM (KTLS_VM=1),
 #                relay,inproc,stunnel,nginx elsewhere (no kTLS in the host kernel)
 #                  ktls     ktls-agent --offload=required, kTLS handoff to ktls-demo-app
@@ -16,6 +16,9 @@
 #   --duration   measured seconds per cell (default 4); --warmup: seconds of load before (default 1)
 #   --rounds     the whole matrix this many times, modes rotated each round (default 3)
 #   --prefix     put in front of every output line too (the VM guest uses it to mark its lines)
+#   --perf       where the time goes: `perf record -a -e cpu-clock` (system-wide, no call graphs)
+#                over each measured window, then the top of `perf report` by process + binary
+#                and by process + symbol, as {"type":"profile", "mode", "scenario", "text"} lines
 #
 # Every server runs with one worker (agent --workers=1, app --workers=1, nginx worker_processes 1;
 # stunnel is thread-per-connection) and all of them run for the whole matrix, idle when not
@@ -28,7 +31,7 @@
 # {"type":"agent_stats"...}, {"type":"tls_stat"...} at the end.
 set -uo pipefail
 
-build="" out="" modes="" scenarios="" duration=4 warmup=1 rounds=3 prefix=""
+build="" out="" modes="" scenarios="" duration=4 warmup=1 rounds=3 prefix="" perf=0
 for a in "$@"; do
   case $a in
     --build=*) build=${a#*=} ;;
@@ -39,6 +42,7 @@ for a in "$@"; do
     --warmup=*) warmup=${a#*=} ;;
     --rounds=*) rounds=${a#*=} ;;
     --prefix=*) prefix=${a#*=} ;;
+    --perf) perf=1 ;;
     *) echo "matrix: unknown argument $a" >&2; exit 2 ;;
   esac
 done
@@ -265,11 +269,27 @@ run_cell() { # run_cell MODE SCENARIO ROUND
   t0=$(tls_stat)
   # Connections made during the warm-up carry on into the window; loadgen samples the servers'
   # CPU time and /proc/net/tls_stat at the window's edges.
+  local perf_pid=""
+  if ((perf)); then
+    (sleep "$warmup"; exec perf record -a -e cpu-clock -F 999 -o "$work/perf.data" -- sleep "$duration") \
+      >/dev/null 2>"$work/perf.err" &
+    perf_pid=$!
+  fi
   # shellcheck disable=SC2086 # word splitting of the argument list is intended
   json=$("$loadgen" $args --warmup="$warmup" --duration="$duration" --progress=off --json \
     --watch_pids="$(tr ' ' ',' <<<"${PIDS[$mode]}")" --label="$mode/$sc/$round" 2>"$work/loadgen.err")
   rc=$?
   t1=$(tls_stat)
+  if [[ -n $perf_pid ]]; then
+    wait "$perf_pid"
+    local text
+    text=$({
+      perf report -i "$work/perf.data" --stdio --sort comm,dso --percent-limit 1 2>/dev/null | grep -vE '^(#|$)' | head -20
+      echo "--"
+      perf report -i "$work/perf.data" --stdio --sort comm,sym --percent-limit 0.7 2>/dev/null | grep -vE '^(#|$)' | head -45
+    } | sed 's/\\/\\\\/g; s/"/\\"/g; s/\t/ /g' | awk '{ printf "%s\\n", $0 }')
+    emit "{\"type\":\"profile\",\"mode\":\"$mode\",\"scenario\":\"$sc\",\"text\":\"$text\"}"
+  fi
   read -r r1 c1 <<<"$(app_counters "$mode")"
   if [[ -z $json ]]; then
     json="{\"error\":\"loadgen exit $rc: $(head -c 200 "$work/loadgen.err" | tr -d '"\n\\')\"}"

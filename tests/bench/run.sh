@@ -4,7 +4,8 @@
 # writes docs/BENCHMARKS.md (the generated block) and docs/benchmarks.png.
 #
 # Usage: tests/bench/run.sh [--smoke] [--host-only | --vm-only] [--rounds=N] [--duration=S]
-#                           [--kernel=VERSION] [--scenarios=LIST] [BUILD_DIR]   (default: build)
+#                           [--kernel=VERSION] [--scenarios=LIST] [--profile] [BUILD_DIR]
+#                                                                   (default BUILD_DIR: build)
 #   (full)       host: relay, inproc, stunnel, nginx (no kTLS in the host kernel); VM (qemu TCG,
 #                Debian's 6.12 cloud kernel by default, kTLS active): ktls, relay, inproc,
 #                stunnel, nginx. 10 scenarios x modes x --rounds (default 3), --duration (default
@@ -15,11 +16,13 @@
 #                was verified and none failed); exit status 0 only if M = 0.
 #   --kernel     which cached kernel runs the VM half (tests/vm/fetch-kernels.sh lists them)
 #   --scenarios  a subset of matrix.sh's scenario ids (for trying things; the report says so)
+#   --profile    instead of the matrix: one round in the VM with `perf record -a` over every cell
+#                (kTLS, in-process, stunnel); writes BUILD_DIR/bench/<time>/profile.txt, no report
 # Results (raw JSON lines, consoles) go to BUILD_DIR/bench/<time>/.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
-smoke=0 host=1 vm=1 rounds=3 duration=4 kernel="" build=build scenarios=""
+smoke=0 host=1 vm=1 rounds=3 duration=4 kernel="" build=build scenarios="" profile=0
 for a in "$@"; do
   case $a in
     --smoke) smoke=1 ;;
@@ -29,6 +32,7 @@ for a in "$@"; do
     --duration=*) duration=${a#*=} ;;
     --kernel=*) kernel=${a#*=} ;;
     --scenarios=*) scenarios=--scenarios=${a#*=} ;;
+    --profile) profile=1 host=0 rounds=1 ;;
     -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "bench: unknown option $a" >&2; exit 2 ;;
     *) build=$a ;;
@@ -46,6 +50,18 @@ else
   out=$build/bench/$(date +%Y%m%d-%H%M%S)
 fi
 mkdir -p "$out"
+# The machine is shared: sample its load average while we run (the report prints it), and say
+# what ran where.
+(while :; do cat /proc/loadavg; sleep 10; done) >"$out/host-load.txt" 2>/dev/null &
+sampler=$!
+trap 'kill $sampler 2>/dev/null' EXIT
+commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo "${KTLS_BENCH_COMMIT:-unknown}")
+dirty=$(git status --porcelain -- client tests/bench agent proto 2>/dev/null | grep -c . || true)
+printf '{"commit":"%s","dirty_files":%s,"date":"%s","host_kernel":"%s","cpu_model":"%s","cpus":%s,"mem_gib":%s,"qemu":"%s","openssl":"%s"}\n' \
+  "$commit" "${dirty:-0}" "$(date -u +%Y-%m-%dT%H:%MZ)" "$(uname -r)" \
+  "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" "$(nproc)" \
+  "$(awk '/^MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)" \
+  "$(qemu-system-x86_64 --version 2>/dev/null | head -1 | sed 's/"//g')" "$(openssl version | sed 's/"//g')" >"$out/meta.json"
 log "building ${targets[*]}"
 cmake --build "$build" --target "${targets[@]}" >"$out/build.log" 2>&1 ||
   { tail -20 "$out/build.log"; log "build failed"; exit 1; }
@@ -60,6 +76,7 @@ if ((smoke)); then
     --benchmark_out="$out/handoff.json" --benchmark_out_format=json >/dev/null 2>"$out/handoff.log"
   handoff_rc=$?
   python3 tests/bench/report.py --host="$out/host.jsonl" --handoff="$out/handoff.json" \
+    --meta="$out/meta.json" --host-load="$out/host-load.txt" \
     --md="$out/BENCHMARKS.md" --png="$out/benchmarks.png" --command="tests/bench/run.sh --smoke" \
     --smoke-summary --handoff-rc="$handoff_rc" --elapsed="$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')"
   exit $?
@@ -85,6 +102,11 @@ if ((vm)); then
   nginx=$(command -v nginx || echo /usr/sbin/nginx)
   files=("$build/agent/ktls-agent" "$build/client/ktls-demo-app" "$build/client/ktls-loadgen"
     "$root/tests/bench/matrix.sh" "$root/tests/bench/limits.sh" "$nginx" "$(command -v stunnel4)")
+  extra=""
+  if ((profile)); then
+    files+=("$(command -v perf)")
+    extra="--perf --modes=ktls,inproc,stunnel"
+  fi
   [[ -f /usr/lib/nginx/modules/ngx_http_echo_module.so ]] && files+=(/usr/lib/nginx/modules/ngx_http_echo_module.so)
   guest=$(mktemp /tmp/ktls-bench-guest.XXXXXX.sh)
   cat >"$guest" <<GUEST
@@ -92,8 +114,8 @@ if ((vm)); then
 # The benchmark's guest half: every line of results goes to the console with a marker.
 [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 cd "$root" || exit 1
-bash tests/bench/limits.sh 2 "KTLS-BENCH "
-bash tests/bench/matrix.sh --build="$build" --out=/tmp/vm.jsonl --rounds=$rounds \
+[ "$profile" = 1 ] || bash tests/bench/limits.sh 2 "KTLS-BENCH "
+bash tests/bench/matrix.sh $extra --build="$build" --out=/tmp/vm.jsonl --rounds=$rounds \
   --duration=$duration $scenarios --prefix="KTLS-BENCH "
 GUEST
   log "VM ($kver, qemu TCG): limits + matrix ($rounds rounds x ${duration}s cells); console in $out/vm-console.log"
@@ -105,9 +127,26 @@ GUEST
   sed -n 's/^KTLS-BENCH //p' "$out/vm-console.log" | grep -v '"type":"limits"' >"$out/vm.jsonl"
   ((vm_rc == 0)) || log "VM exited with status $vm_rc (see $out/vm-run.log, $out/vm-console.log)"
 fi
+if ((profile)); then
+  python3 - "$out/vm.jsonl" >"$out/profile.txt" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    c = json.loads(line)
+    if c.get("type") == "profile":
+        print(f"==== {c['mode']} / {c['scenario']}\n{c['text']}")
+    elif c.get("type") == "cell":
+        lg = c["loadgen"]
+        print(f"== cell {c['mode']} / {c['scenario']}: {lg.get('requests_per_s', 0):.1f} req/s, "
+              f"server cpu {lg.get('watched_cpu_s', 0):.2f} s, loadgen cpu "
+              f"{lg.get('cpu', {}).get('user_s', 0) + lg.get('cpu', {}).get('system_s', 0):.2f} s")
+PY
+  log "profile: $out/profile.txt"
+  exit 0
+fi
 
 # --- report ------------------------------------------------------------------------------------
-args=(--md=docs/BENCHMARKS.md --png=docs/benchmarks.png --command="tests/bench/run.sh $*")
+args=(--md=docs/BENCHMARKS.md --png=docs/benchmarks.png --command="tests/bench/run.sh $*"
+  --meta="$out/meta.json" --host-load="$out/host-load.txt")
 [[ -s $out/host.jsonl ]] && args+=(--host="$out/host.jsonl")
 [[ -s $out/vm.jsonl ]] && args+=(--vm="$out/vm.jsonl")
 [[ -s $out/limits-host.jsonl ]] && args+=(--limits-host="$out/limits-host.jsonl")
