@@ -4,12 +4,14 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/internal/parse.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
@@ -22,6 +24,7 @@
 #include "agent/listener.h"
 #include "agent/log.h"
 #include "google/protobuf/text_format.h"
+#include "server/control_plane.h"
 
 ABSL_FLAG(std::string, config, "", "configuration file (protobuf text format, see proto/ktls/v1/config.proto)");
 ABSL_FLAG(std::string, listen, "", "comma-separated listen addresses host:port ([v6]:port); overrides the config's listeners");
@@ -44,6 +47,29 @@ ABSL_FLAG(bool, probe_require_all, false,
 ABSL_FLAG(bool, print_config, false, "print the effective configuration and exit");
 ABSL_FLAG(std::string, ready_file, "", "write the bound addresses here once serving (for scripts and tests)");
 ABSL_FLAG(int, stats_interval_s, 0, "log a stats line every N seconds (0 = only at exit)");
+
+// Control plane (server/, docs/operations.md).
+ABSL_FLAG(std::string, control_socket, ktls::kDefaultControlSocket,
+          "Unix socket of the gRPC control API (ktlsctl); empty = none");
+ABSL_FLAG(std::string, control_socket_mode, "0600",
+          "file mode of --control_socket (octal; 0660 with --control_socket_group for group access)");
+ABSL_FLAG(std::string, control_socket_group, "", "group owning --control_socket");
+ABSL_FLAG(std::string, control_tcp_address, "",
+          "host:port for the control API over TCP: mutual TLS only, needs --control_tls_cert, "
+          "--control_tls_key, --control_client_ca and --control_allowed_clients");
+ABSL_FLAG(std::string, control_tls_cert, "", "server certificate chain (PEM) for --control_tcp_address");
+ABSL_FLAG(std::string, control_tls_key, "", "its private key (PEM)");
+ABSL_FLAG(std::string, control_client_ca, "", "CA bundle that issues control clients' certificates");
+ABSL_FLAG(std::string, control_allowed_clients, "",
+          "comma-separated client identities allowed on TCP: URI SAN (SPIFFE ID), DNS SAN or CN");
+ABSL_FLAG(std::string, metrics_address, ktls::kDefaultMetricsAddress,
+          "host:port for Prometheus /metrics; empty = off");
+ABSL_FLAG(std::string, state_dir, "",
+          "directory where committed certificates, trust bundles and ticket keys persist");
+ABSL_FLAG(std::string, cert_dir, "",
+          "comma-separated watched certificate directories (DIR or NAME=DIR): X.crt + X.key is "
+          "certificate X, tls.crt + tls.key (Kubernetes Secret) is named after the directory");
+ABSL_FLAG(int, cert_dir_poll_ms, 0, "rescan interval of --cert_dir besides inotify (0 = 10000)");
 
 namespace {
 
@@ -107,6 +133,47 @@ absl::StatusOr<ktls::v1::AgentConfig> BuildConfig() {
   if (int v = absl::GetFlag(FLAGS_handshake_timeout_ms); v > 0) c.set_handshake_timeout_ms(v);
   if (int v = absl::GetFlag(FLAGS_handoff_wait_timeout_ms); v > 0) c.set_handoff_wait_timeout_ms(v);
   if (auto v = absl::GetFlag(FLAGS_log_level); !v.empty()) c.set_log_level(v);
+
+  // Control plane. A flag with a default (control_socket, metrics_address) applies unless the
+  // config file sets the field and the flag is not on the command line.
+  const auto given = [](absl::string_view name) {
+    return absl::flags_internal::WasPresentOnCommandLine(name);
+  };
+  if (given("control_socket") || !c.has_control_socket()) {
+    c.set_control_socket(absl::GetFlag(FLAGS_control_socket));
+  }
+  if (given("metrics_address") || !c.has_metrics_address()) {
+    c.set_metrics_address(absl::GetFlag(FLAGS_metrics_address));
+  }
+  if (given("control_socket_mode") || c.control_socket_mode() == 0) {
+    const std::string mode = absl::GetFlag(FLAGS_control_socket_mode);
+    char* end = nullptr;
+    const unsigned long m = std::strtoul(mode.c_str(), &end, 8);
+    if (mode.empty() || *end != '\0' || m > 0777) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--control_socket_mode: '", mode, "' is not an octal mode like 0600"));
+    }
+    c.set_control_socket_mode(static_cast<uint32_t>(m));
+  }
+  if (auto v = absl::GetFlag(FLAGS_control_socket_group); !v.empty()) c.set_control_socket_group(v);
+  if (auto v = absl::GetFlag(FLAGS_control_tcp_address); !v.empty()) c.set_control_tcp_address(v);
+  if (auto v = absl::GetFlag(FLAGS_control_tls_cert); !v.empty()) c.set_control_tls_cert_file(v);
+  if (auto v = absl::GetFlag(FLAGS_control_tls_key); !v.empty()) c.set_control_tls_key_file(v);
+  if (auto v = absl::GetFlag(FLAGS_control_client_ca); !v.empty()) c.set_control_client_ca_file(v);
+  if (auto v = absl::GetFlag(FLAGS_control_allowed_clients); !v.empty()) {
+    c.clear_control_allowed_clients();
+    for (absl::string_view id : absl::StrSplit(v, ',', absl::SkipEmpty())) {
+      c.add_control_allowed_clients(std::string(id));
+    }
+  }
+  if (auto v = absl::GetFlag(FLAGS_state_dir); !v.empty()) c.set_state_dir(v);
+  if (auto v = absl::GetFlag(FLAGS_cert_dir); !v.empty()) {
+    c.clear_cert_dirs();
+    for (absl::string_view d : absl::StrSplit(v, ',', absl::SkipEmpty())) {
+      c.add_cert_dirs(std::string(d));
+    }
+  }
+  if (int v = absl::GetFlag(FLAGS_cert_dir_poll_ms); v > 0) c.set_cert_dir_poll_interval_ms(v);
   ktls::ApplyDefaults(&c);
   return c;
 }
@@ -154,20 +221,42 @@ int main(int argc, char** argv) {
   sigaddset(&sigs, SIGINT);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
 
+  absl::StatusOr<ktls::ControlPlaneOptions> control_options =
+      ktls::ControlPlaneOptions::FromConfig(*config);
+  if (!control_options.ok()) {
+    std::cerr << "ktls-agent: configuration error: " << control_options.status().message() << "\n";
+    return 2;
+  }
   absl::StatusOr<std::unique_ptr<ktls::Agent>> agent =
       ktls::Agent::Create(*config, ktls::RealSysCalls());
   if (!agent.ok()) {
     std::cerr << "ktls-agent: cannot start: " << agent.status().message() << "\n";
     return 1;
   }
+  // The control plane loads the state and watched directories into the data plane before it
+  // accepts its first connection.
+  absl::StatusOr<std::unique_ptr<ktls::ControlPlane>> control =
+      ktls::ControlPlane::Create(**agent, *std::move(control_options));
+  if (!control.ok()) {
+    std::cerr << "ktls-agent: cannot start the control plane: " << control.status().message()
+              << "\n";
+    return 1;
+  }
   (*agent)->Start();
+  if (absl::Status s = (*control)->Start(); !s.ok()) {
+    std::cerr << "ktls-agent: cannot start the control plane: " << s.message() << "\n";
+    return 1;
+  }
   if (std::string rf = absl::GetFlag(FLAGS_ready_file); !rf.empty()) {
     std::string tmp = rf + ".tmp";
     {
       std::ofstream out(tmp);
       out << "listen=" << absl::StrJoin((*agent)->listen_addresses(), ",") << "\n"
           << "handoff_socket=" << (*agent)->config().handoff_socket() << "\n"
-          << "ktls_available=" << ((*agent)->probe().AnySupported() ? 1 : 0) << "\n";
+          << "ktls_available=" << ((*agent)->probe().AnySupported() ? 1 : 0) << "\n"
+          << "control_socket=" << (*control)->control_socket() << "\n"
+          << "control_tcp=" << (*control)->tcp_address() << "\n"
+          << "metrics=" << (*control)->metrics_address() << "\n";
     }
     std::rename(tmp.c_str(), rf.c_str());
   }
@@ -189,8 +278,10 @@ int main(int argc, char** argv) {
     KTLS_LOG(kInfo, "signal ", sig, ": shutting down");
     break;
   }
+  (*control)->Stop();
   (*agent)->Stop();
   KTLS_LOG(kInfo, "final stats: ", (*agent)->stats().Summary());
+  control->reset();
   agent->reset();
   return 0;
 }

@@ -1,0 +1,88 @@
+// The control plane's own counters, declared in one list (the data plane's are in
+// agent/stats.h). Exported to Prometheus by server/metrics.cc; updated from gRPC threads, the
+// directory watcher and start-up. Every label comes from a fixed set.
+#ifndef KTLS_SERVER_CONTROL_METRICS_H_
+#define KTLS_SERVER_CONTROL_METRICS_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+
+namespace ktls {
+
+// Why the control plane rejected an input (metric label values). X(enum, label)
+#define KTLS_VALIDATION_FAILURES(X)                                                          \
+  X(kInvalidName, "invalid_name")                   /* certificate name, unknown field value */ \
+  X(kTooLarge, "too_large")                         /* a field or list over its limit */       \
+  X(kBadCertificatePem, "bad_certificate_pem")      /* chain does not parse */                 \
+  X(kBadPrivateKey, "bad_private_key")              /* key does not parse */                   \
+  X(kEncryptedPrivateKey, "encrypted_private_key")  /* passphrase-protected key */             \
+  X(kKeyMismatch, "key_mismatch")                   /* key is not the leaf's */                \
+  X(kInvalidServerName, "invalid_server_name")      /* malformed SNI name */                   \
+  X(kNameNotCovered, "name_not_covered")            /* SAN does not cover a requested name */   \
+  X(kExpired, "expired")                            /* notAfter in the past */                  \
+  X(kNotYetValid, "not_yet_valid")                  /* notBefore in the future */               \
+  X(kNotServerAuth, "not_server_auth")              /* EKU/keyUsage unfit for a TLS server */   \
+  X(kNameConflict, "name_conflict")                 /* another certificate serves the name */   \
+  X(kBadCa, "bad_ca")                               /* trust bundle CA unusable */              \
+  X(kBadCrl, "bad_crl")                             /* CRL unparsable, unsigned, expired */     \
+  X(kBadTicketKey, "bad_ticket_key")                /* ticket key size, duplicate name */       \
+  X(kOther, "other")
+
+enum class ValidationFailure {
+#define KTLS_ENUM(e, label) e,
+  KTLS_VALIDATION_FAILURES(KTLS_ENUM)
+#undef KTLS_ENUM
+      kCount
+};
+absl::string_view ValidationFailureLabel(ValidationFailure f);
+
+// Where a certificate change came from, and how it ended (ktls_certificate_reloads_total).
+#define KTLS_RELOAD_SOURCES(X) X(kApi, "api") X(kCertDir, "cert_dir") X(kState, "state")
+enum class ReloadSource {
+#define KTLS_ENUM(e, label) e,
+  KTLS_RELOAD_SOURCES(KTLS_ENUM)
+#undef KTLS_ENUM
+      kCount
+};
+absl::string_view ReloadSourceLabel(ReloadSource s);
+
+struct ControlMetrics {
+  std::array<std::atomic<uint64_t>, static_cast<size_t>(ValidationFailure::kCount)>
+      validation_failures{};
+  // [source][0] = committed, [source][1] = rejected
+  std::array<std::array<std::atomic<uint64_t>, 2>, static_cast<size_t>(ReloadSource::kCount)>
+      reloads{};
+  std::atomic<uint64_t> state_files_loaded{0};
+  std::atomic<uint64_t> state_files_skipped{0};
+  std::atomic<uint64_t> state_write_errors{0};
+  std::atomic<uint64_t> ticket_key_rotations{0};
+  std::atomic<uint64_t> watch_streams_overflowed{0};
+
+  void CountValidationFailure(ValidationFailure f) {
+    validation_failures[static_cast<size_t>(f)].fetch_add(1, std::memory_order_relaxed);
+  }
+  void CountReload(ReloadSource s, bool ok) {
+    reloads[static_cast<size_t>(s)][ok ? 0 : 1].fetch_add(1, std::memory_order_relaxed);
+  }
+
+  // Control requests by full method name ("/ktls.v1.CertificateService/CommitCertificate") and
+  // gRPC status code name ("OK", "INVALID_ARGUMENT"). Methods are the registered ones, so the
+  // label set is fixed by the API.
+  void CountRequest(absl::string_view method, absl::string_view code);
+  std::map<std::pair<std::string, std::string>, uint64_t> Requests() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<std::pair<std::string, std::string>, uint64_t> requests_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace ktls
+
+#endif  // KTLS_SERVER_CONTROL_METRICS_H_

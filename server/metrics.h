@@ -1,0 +1,73 @@
+// Prometheus /metrics (prometheus-cpp's exposer; default 127.0.0.1:9464).
+//
+// Nothing is double-booked: a Collectable reads the data plane's atomics (agent/stats.h), the
+// histograms, the certificate store, the kernel probe and /proc/net/tls_stat, and the control
+// plane's own counters (control_metrics.h) when scraped. The list of families is in one place,
+// MetricsCollector::Collect() (metrics.cc), and docs/operations.md documents each. Counters
+// that agent/stats.h adds later are exported as ktls_<name>_total without an edit here.
+//
+// Conventions: prefix ktls_, counters end in _total, units in the name (_seconds, _bytes),
+// labels from small fixed sets, exported at 0 from the start (so rate() and alerts work before
+// the first event).
+#ifndef KTLS_SERVER_METRICS_H_
+#define KTLS_SERVER_METRICS_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "agent/agent.h"
+#include "prometheus/collectable.h"
+#include "prometheus/metric_family.h"
+#include "server/control_metrics.h"
+
+namespace prometheus {
+class Exposer;
+}
+
+namespace ktls {
+
+class CertManager;
+class TrustManager;
+class TicketKeyManager;
+
+struct MetricsSources {
+  Agent* agent = nullptr;
+  const CertManager* certs = nullptr;  // optional below
+  const TrustManager* trust = nullptr;
+  const TicketKeyManager* tickets = nullptr;
+  const ControlMetrics* control = nullptr;
+  absl::Time started_at;
+  std::string tls_stat_path = "/proc/net/tls_stat";
+};
+
+class MetricsCollector : public prometheus::Collectable {
+ public:
+  explicit MetricsCollector(MetricsSources sources) : s_(std::move(sources)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  MetricsSources s_;
+};
+
+class MetricsExporter {
+ public:
+  // Binds `address` ("host:port"; port 0 picks one) and serves /metrics.
+  static absl::StatusOr<std::unique_ptr<MetricsExporter>> Start(const std::string& address,
+                                                                MetricsSources sources);
+  ~MetricsExporter();
+  // "127.0.0.1:9464" with the port actually bound.
+  const std::string& address() const { return address_; }
+
+ private:
+  MetricsExporter() = default;
+  std::shared_ptr<MetricsCollector> collector_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::string address_;
+};
+
+}  // namespace ktls
+
+#endif  // KTLS_SERVER_METRICS_H_

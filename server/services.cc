@@ -1,0 +1,504 @@
+#include "server/services.h"
+
+#include <openssl/crypto.h>
+#include <sys/utsname.h>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "agent/listener.h"
+#include "server/cert_validation.h"
+#include "server/secrets.h"
+#include "server/tls_stat.h"
+
+namespace ktls {
+namespace {
+
+constexpr uint32_t kDefaultPageSize = 100;
+constexpr uint32_t kMaxPageSize = 1000;
+// The largest request a raw (secret-carrying) method accepts; the server's own message limit
+// is above it, so this is the one that answers.
+constexpr size_t kMaxSecretRequestBytes = 1 << 20;
+
+// Copies the received bytes into `message`, then overwrites every byte gRPC received for this
+// request (and the contiguous copy) with zeros. The slices are reference-counted views of
+// gRPC's receive buffers; wiping them through the view is what clears the transport's copy.
+grpc::Status ParseAndWipe(const grpc::ByteBuffer* request, google::protobuf::Message* message) {
+  std::vector<grpc::Slice> slices;
+  if (!request->Dump(&slices).ok()) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, "cannot read the request");
+  }
+  size_t total = 0;
+  for (const grpc::Slice& s : slices) total += s.size();
+  absl::Cleanup wipe_slices = [&slices] {
+    for (grpc::Slice& s : slices) {
+      // const_cast: the bytes belong to this call's receive buffer; nothing reads them after the
+      // message is parsed.
+      OPENSSL_cleanse(const_cast<uint8_t*>(s.begin()), s.size());
+    }
+  };
+  if (total > kMaxSecretRequestBytes) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("request of ", total, " bytes exceeds the limit of ",
+                                     kMaxSecretRequestBytes));
+  }
+  std::string flat;
+  flat.reserve(total);
+  ScopedWipe wipe_flat(flat);
+  for (const grpc::Slice& s : slices) {
+    flat.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  if (!message->ParseFromString(flat)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request does not parse");
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status Serialize(const google::protobuf::Message& message, grpc::ByteBuffer* out) {
+  std::string bytes;
+  if (!message.SerializeToString(&bytes)) {
+    return grpc::Status(grpc::StatusCode::INTERNAL, "cannot serialize the response");
+  }
+  grpc::Slice slice(bytes);
+  *out = grpc::ByteBuffer(&slice, 1);
+  return grpc::Status::OK;
+}
+
+// Runs `work` on a parsed (then wiped) request and finishes the call with its result.
+template <typename Request, typename Work>
+grpc::ServerUnaryReactor* RunRaw(grpc::CallbackServerContext* context,
+                                 const grpc::ByteBuffer* raw, grpc::ByteBuffer* response,
+                                 Work work) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Request request;
+  grpc::Status status = ParseAndWipe(raw, &request);
+  if (status.ok()) {
+    auto result = work(request);  // wipes the request's secret fields
+    if (!result.ok()) {
+      status = ToGrpc(result.status());
+    } else {
+      status = Serialize(*result, response);
+    }
+  }
+  reactor->Finish(status);
+  return reactor;
+}
+
+bool ParseToken(const std::string& token, uint64_t* value) {
+  if (token.empty()) {
+    *value = 0;
+    return true;
+  }
+  return absl::SimpleAtoi(token, value);
+}
+
+void FillHistogram(const Histogram::Snapshot& s, v1::Histogram* out) {
+  out->set_count(s.count);
+  out->set_sum(s.sum);
+  for (size_t i = 0; i < s.upper_bounds.size(); ++i) {
+    auto* b = out->add_buckets();
+    b->set_upper_bound(s.upper_bounds[i]);
+    b->set_cumulative_count(s.cumulative[i]);
+  }
+}
+
+void SetDuration(absl::Duration d, google::protobuf::Duration* out) {
+  const int64_t ns = absl::ToInt64Nanoseconds(d);
+  out->set_seconds(ns / 1000000000);
+  out->set_nanos(static_cast<int32_t>(ns % 1000000000));
+}
+
+}  // namespace
+
+grpc::Status ToGrpc(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+// --- CertificateService -----------------------------------------------------------------------
+grpc::ServerUnaryReactor* CertificateServiceImpl::StageCertificate(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return RunRaw<v1::StageCertificateRequest>(
+      context, request, response, [this](v1::StageCertificateRequest& r) {
+        return certs_.Stage(r, ReloadSource::kApi);
+      });
+}
+
+grpc::ServerUnaryReactor* CertificateServiceImpl::ApplyCertificate(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return RunRaw<v1::StageCertificateRequest>(
+      context, request, response, [this](v1::StageCertificateRequest& r) {
+        return certs_.Apply(r, ReloadSource::kApi);
+      });
+}
+
+grpc::Status CertificateServiceImpl::CommitCertificate(grpc::ServerContext*,
+                                                       const v1::CommitCertificateRequest* request,
+                                                       v1::CommitResponse* response) {
+  absl::StatusOr<v1::CommitResponse> r =
+      certs_.Commit(request->name(), request->expected_generation(), ReloadSource::kApi);
+  if (!r.ok()) return ToGrpc(r.status());
+  *response = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status CertificateServiceImpl::AbortCertificate(grpc::ServerContext*,
+                                                      const v1::AbortCertificateRequest* request,
+                                                      v1::AbortResponse*) {
+  return ToGrpc(certs_.Abort(request->name()));
+}
+
+grpc::Status CertificateServiceImpl::ListCertificates(grpc::ServerContext*,
+                                                      const v1::ListCertificatesRequest*,
+                                                      v1::ListCertificatesResponse* response) {
+  *response = certs_.List();
+  return grpc::Status::OK;
+}
+
+grpc::Status CertificateServiceImpl::GetCertificate(grpc::ServerContext*,
+                                                    const v1::GetCertificateRequest* request,
+                                                    v1::GetCertificateResponse* response) {
+  absl::StatusOr<v1::GetCertificateResponse> r = certs_.Get(request->name());
+  if (!r.ok()) return ToGrpc(r.status());
+  *response = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status CertificateServiceImpl::DeleteCertificate(grpc::ServerContext*,
+                                                       const v1::DeleteCertificateRequest* request,
+                                                       v1::CommitResponse* response) {
+  absl::StatusOr<v1::CommitResponse> r =
+      certs_.Delete(request->name(), request->force(), request->expected_generation());
+  if (!r.ok()) return ToGrpc(r.status());
+  *response = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status CertificateServiceImpl::SetDefaultCertificate(
+    grpc::ServerContext*, const v1::SetDefaultCertificateRequest* request,
+    v1::CommitResponse* response) {
+  absl::StatusOr<v1::CommitResponse> r =
+      certs_.SetDefault(request->name(), request->expected_generation());
+  if (!r.ok()) return ToGrpc(r.status());
+  *response = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status CertificateServiceImpl::WatchCertificates(
+    grpc::ServerContext* context, const v1::WatchCertificatesRequest*,
+    grpc::ServerWriter<v1::CertificateEvent>* writer) {
+  if (streams_.fetch_add(1) >= kMaxStreams) {
+    streams_.fetch_sub(1);
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("at most ", kMaxStreams, " watch streams at a time"));
+  }
+  absl::Cleanup release = [this] { streams_.fetch_sub(1); };
+  v1::CertificateEvent snapshot;
+  std::shared_ptr<CertificateEventQueue> queue = certs_.Watch(&snapshot);
+  absl::Cleanup unwatch = [this, &queue] { certs_.Unwatch(queue); };
+  if (!writer->Write(snapshot)) return grpc::Status::OK;
+  while (!context->IsCancelled() && !stopping_.load()) {
+    v1::CertificateEvent event;
+    if (queue->Pop(absl::Milliseconds(200), &event)) {
+      if (!writer->Write(event)) return grpc::Status::OK;
+    } else if (queue->overflowed()) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          "the watcher fell behind by more than 256 events; watch again");
+    }
+  }
+  return grpc::Status::OK;
+}
+
+// --- TrustService -----------------------------------------------------------------------------
+grpc::Status TrustServiceImpl::StageTrustBundle(grpc::ServerContext*,
+                                                const v1::StageTrustBundleRequest* request,
+                                                v1::StagedTrustBundle* response) {
+  absl::StatusOr<v1::StagedTrustBundle> r = trust_.Stage(*request);
+  if (!r.ok()) return ToGrpc(r.status());
+  *response = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status TrustServiceImpl::CommitTrustBundle(grpc::ServerContext*,
+                                                 const v1::CommitTrustBundleRequest* request,
+                                                 v1::TrustBundleResponse* response) {
+  absl::StatusOr<v1::TrustBundleResponse> r = trust_.Commit(request->expected_generation());
+  if (!r.ok()) return ToGrpc(r.status());
+  *response = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status TrustServiceImpl::AbortTrustBundle(grpc::ServerContext*,
+                                                const v1::AbortTrustBundleRequest*,
+                                                v1::AbortResponse*) {
+  return ToGrpc(trust_.Abort());
+}
+
+grpc::Status TrustServiceImpl::ApplyTrustBundle(grpc::ServerContext*,
+                                                const v1::StageTrustBundleRequest* request,
+                                                v1::TrustBundleResponse* response) {
+  absl::StatusOr<v1::TrustBundleResponse> r = trust_.Apply(*request);
+  if (!r.ok()) return ToGrpc(r.status());
+  *response = *std::move(r);
+  return grpc::Status::OK;
+}
+
+grpc::Status TrustServiceImpl::GetTrustBundle(grpc::ServerContext*,
+                                              const v1::GetTrustBundleRequest*,
+                                              v1::GetTrustBundleResponse* response) {
+  *response = trust_.Get();
+  return grpc::Status::OK;
+}
+
+grpc::Status TrustServiceImpl::DeleteTrustBundle(grpc::ServerContext*,
+                                                 const v1::DeleteTrustBundleRequest* request,
+                                                 v1::TrustBundleResponse* response) {
+  absl::StatusOr<v1::TrustBundleResponse> r = trust_.Delete(request->expected_generation());
+  if (!r.ok()) return ToGrpc(r.status());
+  *response = *std::move(r);
+  return grpc::Status::OK;
+}
+
+// --- SessionTicketService ---------------------------------------------------------------------
+grpc::ServerUnaryReactor* SessionTicketServiceImpl::SetSessionTicketKeys(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return RunRaw<v1::SetSessionTicketKeysRequest>(
+      context, request, response,
+      [this](v1::SetSessionTicketKeysRequest& r) { return tickets_.Set(r); });
+}
+
+grpc::ServerUnaryReactor* SessionTicketServiceImpl::RotateSessionTicketKeys(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
+    grpc::ByteBuffer* response) {
+  return RunRaw<v1::RotateSessionTicketKeysRequest>(
+      context, request, response,
+      [this](v1::RotateSessionTicketKeysRequest& r) { return tickets_.Rotate(r); });
+}
+
+grpc::Status SessionTicketServiceImpl::GetSessionTicketKeys(grpc::ServerContext*,
+                                                            const v1::GetSessionTicketKeysRequest*,
+                                                            v1::SessionTicketKeys* response) {
+  *response = tickets_.Get();
+  return grpc::Status::OK;
+}
+
+// --- TelemetryService -------------------------------------------------------------------------
+v1::Stats TelemetryServiceImpl::Snapshot(Agent& agent, uint64_t certificate_generation,
+                                         absl::Time started_at) {
+  v1::Stats out;
+  const absl::Time now = absl::Now();
+  SetTimestamp(now, out.mutable_time());
+  SetDuration(now - started_at, out.mutable_uptime());
+  AgentStats& st = agent.stats();
+  auto& counters = *out.mutable_counters();
+#define KTLS_COUNTER(name, help) counters[#name] = st.name.load(std::memory_order_relaxed);
+  KTLS_AGENT_COUNTERS(KTLS_COUNTER)
+#undef KTLS_COUNTER
+  auto& gauges = *out.mutable_gauges();
+#define KTLS_GAUGE(name, help) gauges[#name] = st.name.load(std::memory_order_relaxed);
+  KTLS_AGENT_GAUGES(KTLS_GAUGE)
+#undef KTLS_GAUGE
+  for (size_t i = 0; i < st.fallbacks.size(); ++i) {
+    (*out.mutable_fallbacks())[std::string(FallbackReasonLabel(static_cast<FallbackReason>(i)))] =
+        st.fallbacks[i].load(std::memory_order_relaxed);
+  }
+  for (size_t i = 0; i < st.handshake_failures.size(); ++i) {
+    (*out.mutable_handshake_failures())[std::string(
+        HandshakeFailureReasonLabel(static_cast<HandshakeFailureReason>(i)))] =
+        st.handshake_failures[i].load(std::memory_order_relaxed);
+  }
+  for (size_t i = 0; i < st.connections_by_suite.size(); ++i) {
+    const uint64_t n = st.connections_by_suite[i].load(std::memory_order_relaxed);
+    if (n == 0) continue;
+    const TlsSuiteLabels l = TlsSuiteLabel(static_cast<TlsSuite>(i));
+    auto* s = out.add_suites();
+    s->set_version(std::string(l.version));
+    s->set_cipher(std::string(l.cipher));
+    s->set_count(n);
+  }
+  FillHistogram(st.handshake_duration.Take(), out.mutable_handshake_duration_seconds());
+  const HandoffBroker::LatencySnapshot l = agent.broker().Latency();
+  Histogram::Snapshot h;
+  h.upper_bounds = HandoffBroker::LatencyBuckets();
+  h.cumulative = l.bucket_counts;
+  h.cumulative.resize(h.upper_bounds.size(), l.count);
+  h.count = l.count;
+  h.sum = l.sum_seconds;
+  FillHistogram(h, out.mutable_handoff_latency_seconds());
+  out.set_certificate_generation(certificate_generation);
+  return out;
+}
+
+grpc::Status TelemetryServiceImpl::GetStats(grpc::ServerContext*, const v1::GetStatsRequest*,
+                                            v1::Stats* response) {
+  *response = Snapshot(*s_.agent, s_.certs->generation(), s_.started_at);
+  return grpc::Status::OK;
+}
+
+grpc::Status TelemetryServiceImpl::WatchStats(grpc::ServerContext* context,
+                                              const v1::WatchStatsRequest* request,
+                                              grpc::ServerWriter<v1::Stats>* writer) {
+  const uint32_t ms = request->interval_ms() == 0 ? 1000 : request->interval_ms();
+  if (ms < 100 || ms > 3600000) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("interval_ms: ", ms, " is outside 100 .. 3600000"));
+  }
+  if (streams_.fetch_add(1) >= kMaxStreams) {
+    streams_.fetch_sub(1);
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("at most ", kMaxStreams, " watch streams at a time"));
+  }
+  absl::Cleanup release = [this] { streams_.fetch_sub(1); };
+  absl::Time next = absl::Now();
+  while (!context->IsCancelled() && !stopping_.load()) {
+    if (absl::Now() >= next) {
+      if (!writer->Write(Snapshot(*s_.agent, s_.certs->generation(), s_.started_at))) break;
+      next += absl::Milliseconds(ms);
+    }
+    absl::SleepFor(std::min(absl::Milliseconds(100), std::max(absl::ZeroDuration(), next - absl::Now())));
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status TelemetryServiceImpl::ListHandshakes(grpc::ServerContext*,
+                                                  const v1::ListHandshakesRequest* request,
+                                                  v1::ListHandshakesResponse* response) {
+  const uint32_t size = request->page_size() == 0 ? kDefaultPageSize : request->page_size();
+  if (size > kMaxPageSize) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("page_size: at most ", kMaxPageSize));
+  }
+  uint64_t after = 0;
+  if (!ParseToken(request->page_token(), &after)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "page_token: not a token from a previous page");
+  }
+  size_t total = 0;
+  const std::vector<LiveHandshake> live = s_.agent->activity().LiveHandshakes(after, size + 1, &total);
+  const absl::Time now = absl::Now();
+  for (size_t i = 0; i < live.size() && i < size; ++i) {
+    const LiveHandshake& h = live[i];
+    auto* out = response->add_handshakes();
+    out->set_connection_id(h.id);
+    out->set_listener(h.listener);
+    std::string address;
+    uint32_t port = 0;
+    FormatSockaddr(reinterpret_cast<const sockaddr*>(&h.peer), &address, &port);
+    out->mutable_peer()->set_address(address);
+    out->mutable_peer()->set_port(port);
+    SetTimestamp(h.started, out->mutable_started_at());
+    SetDuration(now - h.started, out->mutable_age());
+    out->set_worker(h.worker);
+  }
+  if (live.size() > size) response->set_next_page_token(absl::StrCat(live[size - 1].id));
+  response->set_total(static_cast<uint32_t>(total));
+  return grpc::Status::OK;
+}
+
+grpc::Status TelemetryServiceImpl::ListHandoffs(grpc::ServerContext*,
+                                                const v1::ListHandoffsRequest* request,
+                                                v1::ListHandoffsResponse* response) {
+  const uint32_t size = request->page_size() == 0 ? kDefaultPageSize : request->page_size();
+  if (size > kMaxPageSize) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("page_size: at most ", kMaxPageSize));
+  }
+  uint64_t before = 0;
+  if (!ParseToken(request->page_token(), &before)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "page_token: not a token from a previous page");
+  }
+  const std::vector<HandoffRecord> records =
+      s_.agent->activity().RecentHandoffs(before, size + 1);
+  for (size_t i = 0; i < records.size() && i < size; ++i) {
+    const HandoffRecord& r = records[i];
+    auto* out = response->add_handoffs();
+    out->set_sequence(r.sequence);
+    SetTimestamp(r.at, out->mutable_time());
+    out->set_outcome(HandoffOutcomeName(r.outcome));
+    out->set_app(r.app);
+    SetDuration(r.waited, out->mutable_waited());
+    *out->mutable_connection() = r.info;
+  }
+  if (records.size() > size) response->set_next_page_token(absl::StrCat(records[size - 1].sequence));
+  response->set_capacity(static_cast<uint32_t>(s_.agent->activity().recent_capacity()));
+  return grpc::Status::OK;
+}
+
+grpc::Status TelemetryServiceImpl::GetCapabilities(grpc::ServerContext*,
+                                                   const v1::GetCapabilitiesRequest*,
+                                                   v1::Capabilities* out) {
+  Agent& a = *s_.agent;
+  out->set_agent_version(kAgentVersion);
+  out->set_openssl_version(OpenSSL_version(OPENSSL_VERSION));
+#ifdef OPENSSL_NO_KTLS
+  out->set_openssl_ktls(false);
+#else
+  out->set_openssl_ktls(true);
+#endif
+  utsname u{};
+  if (uname(&u) == 0) out->set_kernel_release(u.release);
+  out->set_offload_policy(std::string(OffloadPolicyName(a.policy())));
+  const KernelProbeResult& probe = a.probe();
+  out->set_kernel_tls_available(probe.ulp_available);
+  out->set_kernel_tls_reason(probe.ulp_reason);
+  for (const ProbeCell& c : probe.cells) {
+    if (c.direction != Direction::kTx) continue;
+    auto* p = out->add_probe();
+    p->set_version(std::string(TlsVersionName(c.version)));
+    p->set_cipher(std::string(KtlsCipherName(c.cipher)));
+    p->set_tx(c.ok);
+    p->set_tx_reason(c.reason);
+    for (const ProbeCell& rx : probe.cells) {
+      if (rx.direction == Direction::kRx && rx.version == c.version && rx.cipher == c.cipher) {
+        p->set_rx(rx.ok);
+        p->set_rx_reason(rx.reason);
+      }
+    }
+  }
+  absl::StatusOr<std::map<std::string, uint64_t>> stat = ReadTlsStat(s_.tls_stat_path);
+  out->set_tls_stat_available(stat.ok());
+  if (stat.ok()) {
+    for (const auto& [k, v] : *stat) (*out->mutable_tls_stat())[k] = v;
+  } else {
+    out->set_tls_stat_error(std::string(stat.status().message()));
+  }
+  for (const std::string& l : a.listen_addresses()) out->add_listen_addresses(l);
+  out->set_handoff_socket(a.config().handoff_socket());
+  out->set_workers(a.config().workers());
+  return grpc::Status::OK;
+}
+
+grpc::Status TelemetryServiceImpl::GetStatus(grpc::ServerContext*, const v1::GetStatusRequest*,
+                                             v1::AgentStatus* out) {
+  out->set_agent_version(kAgentVersion);
+  SetTimestamp(s_.started_at, out->mutable_started_at());
+  SetDuration(absl::Now() - s_.started_at, out->mutable_uptime());
+  out->set_state_dir(s_.state_dir);
+  for (const StateStore::Issue& i : s_.state_issues) {
+    auto* issue = out->add_state_issues();
+    issue->set_path(i.path);
+    issue->set_error(i.error);
+  }
+  out->set_state_files_loaded(s_.state_files_loaded);
+  if (s_.watcher != nullptr) {
+    for (const WatchedDirectoryStatus& d : s_.watcher->Status()) {
+      auto* w = out->add_watched_directories();
+      w->set_path(d.path);
+      if (d.last_scan != absl::Time()) SetTimestamp(d.last_scan, w->mutable_last_scan());
+      if (d.last_change != absl::Time()) SetTimestamp(d.last_change, w->mutable_last_change());
+      w->set_last_error(d.last_error);
+      for (const std::string& c : d.certificates) w->add_certificates(c);
+    }
+  }
+  out->set_certificate_generation(s_.certs->generation());
+  out->set_trust_generation(s_.trust->generation());
+  out->set_ticket_key_generation(s_.tickets->generation());
+  out->set_apps_connected(s_.agent->stats().apps_connected.load(std::memory_order_relaxed));
+  return grpc::Status::OK;
+}
+
+}  // namespace ktls
