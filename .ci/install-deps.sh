@@ -22,6 +22,8 @@ test_pkgs=(
   # the VM suite: qemu under TCG, a static busybox for the guest's init, cpio for the initramfs;
   # xz/zstd/kmod decompress the cloud kernels' modules and run depmod on the host (tests/vm/)
   qemu-system-x86 busybox-static cpio zstd kmod xz-utils
+  # tests/fuzz: libFuzzer comes with clang's runtime
+  clang-14 libclang-rt-14-dev
 )
 bench_pkgs=(
   # tests/bench/: the userspace-sidecar peer, the kernel-offload peer (run in the VM; Debian's

@@ -42,61 +42,44 @@ run_ctest() {
 run_ctest unit
 run_ctest integration
 
-# Benchmark harness smoke run (tests/bench/run.sh --smoke: seconds, host only; the full matrix is
-# a separate command, see docs/BENCHMARKS.md). Adds its "bench-smoke: N passed, M failed" line.
-bench_log="$build/bench-smoke.log"
-bash tests/bench/run.sh --smoke "$build" >"$bench_log" 2>&1
-line=$(grep -E '^bench-smoke: [0-9]+ passed, [0-9]+ failed' "$bench_log" | tail -1)
-if [[ -n $line ]]; then
-  passed=$((passed + $(sed -E 's/^bench-smoke: ([0-9]+) passed.*/\1/' <<<"$line")))
-  failed=$((failed + $(sed -E 's/^bench-smoke: [0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")))
+# run_stage NAME SHOW_REGEX COMMAND...: runs a suite whose last "NAME: N passed, M failed" line
+# (", K skipped" may follow) is added to the totals; lines matching SHOW_REGEX are shown as it
+# runs. A suite that prints no such line counts as one failure. KTLS_SKIP_<NAME>=1 skips it.
+run_stage() {
+  local name=$1 show=$2
+  shift 2
+  local skip_var="KTLS_SKIP_$(tr 'a-z-' 'A-Z_' <<<"$name")"
+  if [[ ${!skip_var:-0} == 1 ]]; then
+    summary+=("$name: SKIPPED by $skip_var=1")
+    return
+  fi
+  local log="$build/$name.log"
+  "$@" 2>&1 | tee "$log" | grep -E "$show" || true
+  local line
+  line=$(grep -E "^$name: [0-9]+ passed, [0-9]+ failed" "$log" | tail -1)
+  if [[ -z $line ]]; then
+    failed=$((failed + 1))
+    summary+=("$name: did not produce a summary (see $log)")
+    tail -40 "$log"
+    return
+  fi
+  passed=$((passed + $(sed -E "s/^$name: ([0-9]+) passed.*/\1/" <<<"$line")))
+  failed=$((failed + $(sed -E "s/^$name: [0-9]+ passed, ([0-9]+) failed.*/\1/" <<<"$line")))
   summary+=("$line")
-  grep -E '^bench-smoke: FAIL' "$bench_log" | head -10
-else
-  failed=$((failed + 1))
-  summary+=("bench-smoke: did not produce a summary (see $bench_log)")
-  tail -20 "$bench_log"
-fi
+}
 
-if [[ ${KTLS_SKIP_VM:-0} == 1 ]]; then
-  summary+=("vm-suite: SKIPPED by KTLS_SKIP_VM=1")
-else
-  vm_log="$build/vm-suite.log"
-  bash tests/vm/run-suite.sh "$build" 2>&1 | tee "$vm_log" | grep -E '^(VM |vm-suite:|kTLS kernel probe|  TLSv|  version|FAIL|\[  FAILED)' || true
-  line=$(grep -E '^vm-suite: [0-9]+ passed, [0-9]+ failed' "$vm_log" | tail -1)
-  if [[ -n $line ]]; then
-    vp=$(sed -E 's/vm-suite: ([0-9]+) passed.*/\1/' <<<"$line")
-    vf=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
-    passed=$((passed + vp))
-    failed=$((failed + vf))
-    summary+=("$line")
-    grep -E '^VM ' "$vm_log" | while read -r l; do echo "  $l"; done
-  else
-    failed=$((failed + 1))
-    summary+=("vm-suite: did not produce a summary (see $vm_log)")
-    tail -40 "$vm_log"
-  fi
-fi
-
-# 4. deploy: images built and run with buildah, Helm chart, k8s manifests, alert rules, systemd
-#    unit (tests/deploy/run.sh: one line per check, then "deploy: N passed, M failed, K skipped").
-if [[ ${KTLS_SKIP_DEPLOY:-0} == 1 ]]; then
-  summary+=("deploy: SKIPPED by KTLS_SKIP_DEPLOY=1")
-else
-  deploy_log="$build/deploy.log"
-  bash tests/deploy/run.sh "$build" >"$deploy_log" 2>&1
-  grep -E '^(ok|FAIL|skip|note|--) |^deploy: took|^      ' "$deploy_log"
-  line=$(grep -E '^deploy: [0-9]+ passed, [0-9]+ failed' "$deploy_log" | tail -1)
-  if [[ -n $line ]]; then
-    passed=$((passed + $(sed -E 's/^deploy: ([0-9]+) passed.*/\1/' <<<"$line")))
-    failed=$((failed + $(sed -E 's/^deploy: [0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")))
-    summary+=("$line")
-  else
-    failed=$((failed + 1))
-    summary+=("deploy: did not produce a summary (see $deploy_log)")
-    tail -40 "$deploy_log"
-  fi
-fi
+# Benchmark harness smoke run (seconds, host only; the full matrix is a separate command, see
+# docs/BENCHMARKS.md).
+run_stage bench-smoke '^bench-smoke: FAIL' bash tests/bench/run.sh --smoke "$build"
+# Fuzzers (libFuzzer, clang, own build directory), each for a bounded time.
+run_stage fuzz '^fuzz: ' bash tests/fuzz/run.sh "${KTLS_FUZZ_SECONDS:-15}"
+# The VM suite: integration + unit tests inside qemu on Debian's 6.1 and 6.12 cloud kernels
+# with kTLS active.
+run_stage vm-suite '^(VM |kTLS kernel probe|  TLSv|  version|FAIL|\[  FAILED)' \
+  bash tests/vm/run-suite.sh "$build"
+# deploy: images built and run with buildah, Helm chart, k8s manifests, alert rules, systemd
+# unit (tests/deploy/run.sh: one line per check, then "deploy: N passed, M failed, K skipped").
+run_stage deploy '^(ok|FAIL|skip|note|--) |^deploy: took|^      ' bash tests/deploy/run.sh "$build"
 
 echo
 echo "==== test summary ($(( $(date +%s) - t0 )) s) ===="

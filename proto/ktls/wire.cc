@@ -47,6 +47,13 @@ absl::Status ExtractFds(const msghdr& msg, std::vector<int>* fds) {
       status.Update(absl::InvalidArgumentError("control message shorter than its header"));
       continue;
     }
+    // Never read past the buffer, whatever cmsg_len claims (found by tests/fuzz).
+    const size_t offset = static_cast<size_t>(reinterpret_cast<const unsigned char*>(c) -
+                                              static_cast<const unsigned char*>(msg.msg_control));
+    if (c->cmsg_len > msg.msg_controllen - offset) {
+      status.Update(absl::InvalidArgumentError("control message longer than the control buffer"));
+      break;
+    }
     const size_t payload = c->cmsg_len - CMSG_LEN(0);
     if (payload % sizeof(int) != 0) {
       status.Update(absl::InvalidArgumentError("SCM_RIGHTS payload is not a whole number of fds"));

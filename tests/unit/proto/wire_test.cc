@@ -129,5 +129,21 @@ TEST(WireTest, TruncatedControlDataIsAnError) {
   for (int fd : fds) close(fd);
 }
 
+TEST(WireTest, ControlLengthBeyondTheBufferIsRejectedNotRead) {
+  // Found by tests/fuzz: a cmsg_len larger than the control buffer made ExtractFds read past it.
+  ControlBuffer control{};
+  msghdr msg{};
+  msg.msg_control = control.bytes;
+  msg.msg_controllen = CMSG_SPACE(sizeof(int));
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int) * 1000);
+  std::vector<int> fds;
+  absl::Status s = ExtractFds(msg, &fds);
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(fds.empty());
+}
+
 }  // namespace
 }  // namespace ktls::wire
