@@ -3,7 +3,7 @@
 # it): every scenario against every server mode, side by side, and prints one JSON line per cell.
 #
 # Usage: matrix.sh --build=DIR --out=FILE [--modes=LIST] [--scenarios=LIST] [--duration=S]
-#                  [--warmup=S] [--rounds=N] [--prefix=TEXT] [--perf]
+#                  [--warmup=S] [--rounds=N] [--prefix=TEXT] [--perf] [--strace=N]
 #   --modes      comma-separated, default: ktls,relay,inproc,stunnel,nginx in the VM (KTLS_VM=1),
 #                relay,inproc,stunnel,nginx elsewhere (no kTLS in the host kernel)
 #                  ktls     ktls-agent --offload=required, kTLS handoff to ktls-demo-app
@@ -19,6 +19,9 @@
 #   --perf       where the time goes: `perf record -a -e cpu-clock` (system-wide, no call graphs)
 #                over each measured window, then the top of `perf report` by process + binary
 #                and by process + symbol, as {"type":"profile", "mode", "scenario", "text"} lines
+#   --strace=N   after each cell, N more requests (no warm-up) with `strace -f -c` attached to
+#                the mode's server processes: syscalls per request, which unlike time do not
+#                depend on how busy the machine is; {"type":"syscalls", ..., "requests", "text"}
 #
 # Every server runs with one worker (agent --workers=1, app --workers=1, nginx worker_processes 1;
 # stunnel is thread-per-connection) and all of them run for the whole matrix, idle when not
@@ -31,7 +34,7 @@
 # {"type":"agent_stats"...}, {"type":"tls_stat"...} at the end.
 set -uo pipefail
 
-build="" out="" modes="" scenarios="" duration=4 warmup=1 rounds=3 prefix="" perf=0
+build="" out="" modes="" scenarios="" duration=4 warmup=1 rounds=3 prefix="" perf=0 strace_n=0
 for a in "$@"; do
   case $a in
     --build=*) build=${a#*=} ;;
@@ -43,6 +46,7 @@ for a in "$@"; do
     --rounds=*) rounds=${a#*=} ;;
     --prefix=*) prefix=${a#*=} ;;
     --perf) perf=1 ;;
+    --strace=*) strace_n=${a#*=} ;;
     *) echo "matrix: unknown argument $a" >&2; exit 2 ;;
   esac
 done
@@ -130,10 +134,13 @@ wait_http() { # wait_http URL: until the server answers (10 s)
 }
 
 start_agent_mode() { # start_agent_mode MODE OFFLOAD
-  local mode=$1 offload=$2 port
+  local mode=$1 offload=$2 port mport
   port=$(free_port) || return 1
+  mport=$(free_port) || return 1
+  # The control plane and the metrics exporter stay on (as deployed), on private endpoints.
   "$agent_bin" --listen=127.0.0.1:$port --handoff_socket="$work/$mode.sock" \
     --cert="$work/cert.pem:$work/key.pem" --offload="$offload" --workers=1 \
+    --control_socket="$work/$mode-control.sock" --metrics_address=127.0.0.1:$mport \
     --ready_file="$work/$mode.ready" >"$work/$mode-agent.log" 2>&1 &
   local apid=$!
   started+=("$apid")
@@ -291,6 +298,20 @@ run_cell() { # run_cell MODE SCENARIO ROUND
     emit "{\"type\":\"profile\",\"mode\":\"$mode\",\"scenario\":\"$sc\",\"text\":\"$text\"}"
   fi
   read -r r1 c1 <<<"$(app_counters "$mode")"
+  if ((strace_n > 0)); then
+    local sargs=() p
+    for p in ${PIDS[$mode]}; do sargs+=(-p "$p"); done
+    strace -f -c -S calls -o "$work/strace.txt" "${sargs[@]}" 2>/dev/null &
+    local spid=$!
+    sleep 1 # attached
+    # shellcheck disable=SC2086
+    "$loadgen" $args --warmup=0 --duration=300 --requests="$strace_n" --progress=off >/dev/null 2>&1
+    kill -INT "$spid" 2>/dev/null
+    wait "$spid" 2>/dev/null
+    local stext
+    stext=$(head -40 "$work/strace.txt" | sed 's/\\/\\\\/g; s/"/\\"/g; s/\t/ /g' | awk '{ printf "%s\\n", $0 }')
+    emit "{\"type\":\"syscalls\",\"mode\":\"$mode\",\"scenario\":\"$sc\",\"requests\":$strace_n,\"text\":\"$stext\"}"
+  fi
   if [[ -z $json ]]; then
     json="{\"error\":\"loadgen exit $rc: $(head -c 200 "$work/loadgen.err" | tr -d '"\n\\')\"}"
   fi

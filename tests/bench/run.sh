@@ -17,7 +17,8 @@
 #   --kernel     which cached kernel runs the VM half (tests/vm/fetch-kernels.sh lists them)
 #   --scenarios  a subset of matrix.sh's scenario ids (for trying things; the report says so)
 #   --profile    instead of the matrix: one round in the VM with `perf record -a` over every cell
-#                (kTLS, in-process, stunnel); writes BUILD_DIR/bench/<time>/profile.txt, no report
+#                (kTLS, in-process, stunnel) and 200 more requests per cell under `strace -c`;
+#                writes BUILD_DIR/bench/<time>/profile.txt, no report
 # Results (raw JSON lines, consoles) go to BUILD_DIR/bench/<time>/.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -104,8 +105,8 @@ if ((vm)); then
     "$root/tests/bench/matrix.sh" "$root/tests/bench/limits.sh" "$nginx" "$(command -v stunnel4)")
   extra=""
   if ((profile)); then
-    files+=("$(command -v perf)")
-    extra="--perf --modes=ktls,inproc,stunnel"
+    files+=("$(command -v perf)" "$(command -v strace)")
+    extra="--perf --strace=200 --modes=ktls,inproc,stunnel"
   fi
   [[ -f /usr/lib/nginx/modules/ngx_http_echo_module.so ]] && files+=(/usr/lib/nginx/modules/ngx_http_echo_module.so)
   guest=$(mktemp /tmp/ktls-bench-guest.XXXXXX.sh)
@@ -133,7 +134,9 @@ import json, sys
 for line in open(sys.argv[1]):
     c = json.loads(line)
     if c.get("type") == "profile":
-        print(f"==== {c['mode']} / {c['scenario']}\n{c['text']}")
+        print(f"==== perf: {c['mode']} / {c['scenario']}\n{c['text']}")
+    elif c.get("type") == "syscalls":
+        print(f"==== strace -c, {c['requests']} requests: {c['mode']} / {c['scenario']}\n{c['text']}")
     elif c.get("type") == "cell":
         lg = c["loadgen"]
         print(f"== cell {c['mode']} / {c['scenario']}: {lg.get('requests_per_s', 0):.1f} req/s, "
