@@ -105,6 +105,19 @@ class Agg:
         key = BULK.get(sc, "requests_per_s")
         return statistics.median(c["loadgen"][key] for c in cs)
 
+    def paired_ratio(self, mode, base, sc):
+        """Median over rounds of mode ÷ base within the same round (measured seconds apart, so
+        slow drifts of a shared machine cancel), with the smallest and largest round's ratio."""
+        key = BULK.get(sc, "requests_per_s")
+        by_round = {}
+        for m in (mode, base):
+            for c in self.good(m, sc):
+                by_round.setdefault(c["round"], {})[m] = c["loadgen"][key]
+        rs = [v[mode] / v[base] for v in by_round.values() if mode in v and base in v and v[base]]
+        if not rs:
+            return None
+        return statistics.median(rs), min(rs), max(rs)
+
     def spread(self, mode, sc):
         cs = self.good(mode, sc)
         if len(cs) < 2:
@@ -206,7 +219,8 @@ def env_section(title, agg, meta, tcg):
     others = [m for m in modes if m not in base] + [m for m in base]
     if base:
         lines.append("Ratios (same scenario, same run): each mode's figure divided by in-process TLS "
-                     "(÷ inproc) and by stunnel (÷ stunnel); above 1 = faster:")
+                     "(÷ inproc) and by stunnel (÷ stunnel) within each round, median over rounds "
+                     "(lowest–highest round in brackets); above 1 = faster:")
         lines.append("")
         pairs = [(m, b) for m in others for b in base
                  if m != b and not (m == "stunnel" and b == "inproc")]
@@ -215,8 +229,9 @@ def env_section(title, agg, meta, tcg):
         for sc in scs:
             r = [SCENARIO_TEXT[sc]]
             for m, b in pairs:
-                x = ratio(agg.primary(m, sc), agg.primary(b, sc))
-                r.append("–" if x is None else f"{x:.2f}")
+                x = agg.paired_ratio(m, b, sc)
+                r.append("–" if x is None else
+                         f"{x[0]:.2f}" + (f" ({x[1]:.2f}–{x[2]:.2f})" if x[1] != x[2] else ""))
             rows.append(r)
         lines.append(table(header, rows))
         lines.append("")
@@ -314,8 +329,8 @@ def handoff_section(handoff):
         name = b.get("name", "")
         if "HandoffCost" in name:
             rows.append(["send + receive, one thread (CPU cost of one handoff, both sides)",
-                         f"{b.get('real_time', 0) / 1000:.2f} µs", "–", "–", "–",
-                         f"{b.get('msg_bytes', 0):.0f} B message"])
+                         f"{b.get('cpu_time', 0) / 1000:.2f} µs CPU ({b.get('real_time', 0) / 1000:.2f} µs wall)",
+                         "–", "–", "–", f"{b.get('msg_bytes', 0):.0f} B message"])
         elif "HandoffLatency" in name:
             rows.append(["broker thread → app woken by epoll (one-way latency)",
                          f"{b.get('real_time', 0) / 1000:.2f} µs", f"{b.get('p50_us', 0):.2f} µs",
@@ -340,7 +355,8 @@ def targets_section(vm, host, limits_vm, handoff):
                      cpu, where])
 
     def rr(sc, base):
-        return ratio(agg.primary("ktls", sc), agg.primary(base, sc)) if agg else None
+        x = agg.paired_ratio("ktls", base, sc) if agg else None
+        return None if x is None else x[0]
 
     def cpu(sc, base):
         x = ratio(agg.cpu_us_per_req(base, sc), agg.cpu_us_per_req("ktls", sc)) if agg else None
@@ -408,8 +424,8 @@ def chart(png, sections):
             for sc in scs:
                 vals = []
                 for m in modes:
-                    x = ratio(agg.primary(m, sc), agg.primary("inproc", sc))
-                    vals.append("NaN" if x is None else f"{x:.3f}")
+                    x = agg.paired_ratio(m, "inproc", sc)
+                    vals.append("NaN" if x is None else f"{x[0]:.3f}")
                 f.write(f"{sc} " + " ".join(vals) + "\n")
         cols = ", ".join(
             f"'{path}' using {k + 2}:xtic(1) title '{MODE_TEXT[m]}' lc rgb '{COLORS[m]}'"
