@@ -17,21 +17,31 @@
 #   KTLS_VM_MODULES      "default" (modules for kTLS and crypto, plus what they depend on) or
 #                        "all" (the whole modules tree: ~90 MB more for 6.1, slower boot) or a
 #                        space-separated list of directories under lib/modules/<ver>/kernel/.
-#   KTLS_VM_BASE_TOOLS   host programs to put in the base (default: openssl curl gnutls-cli bash;
-#                        ones missing on the host are skipped with a warning)
+#   KTLS_VM_BASE_TOOLS   host programs to put in the base (default: openssl curl gnutls-cli bash
+#                        python3; ones missing on the host are skipped with a warning). python3
+#                        comes with its standard library, pruned (see install_python).
 set -euo pipefail
 KTLS_VM_PROG=build-initramfs
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 KTLS_VM_MODULES=${KTLS_VM_MODULES:-default}
-KTLS_VM_BASE_TOOLS=${KTLS_VM_BASE_TOOLS:-openssl curl gnutls-cli bash}
+KTLS_VM_BASE_TOOLS=${KTLS_VM_BASE_TOOLS:-openssl curl gnutls-cli bash python3}
 # What kTLS needs: tls.ko, the AEAD templates the kernel requests on demand (gcm, ctr, ghash,
 # chacha20poly1305) and the x86 accelerated implementations; depmod adds their dependencies.
 DEFAULT_MODULE_DIRS="net/tls crypto arch/x86/crypto lib/crypto"
 # Host configuration the base tools read at startup. openssl looks for /usr/lib/ssl/openssl.cnf
 # (a symlink to /etc/ssl/openssl.cnf); no CA certificates: tests bring their own.
 BASE_CONFIG_FILES="/usr/lib/ssl /etc/ssl/openssl.cnf"
+
+# Parts of python3's standard library no test imports (test suites, GUI, packaging and dev tools,
+# and the extension modules that would pull in more host libraries: sqlite3, curses, dbm,
+# readline): left out of the base. Interpreter + library add about 7 MB (compressed) to the base;
+# the integration tests run the Python ctypes example (client/examples/python/serve_https.py).
+PYTHON_PRUNE="test idlelib tkinter turtledemo ensurepip lib2to3 pydoc_data distutils unittest
+  venv config-3.* sqlite3 curses dbm lib-dynload/_sqlite3.* lib-dynload/_curses*
+  lib-dynload/_dbm.* lib-dynload/_gdbm.* lib-dynload/readline.* lib-dynload/_test*
+  lib-dynload/xxlimited*"
 
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
@@ -46,9 +56,10 @@ base_host_inputs() {
   local t p
   printf '%s\n' /bin/busybox
   for t in $KTLS_VM_BASE_TOOLS; do
-    p=$(command -v "$t" 2>/dev/null) || continue
+    p=$(base_tool_path "$t") || continue
     printf '%s\n' "$p"
     vm_ldd_deps "$p"
+    [[ $t == python3 ]] && python_stdlib "$p" | sed 's,$,/os.py,'
   done
   for p in $BASE_CONFIG_FILES; do [[ -e $p ]] && printf '%s\n' "$p"; done
   return 0
@@ -62,6 +73,40 @@ base_cache_key() {
     printf 'modules=%s tools=%s\n' "$KTLS_VM_MODULES" "$KTLS_VM_BASE_TOOLS"
     base_host_inputs | sort -u | xargs -r stat -L -c '%n %s %Y'
   } | sha256sum | cut -c1-16
+}
+
+# Where a base tool comes from. python3 is Debian's /usr/bin/python3 when present: a python3 found
+# first on PATH may be a pyenv or virtualenv shim (a script that would not run in the guest).
+base_tool_path() {
+  if [[ $1 == python3 && -x /usr/bin/python3 ]]; then
+    printf '%s\n' /usr/bin/python3
+    return 0
+  fi
+  command -v "$1" 2>/dev/null
+}
+
+python_stdlib() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])'; }
+
+# Stages python3's standard library (the interpreter itself is staged as a tool), minus
+# PYTHON_PRUNE and bytecode caches, with the libraries its extension modules need (libffi for
+# ctypes ...). Pruning comes first so that extensions nobody imports cannot demand host libraries.
+install_python() {
+  local root=$1 py=$2 stdlib real d f lib
+  stdlib=$(python_stdlib "$py") || vm_die "$py cannot report its standard library path"
+  real=$(realpath -e "$stdlib")
+  vm_stage "$root" "$stdlib"
+  for d in $PYTHON_PRUNE; do
+    # shellcheck disable=SC2086 # config-3.* is a glob
+    (cd "$root$real" && rm -rf $d)
+  done
+  find "$root$real" -name __pycache__ -prune -exec rm -rf {} +
+  # sitecustomize.py is a symlink into /etc/pythonX.Y on Debian.
+  [[ -d /etc/$(basename "$real") ]] && vm_stage "$root" "/etc/$(basename "$real")"
+  while IFS= read -r -d '' f; do
+    vm_is_elf "$f" || continue
+    while IFS= read -r lib; do vm_stage "$root" "$lib"; done < <(vm_ldd_deps "${f#"$root"}")
+  done < <(find "$root$real" -type f -name '*.so' -print0)
+  vm_log "python3: standard library $(du -sh "$root$real" | cut -f1) after pruning"
 }
 
 # Copies the selected modules of KVER into ROOT/lib/modules/KVER, decompressed, and runs depmod.
@@ -187,9 +232,10 @@ build_base() {
   install_modules "$root" "$kver"
   local -a tools=()
   for t in $KTLS_VM_BASE_TOOLS; do
-    if p=$(command -v "$t" 2>/dev/null); then tools+=("$p"); else vm_log "warning: $t not on the host; not in the base"; fi
+    if p=$(base_tool_path "$t"); then tools+=("$p"); else vm_log "warning: $t not on the host; not in the base"; fi
   done
   ((${#tools[@]})) && vm_stage_with_libs "$root" "${tools[@]}"
+  for p in "${tools[@]}"; do [[ $(basename "$p") == python3* ]] && install_python "$root" "$p"; done
   for p in $BASE_CONFIG_FILES; do [[ -e $p ]] && vm_stage "$root" "$p"; done
   install_busybox "$root"
   install_etc "$root"

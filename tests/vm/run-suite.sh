@@ -5,7 +5,8 @@
 #
 # Usage: run-suite.sh BUILD_DIR
 #   Puts BUILD_DIR/agent/ktls-agent, BUILD_DIR/client/ktls-demo-app,
-#   BUILD_DIR/tests/ktls_integration_tests and BUILD_DIR/tests/ktls_unit_tests into the guest at
+#   BUILD_DIR/tests/ktls_integration_tests and BUILD_DIR/tests/ktls_unit_tests (and what the
+#   integration tests start: ktls-probe-app, libktls_client.so, client/examples/) into the guest at
 #   the same absolute paths and runs guest-suite.sh there (probe, integration tests with
 #   KTLS_EXPECT_OFFLOAD=1, unit tests, /proc/net/tls_stat).
 #
@@ -41,7 +42,11 @@ fi
 # and the guest gets both spellings anyway (vm_stage recreates symlinks).
 build=$(cd "$1" && pwd)
 
-binaries=(agent/ktls-agent client/ktls-demo-app tests/ktls_integration_tests tests/ktls_unit_tests)
+binaries=(agent/ktls-agent client/ktls-demo-app tests/ktls_integration_tests tests/ktls_unit_tests
+  # what the app-side integration tests start: the probe app, the library's examples (the
+  # Python one loads libktls_client.so with the base image's python3)
+  tests/ktls-probe-app client/libktls_client.so.1 client/examples/ktls-example-c
+  client/examples/ktls-example-cpp client/examples/serve_https.py)
 declare -a files=() missing=()
 for b in "${binaries[@]}"; do
   if [[ -x $build/$b ]]; then files+=("$build/$b"); else missing+=("$build/$b"); fi

@@ -1,0 +1,192 @@
+// What an application sees through the client library at the edges of a TLS stream, with the
+// real agent and real peers (openssl s_client, an in-process OpenSSL client). The app is
+// ktls-probe-app (tests/integration/support/probe_app/), which prints what the library reported.
+//
+// In the VM suite (KTLS_EXPECT_OFFLOAD=1) the descriptors carry kTLS and every test asserts that
+// the kernel holds the keys: these are the library's kTLS corner cases. On the host the same
+// tests go through the agent's relay, and assert what docs/app-integration.md promises there.
+#include <map>
+#include <memory>
+#include <sstream>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "ktls/ktls_client.h"
+#include "tests/integration/support/app_harness.h"
+#include "tests/integration/support/harness.h"
+
+namespace ktls::testing {
+namespace {
+
+struct Version {
+  const char* name;
+  int code;
+  const char* s_client_flag;
+};
+const Version kVersions[] = {{"Tls13", TLS1_3_VERSION, "-tls1_3"},
+                             {"Tls12", TLS1_2_VERSION, "-tls1_2"}};
+
+class AppKtlsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    AgentOptions o;
+    o.start_app = false;
+    stack_ = new Stack(o);
+    probe_ = StartProbeApp(*stack_).release();
+  }
+  static void TearDownTestSuite() {
+    delete probe_;
+    probe_ = nullptr;
+    delete stack_;
+    stack_ = nullptr;
+  }
+  // The connection id the probe gave a client, from its INFO answer.
+  static std::string IdFromInfo(const std::string& json) { return JsonString(json, "connection_id"); }
+
+  // openssl s_client against the agent, stdin driven by the test.
+  static std::unique_ptr<PipedProcess> SClient(const Version& v, const std::string& name) {
+    return std::make_unique<PipedProcess>(
+        std::vector<std::string>{"openssl", "s_client", "-connect",
+                                 "127.0.0.1:" + std::to_string(stack_->port()), "-servername",
+                                 "localhost", v.s_client_flag, "-msg"},
+        stack_->dir() + "/" + name + ".out", stack_->dir() + "/" + name + ".err");
+  }
+
+  void ExpectConnOffloaded(const std::string& id) {
+    ProbeLine conn = WaitForProbeLine(*probe_, "CONN", "id", id, 5000);
+    ASSERT_FALSE(conn.empty()) << probe_->Log();
+    ExpectProbeDataPath(*stack_, conn);
+  }
+
+  static Stack* stack_;
+  static Process* probe_;
+};
+Stack* AppKtlsTest::stack_ = nullptr;
+Process* AppKtlsTest::probe_ = nullptr;
+
+class AppKtlsVersionTest : public AppKtlsTest, public ::testing::WithParamInterface<Version> {};
+
+TEST_P(AppKtlsVersionTest, ClientCloseNotifyIsEndOfStreamForTheApp) {
+  ASSERT_GT(stack_->port(), 0);
+  auto c = MemTlsClient::Connect(stack_->port(), GetParam().code);
+  ASSERT_EQ("", c->error());
+  ASSERT_TRUE(c->Write("INFO\n")) << c->error();
+  std::string json;
+  ASSERT_TRUE(c->ReadLine(&json)) << c->error();
+  const std::string id = IdFromInfo(json);
+  ASSERT_FALSE(id.empty()) << json;
+  ExpectConnOffloaded(id);
+
+  ASSERT_TRUE(c->SendCloseNotify()) << c->error();
+  ProbeLine end = WaitForProbeLine(*probe_, "END", "id", id, 30000);
+  ASSERT_FALSE(end.empty()) << probe_->Log();
+  EXPECT_EQ("eof", end["result"]) << Describe(end);
+  EXPECT_EQ("0", end["errno"]) << Describe(end);
+  // The app answers a clean end with its own close_notify (ktls_shutdown).
+  EXPECT_TRUE(c->ReadCloseNotify()) << c->error();
+}
+
+TEST_P(AppKtlsVersionTest, AppShutdownSendsCloseNotifyThatOpensslSClientSees) {
+  ASSERT_GT(stack_->port(), 0);
+  auto client = SClient(GetParam(), std::string("s_client_close_") + GetParam().name);
+  ASSERT_TRUE(client->WriteStdin("INFO\n"));
+  std::string id;
+  ASSERT_TRUE(WaitUntil([&] { return !(id = IdFromInfo(client->Out())).empty(); }, 30000))
+      << client->Out() << client->Err();
+  ExpectConnOffloaded(id);
+  ASSERT_TRUE(client->WriteStdin("CLOSE\n"));
+  ProbeLine closed = WaitForProbeLine(*probe_, "CLOSE", "id", id, 30000);
+  ASSERT_FALSE(closed.empty()) << probe_->Log();
+  EXPECT_EQ("0", closed["rc"]) << Describe(closed);
+  // s_client reads the close_notify record and ends the session by itself.
+  ASSERT_NE(-1, client->Wait(30000)) << "s_client still running after the app's close_notify:\n"
+                                     << client->Out();
+  const std::string out = client->Out();
+  bool seen = false;
+  std::istringstream lines(out);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind("<<< ", 0) == 0 && line.find("Alert") != std::string::npos &&
+        line.find("warning close_notify") != std::string::npos) {
+      seen = true;
+    }
+  }
+  EXPECT_TRUE(seen) << "no close_notify alert in s_client -msg output:\n" << out;
+  // s_client answers with its own close_notify: a clean end at the app.
+  ProbeLine end = WaitForProbeLine(*probe_, "END", "id", id, 30000);
+  EXPECT_EQ("eof", end["result"]) << Describe(end) << probe_->Log();
+}
+
+TEST_P(AppKtlsVersionTest, PeerFatalAlertIsTheDocumentedError) {
+  ASSERT_GT(stack_->port(), 0);
+  auto c = MemTlsClient::Connect(stack_->port(), GetParam().code);
+  ASSERT_EQ("", c->error());
+  ASSERT_TRUE(c->Write("INFO\n")) << c->error();
+  std::string json;
+  ASSERT_TRUE(c->ReadLine(&json)) << c->error();
+  const std::string id = IdFromInfo(json);
+  ExpectConnOffloaded(id);
+  ASSERT_TRUE(c->SendFatalAlert()) << c->error();
+  ProbeLine end = WaitForProbeLine(*probe_, "END", "id", id, 30000);
+  ASSERT_FALSE(end.empty()) << probe_->Log();
+  if (ExpectOffload() || stack_->ktls_available()) {
+    // kTLS: the alert record reaches the app's socket; ktls_recv names it.
+    EXPECT_EQ("error", end["result"]) << Describe(end);
+    EXPECT_EQ("ECONNRESET", end["errno"]) << Describe(end);
+    EXPECT_EQ("bad_record_mac", end["alert"]) << Describe(end);
+    EXPECT_EQ("peer aborted the connection with a TLS alert", end["error"]) << Describe(end);
+  } else {
+    // Relay: the agent reads the alert and ends the socketpair; the app sees the end of the
+    // stream without the alert (docs/app-integration.md, "Relay differences").
+    EXPECT_EQ("eof", end["result"]) << Describe(end);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Versions, AppKtlsVersionTest, ::testing::ValuesIn(kVersions),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST_F(AppKtlsTest, PeerKeyUpdateFromOpensslSClientIsTheDocumentedErrorWithoutHanging) {
+  ASSERT_GT(stack_->port(), 0);
+  auto client = SClient(kVersions[0], "s_client_keyupdate");
+  ASSERT_TRUE(client->WriteStdin("INFO\n"));
+  std::string id;
+  ASSERT_TRUE(WaitUntil([&] { return !(id = IdFromInfo(client->Out())).empty(); }, 30000))
+      << client->Out() << client->Err();
+  ExpectConnOffloaded(id);
+  // "K" alone on a line (and in its own read: the INFO answer proves the previous line was
+  // consumed) makes s_client send KeyUpdate(update_requested).
+  ASSERT_TRUE(client->WriteStdin("K\n"));
+  if (ExpectOffload() || stack_->ktls_available()) {
+    ProbeLine end = WaitForProbeLine(*probe_, "END", "id", id, 30000);
+    ASSERT_FALSE(end.empty()) << "no error at the app after KeyUpdate (hang?):\n"
+                              << probe_->Log() << client->Err();
+    EXPECT_EQ("error", end["result"]) << Describe(end);
+    EXPECT_EQ("EKEYEXPIRED", end["errno"]) << Describe(end);
+    const std::string expected = ktls_kernel_has_rx_rekey()
+                                     ? "peer KeyUpdate: kTLS RX needs new keys, and the traffic "
+                                       "secret stayed with the agent"
+                                     : "peer KeyUpdate: kernel lacks TLS 1.3 rekey";
+    EXPECT_EQ(expected, end["error"]) << Describe(end);
+    EXPECT_NE(std::string::npos, client->Err().find("KEYUPDATE")) << client->Err();
+    // The app closed the connection; s_client notices and exits.
+    EXPECT_NE(-1, client->Wait(30000)) << "s_client still running:\n" << client->Out();
+  } else {
+    // Relay: the agent's OpenSSL performs the key update; the app's stream goes on.
+    ASSERT_TRUE(WaitUntil([&] { return client->Err().find("KEYUPDATE") != std::string::npos; },
+                          30000))
+        << client->Err();
+    ASSERT_TRUE(client->WriteStdin("PING\n"));
+    EXPECT_TRUE(WaitUntil([&] { return client->Out().find("PONG") != std::string::npos; }, 30000))
+        << client->Out();
+    EXPECT_TRUE(ProbeLines(probe_->Log(), "END").empty() ||
+                WaitForProbeLine(*probe_, "END", "id", id, 0).empty())
+        << probe_->Log();
+    client->CloseStdin();  // s_client sends close_notify and exits
+    ProbeLine end = WaitForProbeLine(*probe_, "END", "id", id, 30000);
+    EXPECT_EQ("eof", end["result"]) << Describe(end) << probe_->Log();
+  }
+}
+
+}  // namespace
+}  // namespace ktls::testing
