@@ -16,9 +16,9 @@ namespace {
 
 constexpr uint32_t kDefaultPageSize = 100;
 constexpr uint32_t kMaxPageSize = 1000;
-// The largest request a raw (secret-carrying) method accepts; the server's own message limit
-// is above it, so this is the one that answers.
-constexpr size_t kMaxSecretRequestBytes = 1 << 20;
+// The largest request a raw (secret-carrying) method accepts: the server's own message limit
+// (control_plane.cc) normally answers first; the fields' own limits are far below both.
+constexpr size_t kMaxSecretRequestBytes = 8 << 20;
 
 // Copies the received bytes into `message`, then overwrites every byte gRPC received for this
 // request (and the contiguous copy) with zeros. The slices are reference-counted views of

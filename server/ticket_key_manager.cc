@@ -91,7 +91,7 @@ absl::StatusOr<v1::SessionTicketKeys> TicketKeyManager::Set(
 absl::StatusOr<v1::SessionTicketKeys> TicketKeyManager::Rotate(
     v1::RotateSessionTicketKeysRequest& request) {
   absl::Cleanup wipe = [&request] { WipeAndClear(*request.mutable_new_key()); };
-  const uint32_t keep = request.keep() == 0 ? kDefaultKeep : request.keep();
+  const uint32_t keep = request.has_keep() ? request.keep() : kDefaultKeep;
   if (keep > kMaxSessionTicketKeys - 1) {
     metrics_.CountValidationFailure(ValidationFailure::kTooLarge);
     return absl::InvalidArgumentError(

@@ -557,7 +557,9 @@ int TicketsCommand(Options& o) {
                                                       !ReadFile(f, req.mutable_new_key(), &error)) {
       return Usage(error);
     }
-    req.set_keep(static_cast<uint32_t>(std::strtoul(o.args.Get("keep", "0").c_str(), nullptr, 10)));
+    if (o.args.Has("keep")) {
+      req.set_keep(static_cast<uint32_t>(std::strtoul(o.args.Get("keep").c_str(), nullptr, 10)));
+    }
     s = stub->RotateSessionTicketKeys(Ctx(o).get(), req, &r);
   } else if (verb == "set") {
     v1::SetSessionTicketKeysRequest req;
