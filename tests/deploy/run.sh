@@ -293,6 +293,8 @@ image_checks() {
       -t "$BASE_IMAGE" -f "$work/basectx/Containerfile" "$work/basectx"
   fi
 
+  # Working containers left by an interrupted run (this storage is the driver's own).
+  $BUILDAH rm --all >/dev/null 2>&1
   local ctx bargs=(--isolation chroot --pull=never --layers -f "$repo/deploy/Dockerfile"
                    --build-arg BUILD_IMAGE=$BASE_IMAGE --build-arg RUNTIME_IMAGE=$BASE_IMAGE)
   if [[ $image_mode == source ]]; then
@@ -315,9 +317,15 @@ image_checks() {
   done
   $BUILDAH images -q localhost/ktls-agent:test 2>/dev/null | grep -q . || return
 
-  new_ctr() { local c; c=$($BUILDAH from --pull=never "$1") && containers+=("$c") && echo "$c"; }
-  local a d tl
-  a=$(new_ctr localhost/ktls-agent:test) || { fail "buildah from agent image"; return; }
+  # new_ctr IMAGE: a working container in $ctr (not a subshell, so cleanup() knows it).
+  new_ctr() { ctr=$($BUILDAH from --pull=never "$1") && containers+=("$ctr"); }
+  local a d tl ctr
+  new_ctr localhost/ktls-agent:test || { fail "buildah from agent image"; return; }
+  a=$ctr
+  # The flags of the agent in the image (in source mode it is not the host's binary).
+  $BUILDAH run --isolation chroot "$a" -- ktls-agent --helpfull 2>&1 | grep -oE '^ +--[a-z_0-9]+' |
+    tr -d ' -' | sort -u >"$work/image-agent-flags.txt"
+  img_flag() { grep -qx "$1" "$work/image-agent-flags.txt"; }
   : >"$work/start-marker"
   sleep 1
   check "agent image: runs as non-root 10001, entrypoint ktls-agent" image_user "$a"
@@ -335,16 +343,16 @@ image_checks() {
   local aargs=(--listen=127.0.0.1:$port --handoff_socket=/run/ktls/handoff.sock --ready_file=/run/ktls/ready
                --workers=1 --offload=preferred --log_level=info)
   local used=("listen" "handoff_socket" "offload")
-  if has_flag cert_dir; then aargs+=(--cert_dir=/etc/ktls/certs); used+=(cert_dir)
+  if img_flag cert_dir; then aargs+=(--cert_dir=/etc/ktls/certs); used+=(cert_dir)
   else aargs+=(--cert=/etc/ktls/certs/tls.crt:/etc/ktls/certs/tls.key); used+=("cert (no --cert_dir yet)"); fi
-  if has_flag control_socket; then aargs+=(--control_socket=/run/ktls/control.sock); used+=(control_socket); fi
-  if has_flag metrics_address; then aargs+=(--metrics_address=127.0.0.1:$mport); used+=(metrics_address); fi
-  if has_flag state_dir; then
+  if img_flag control_socket; then aargs+=(--control_socket=/run/ktls/control.sock); used+=(control_socket); fi
+  if img_flag metrics_address; then aargs+=(--metrics_address=127.0.0.1:$mport); used+=(metrics_address); fi
+  if img_flag state_dir; then
     mkdir -p "$work/state" && chmod 0777 "$work/state"
     aargs+=(--state_dir=/var/lib/ktls); used+=(state_dir)
   fi
   local vols=(-v "$run:/run/ktls" -v "$certs:/etc/ktls/certs:ro")
-  has_flag state_dir && vols+=(-v "$work/state:/var/lib/ktls")
+  img_flag state_dir && vols+=(-v "$work/state:/var/lib/ktls")
   $BUILDAH run --isolation chroot "${vols[@]}" "$a" -- /usr/local/bin/ktls-agent "${aargs[@]}" \
     >"$logs/agent.log" 2>&1 &
   local agent_pid=$!
@@ -360,7 +368,7 @@ image_checks() {
 
   local demo_pid=""
   if $BUILDAH images -q localhost/ktls-demo-app:test 2>/dev/null | grep -q .; then
-    d=$(new_ctr localhost/ktls-demo-app:test)
+    new_ctr localhost/ktls-demo-app:test && d=$ctr
     $BUILDAH run --isolation chroot -v "$run:/run/ktls" "$d" -- /usr/local/bin/ktls-demo-app \
       --agent_socket=/run/ktls/handoff.sock --static_dir=/srv/static >"$logs/demo.log" 2>&1 &
     demo_pid=$!
@@ -372,7 +380,7 @@ image_checks() {
 
     # The chart's `helm test` pod script, run in the tools image against these containers.
     if [[ -n $rendered_default ]]; then
-      tl=$(new_ctr localhost/ktls-tools:test)
+      new_ctr localhost/ktls-tools:test && tl=$ctr
       $PY - "$rendered_default" >"$work/helm-test.sh" <<'EOF'
 import sys, yaml
 for d in yaml.safe_load_all(open(sys.argv[1])):
@@ -380,7 +388,7 @@ for d in yaml.safe_load_all(open(sys.argv[1])):
         print(d["spec"]["containers"][0]["command"][2])
 EOF
       local murl=""
-      has_flag metrics_address && murl="http://127.0.0.1:$mport/metrics"
+      img_flag metrics_address && murl="http://127.0.0.1:$mport/metrics"
       check "the chart's helm-test script, in the tools image, passes against the running pair (metrics: ${murl:-not served yet})" \
         $BUILDAH run --isolation chroot -v "$work/helm-test.sh:/tmp/helm-test.sh:ro" \
         --env "KTLS_TEST_URL=https://127.0.0.1:$port/healthz" --env KTLS_TEST_INSECURE=1 \
@@ -403,14 +411,14 @@ EOF
   else
     skip "gRPC health / ktlsctl caps: no control socket or no ktlsctl in this build (issue 4)"
   fi
-  if has_flag metrics_address; then
+  if img_flag metrics_address; then
     check "/metrics from the agent container carries every family of the metrics contract" bash -c '
       curl -sS --fail --max-time 5 "http://127.0.0.1:$1/metrics" >"$2" || exit 1
       '"$PY"' tests/deploy/check_monitoring.py scrape docs/deploy.md "$2"' _ "$mport" "$work/metrics.txt"
   else
     skip "/metrics contract against the agent: --metrics_address not in this build (issue 4)"
   fi
-  if has_flag cert_dir && [[ -n $demo_pid ]]; then
+  if img_flag cert_dir && [[ -n $demo_pid ]]; then
     check "certificate rotation by Secret-style ..data swap is served without a restart" rotate_secret "$certs" "$port"
   else
     skip "certificate rotation through the watched directory: --cert_dir not in this build (issue 4)"
@@ -544,6 +552,16 @@ rotate_secret() {
   return 1
 }
 
+# vfs storage keeps a full copy per layer: drop the images no tag refers to any more (earlier
+# builds), so the cache stays about one build's size.
+prune_images() {
+  [[ -n ${BUILDAH:-} ]] || return 0
+  for c in "${containers[@]}"; do $BUILDAH rm "$c" >/dev/null 2>&1; done
+  containers=()
+  $BUILDAH rmi --prune >/dev/null 2>&1
+  echo "      image storage: $(du -sh "$cache/containers" 2>/dev/null | cut -f1) in $cache/containers"
+}
+
 case $image_mode in
   skip) skip "container images: KTLS_DEPLOY_IMAGE=skip" ;;
   prebuilt | source)
@@ -553,6 +571,7 @@ case $image_mode in
       fail "container images: no ktls-agent under $build (build first, or KTLS_DEPLOY_IMAGE=source)"
     else
       image_checks
+      prune_images
     fi ;;
   *) fail "KTLS_DEPLOY_IMAGE=$image_mode: expected prebuilt, source or skip" ;;
 esac
