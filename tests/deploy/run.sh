@@ -323,9 +323,19 @@ image_checks() {
   new_ctr localhost/ktls-agent:test || { fail "buildah from agent image"; return; }
   a=$ctr
   # The flags of the agent in the image (in source mode it is not the host's binary).
-  $BUILDAH run --isolation chroot "$a" -- ktls-agent --helpfull 2>&1 | grep -oE '^ +--[a-z_0-9]+' |
-    tr -d ' -' | sort -u >"$work/image-agent-flags.txt"
+  # (--listen is always there: an empty list means the run itself failed; retried, then fatal.)
+  local try
+  for try in 1 2 3; do
+    $BUILDAH run --isolation chroot "$a" -- ktls-agent --helpfull >"$logs/image-agent-helpfull.txt" 2>&1
+    grep -oE '^ +--[a-z_0-9]+' "$logs/image-agent-helpfull.txt" | tr -d ' -' | sort -u >"$work/image-agent-flags.txt"
+    grep -qx listen "$work/image-agent-flags.txt" && break
+  done
+  if ! grep -qx listen "$work/image-agent-flags.txt"; then
+    fail "read the agent's flags in the image (ktls-agent --helpfull)" "$logs/image-agent-helpfull.txt"
+    return
+  fi
   img_flag() { grep -qx "$1" "$work/image-agent-flags.txt"; }
+  echo "      agent in the image: $(wc -l <"$work/image-agent-flags.txt") flags$(for f in control_socket metrics_address cert_dir state_dir; do img_flag $f && printf ' --%s' $f; done)"
   : >"$work/start-marker"
   sleep 1
   check "agent image: runs as non-root 10001, entrypoint ktls-agent" image_user "$a"
