@@ -9,9 +9,10 @@ cd "$(dirname "$0")/../.."
 secs=${1:-20}
 build=${KTLS_FUZZ_BUILD_DIR:-build-fuzz}
 if [[ ! -f $build/build.ninja ]]; then
+  mkdir -p "$build"
   CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DKTLS_BUILD_FUZZERS=ON -DKTLS_BUILD_TESTS=OFF >"$build.configure.log" 2>&1 ||
-    { cat "$build.configure.log"; echo "fuzz: 0 passed, 1 failed"; exit 1; }
+    -DKTLS_BUILD_FUZZERS=ON -DKTLS_BUILD_TESTS=OFF >"$build/configure.log" 2>&1 ||
+    { cat "$build/configure.log"; echo "fuzz: 0 passed, 1 failed"; exit 1; }
 fi
 targets=(fuzz_handoff_message fuzz_config fuzz_tls_record fuzz_http_request)
 if ! cmake --build "$build" -j "${KTLS_JOBS:-2}" --target "${targets[@]}" >"$build/build.log" 2>&1; then
