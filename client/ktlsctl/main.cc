@@ -74,7 +74,8 @@ Session-ticket keys (shared by replicas that should resume each other's sessions
   tickets rotate [--key-file=KEY] [--keep=N]  new first key (generated, or 80/48 bytes from KEY)
   tickets set --key-file=KEY[,KEY...]         replace all keys; the first encrypts
 Telemetry:
-  stats [--watch] [--interval=1s] [--all]     counters, gauges, fallbacks, failures, histograms
+  stats [--watch [--interval=1s] [--count=N]] [--all]
+                                              counters, gauges, fallbacks, failures, histograms
   conns [--handoffs] [--limit=N]              handshakes in progress; --handoffs: recent handoffs
   caps                                        kernel kTLS probe, OpenSSL, policy, /proc/net/tls_stat
   status                                      uptime, state directory (skipped files), watched dirs
@@ -669,9 +670,11 @@ int StatsCommand(Options& o) {
   if (seconds <= 0) return Usage("stats: --interval must be positive, e.g. 1s or 500ms");
   v1::WatchStatsRequest req;
   req.set_interval_ms(static_cast<uint32_t>(std::lround(seconds * 1000)));
+  const long count = std::strtol(o.args.Get("count", "0").c_str(), nullptr, 10);
   auto ctx = Ctx(o, true);
   auto reader = stub->WatchStats(ctx.get(), req);
   v1::Stats st;
+  long seen = 0;
   while (reader->Read(&st)) {
     if (o.json) {
       std::cout << ToJson(st) << std::flush;
@@ -679,6 +682,11 @@ int StatsCommand(Options& o) {
       std::cout << "----\n";
       PrintStats(st, all);
       std::cout << std::flush;
+    }
+    if (count > 0 && ++seen >= count) {
+      ctx->TryCancel();
+      reader->Finish();
+      return kOk;
     }
   }
   grpc::Status s = reader->Finish();
@@ -852,7 +860,7 @@ const std::map<std::string, std::set<std::string>>& CommandFlags() {
       {"tickets get", {}},
       {"tickets rotate", {"key-file", "keep"}},
       {"tickets set", {"key-file"}},
-      {"stats", {"watch", "interval", "all"}},
+      {"stats", {"watch", "interval", "all", "count"}},
       {"conns", {"handoffs", "limit"}},
       {"caps", {}},
       {"status", {}},
