@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -369,13 +370,22 @@ absl::Status ControlPlane::BuildServer() {
   }
   if (!tmp_dir.empty()) {
     if (!o.control_socket_group.empty()) {
-      group* g = ::getgrnam(o.control_socket_group.c_str());
-      if (g == nullptr || ::chown(tmp_socket.c_str(), static_cast<uid_t>(-1), g->gr_gid) != 0) {
+      // A group name, or a numeric gid (containers often have no /etc/group entry for it).
+      gid_t gid = 0;
+      bool found = false;
+      if (group* g = ::getgrnam(o.control_socket_group.c_str())) {
+        gid = g->gr_gid;
+        found = true;
+      } else if (uint32_t n = 0; absl::SimpleAtoi(o.control_socket_group, &n)) {
+        gid = static_cast<gid_t>(n);
+        found = true;
+      }
+      if (!found || ::chown(tmp_socket.c_str(), static_cast<uid_t>(-1), gid) != 0) {
         ::unlink(tmp_socket.c_str());
         ::rmdir(tmp_dir.c_str());
         return absl::FailedPreconditionError(absl::StrCat(
             "control_socket_group: cannot give the socket to group '", o.control_socket_group,
-            "'", g == nullptr ? " (no such group)" : absl::StrCat(": ", strerror(errno))));
+            "'", !found ? " (no such group)" : absl::StrCat(": ", strerror(errno))));
       }
     }
     if (::chmod(tmp_socket.c_str(), o.control_socket_mode) != 0 ||

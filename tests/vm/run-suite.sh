@@ -46,7 +46,9 @@ binaries=(agent/ktls-agent client/ktls-demo-app tests/ktls_integration_tests tes
   # what the app-side integration tests start: the probe app, the library's examples (the
   # Python one loads libktls_client.so with the base image's python3)
   tests/ktls-probe-app client/libktls_client.so.1 client/examples/ktls-example-c
-  client/examples/ktls-example-cpp client/examples/serve_https.py)
+  client/examples/ktls-example-cpp client/examples/serve_https.py
+  # what the control-plane integration tests run: the control API's CLI
+  client/ktlsctl)
 declare -a files=() missing=()
 for b in "${binaries[@]}"; do
   if [[ -x $build/$b ]]; then files+=("$build/$b"); else missing+=("$build/$b"); fi
