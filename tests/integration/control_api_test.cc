@@ -13,6 +13,8 @@
 
 #include <gtest/gtest.h>
 
+#include "grpcpp/generic/generic_stub.h"
+
 #include "tests/integration/support/control.h"
 
 namespace ktls::testing {
@@ -470,6 +472,60 @@ TEST_F(ControlApiTest, TelemetryListsHandshakesHandoffsAndCapabilities) {
   v1::Stats st;
   EXPECT_FALSE(reader->Read(&st));
   EXPECT_EQ(grpc::StatusCode::INVALID_ARGUMENT, reader->Finish().error_code());
+}
+
+// What grpcurl does first: list the services over reflection, then ask for the file that
+// defines the health service. Requests are hand-encoded (the reflection .proto is not shipped):
+// ServerReflectionRequest.list_services is field 7, file_containing_symbol field 4.
+std::string Reflect(grpc::GenericStub& stub, const std::string& request) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::CompletionQueue cq;
+  void* tag = nullptr;
+  bool ok = false;
+  auto call = stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                               &cq);
+  call->StartCall(reinterpret_cast<void*>(1));
+  cq.Next(&tag, &ok);
+  grpc::Slice slice(request);
+  grpc::ByteBuffer out(&slice, 1);
+  call->Write(out, reinterpret_cast<void*>(2));
+  cq.Next(&tag, &ok);
+  grpc::ByteBuffer in;
+  call->Read(&in, reinterpret_cast<void*>(3));
+  cq.Next(&tag, &ok);
+  std::string response;
+  if (ok) {
+    std::vector<grpc::Slice> slices;
+    (void)in.Dump(&slices);
+    for (auto& s : slices) response.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  call->WritesDone(reinterpret_cast<void*>(4));
+  cq.Next(&tag, &ok);
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  while (cq.Next(&tag, &ok) && tag != reinterpret_cast<void*>(5)) {
+  }
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
+  return response;
+}
+
+TEST_F(ControlApiTest, ReflectionDescribesTheServicesForGrpcurl) {
+  grpc::GenericStub stub(control_->channel);
+  const std::string services = Reflect(stub, std::string("\x3a\x00", 2));
+  for (const char* name : {"ktls.v1.CertificateService", "ktls.v1.TrustService",
+                           "ktls.v1.SessionTicketService", "ktls.v1.TelemetryService",
+                           "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}) {
+    EXPECT_NE(std::string::npos, services.find(name)) << name;
+  }
+  const std::string symbol = "grpc.health.v1.Health";
+  const std::string file = Reflect(stub, std::string("\x22") + static_cast<char>(symbol.size()) + symbol);
+  EXPECT_NE(std::string::npos, file.find("grpc/health/v1/health.proto"));
+  const std::string control = "ktls.v1.CertificateService";
+  const std::string file2 = Reflect(stub, std::string("\x22") + static_cast<char>(control.size()) + control);
+  EXPECT_NE(std::string::npos, file2.find("ktls/v1/control.proto"));
 }
 
 }  // namespace
