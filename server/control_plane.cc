@@ -146,6 +146,7 @@ bool SocketIsLive(const std::string& path) {
 absl::StatusOr<ControlPlaneOptions> ControlPlaneOptions::FromConfig(const v1::AgentConfig& c) {
   ControlPlaneOptions o;
   o.control_socket = c.has_control_socket() ? c.control_socket() : kDefaultControlSocket;
+  o.control_socket_required = c.has_control_socket();
   o.control_socket_mode = c.control_socket_mode() == 0 ? 0600 : c.control_socket_mode();
   if (o.control_socket_mode > 0777 || (o.control_socket_mode & 0600) != 0600) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -171,6 +172,7 @@ absl::StatusOr<ControlPlaneOptions> ControlPlaneOptions::FromConfig(const v1::Ag
         "only, for allow-listed clients");
   }
   o.metrics_address = c.has_metrics_address() ? c.metrics_address() : kDefaultMetricsAddress;
+  o.metrics_required = c.has_metrics_address();
   o.state_dir = c.state_dir();
   o.cert_dirs.assign(c.cert_dirs().begin(), c.cert_dirs().end());
   if (c.cert_dir_poll_interval_ms() != 0) {
@@ -256,8 +258,15 @@ absl::StatusOr<std::unique_ptr<ControlPlane>> ControlPlane::Create(Agent& agent,
     ms.tls_stat_path = o.tls_stat_path;
     absl::StatusOr<std::unique_ptr<MetricsExporter>> exporter =
         MetricsExporter::Start(o.metrics_address, std::move(ms));
-    if (!exporter.ok()) return exporter.status();
-    cp->exporter_ = *std::move(exporter);
+    if (exporter.ok()) {
+      cp->exporter_ = *std::move(exporter);
+    } else if (o.metrics_required) {
+      return exporter.status();
+    } else {
+      KTLS_LOG(kWarning, exporter.status().message(),
+               "; running without /metrics (that is the default address: pass --metrics_address "
+               "to choose one, or to make this an error)");
+    }
   }
   // The telemetry service reports what loading found.
   return cp;
@@ -302,6 +311,14 @@ absl::Status ControlPlane::BuildServer() {
   // Unix socket: bound in a private directory, given its mode there, then renamed into place.
   std::string tmp_dir;
   std::string tmp_socket;
+  if (!o.control_socket.empty() && !o.control_socket_required &&
+      SocketIsLive(o.control_socket)) {
+    KTLS_LOG(kWarning, "control socket ", o.control_socket,
+             " is served by another process (another agent?); running without it (that is the "
+             "default path: pass --control_socket to choose one, or to make this an error)");
+    options_.control_socket.clear();
+    if (o.tcp_address.empty()) return absl::OkStatus();
+  }
   if (!o.control_socket.empty()) {
     const std::filesystem::path target(o.control_socket);
     std::error_code ec;

@@ -56,6 +56,10 @@ inline constexpr char kDataPlaneHealthService[] = "ktls.v1.DataPlane";
 
 struct ControlPlaneOptions {
   std::string control_socket;  // empty: no Unix socket
+  // false: the defaults were not asked for explicitly; if the address is taken (another agent
+  // on this host), start without that endpoint and warn instead of failing.
+  bool control_socket_required = true;
+  bool metrics_required = true;
   uint32_t control_socket_mode = 0600;
   std::string control_socket_group;
   std::string tcp_address;  // empty: no TCP listener

@@ -315,8 +315,11 @@ absl::StatusOr<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(const st
     // One thread serves scrapes: they are rare and each is a few microseconds of reading.
     e->exposer_ = std::make_unique<prometheus::Exposer>(address, 1);
   } catch (const std::exception& ex) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot serve /metrics on ", address, ": ", ex.what()));
+    // civetweb reports a failed bind as "null context when constructing CivetServer".
+    const std::string what = ex.what();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot serve /metrics on ", address, ": ",
+        what.find("binding") != std::string::npos ? "cannot bind it (address in use?)" : what));
   }
   e->exposer_->RegisterCollectable(e->collector_, "/metrics");
   const std::vector<int> ports = e->exposer_->GetListeningPorts();

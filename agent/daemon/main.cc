@@ -134,17 +134,14 @@ absl::StatusOr<ktls::v1::AgentConfig> BuildConfig() {
   if (int v = absl::GetFlag(FLAGS_handoff_wait_timeout_ms); v > 0) c.set_handoff_wait_timeout_ms(v);
   if (auto v = absl::GetFlag(FLAGS_log_level); !v.empty()) c.set_log_level(v);
 
-  // Control plane. A flag with a default (control_socket, metrics_address) applies unless the
-  // config file sets the field and the flag is not on the command line.
+  // Control plane. control_socket and metrics_address stay unset unless the command line or the
+  // config file gives them: unset, their defaults apply best-effort (a second agent on the same
+  // host starts without them, with a warning); given, they are required.
   const auto given = [](absl::string_view name) {
     return absl::flags_internal::WasPresentOnCommandLine(name);
   };
-  if (given("control_socket") || !c.has_control_socket()) {
-    c.set_control_socket(absl::GetFlag(FLAGS_control_socket));
-  }
-  if (given("metrics_address") || !c.has_metrics_address()) {
-    c.set_metrics_address(absl::GetFlag(FLAGS_metrics_address));
-  }
+  if (given("control_socket")) c.set_control_socket(absl::GetFlag(FLAGS_control_socket));
+  if (given("metrics_address")) c.set_metrics_address(absl::GetFlag(FLAGS_metrics_address));
   if (given("control_socket_mode") || c.control_socket_mode() == 0) {
     const std::string mode = absl::GetFlag(FLAGS_control_socket_mode);
     char* end = nullptr;
