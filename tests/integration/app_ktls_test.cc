@@ -188,5 +188,56 @@ TEST_F(AppKtlsTest, PeerKeyUpdateFromOpensslSClientIsTheDocumentedErrorWithoutHa
   }
 }
 
+// The agent restarts: the app keeps the connections it holds (kTLS sockets do not depend on the
+// agent at all; relayed ones end with it), hears about it once, resubscribes to the new agent
+// with ktls_agent_reconnect, and is handed its connections.
+TEST(AppRestartTest, AppResubscribesToARestartedAgentAndKeepsItsKtlsConnections) {
+  AgentOptions o;
+  o.start_app = false;
+  Stack stack(o);
+  ASSERT_GT(stack.port(), 0);
+  std::unique_ptr<Process> probe = StartProbeApp(stack);
+  auto held = MemTlsClient::Connect(stack.port(), TLS1_3_VERSION);
+  ASSERT_EQ("", held->error());
+  ASSERT_TRUE(held->Write("INFO\n"));
+  std::string json;
+  ASSERT_TRUE(held->ReadLine(&json)) << held->error();
+  const std::string held_id = JsonString(json, "connection_id");
+  ProbeLine conn = WaitForProbeLine(*probe, "CONN", "id", held_id, 5000);
+  ExpectProbeDataPath(stack, conn);
+  const bool ktls = conn["data_path"] == "ktls";
+
+  stack.agent().Terminate();
+  ASSERT_FALSE(WaitForProbeLine(*probe, "AGENT-GONE", "", "", 30000).empty()) << probe->Log();
+  std::string line;
+  if (ktls) {
+    // The socket is the app's: it works with no agent at all.
+    ASSERT_TRUE(held->Write("PING\n"));
+    ASSERT_TRUE(held->ReadLine(&line)) << held->error();
+    EXPECT_EQ("PONG", line);
+  }
+
+  int port = 0;
+  std::unique_ptr<Process> agent2 = StartAgent(stack.dir(), stack.handoff_socket(), "agent2", &port);
+  ASSERT_GT(port, 0);
+  ASSERT_FALSE(WaitForProbeLine(*probe, "RESUBSCRIBED", "", "", 30000).empty())
+      << probe->Log() << agent2->Log();
+  auto fresh = MemTlsClient::Connect(port, TLS1_3_VERSION);
+  ASSERT_EQ("", fresh->error());
+  ASSERT_TRUE(fresh->Write("PING\n"));
+  ASSERT_TRUE(fresh->ReadLine(&line)) << fresh->error() << probe->Log();
+  EXPECT_EQ("PONG", line);
+  if (ktls) {
+    ASSERT_TRUE(held->Write("PING\n"));
+    ASSERT_TRUE(held->ReadLine(&line)) << held->error();
+    EXPECT_EQ("PONG", line);
+    ASSERT_TRUE(held->SendCloseNotify());
+    EXPECT_EQ("eof", WaitForProbeLine(*probe, "END", "id", held_id, 30000)["result"]);
+  } else {
+    // The relay lived in the old agent: that connection ended with it.
+    EXPECT_FALSE(WaitForProbeLine(*probe, "END", "id", held_id, 30000).empty()) << probe->Log();
+  }
+}
+
 }  // namespace
 }  // namespace ktls::testing

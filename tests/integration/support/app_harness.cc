@@ -22,6 +22,9 @@
 
 #include <gtest/gtest.h>
 
+#ifndef KTLS_AGENT_BIN
+#define KTLS_AGENT_BIN ""
+#endif
 #ifndef KTLS_PROBE_APP_BIN
 #define KTLS_PROBE_APP_BIN ""
 #endif
@@ -253,6 +256,29 @@ std::string Describe(const ProbeLine& line) {
   std::string out;
   for (const auto& [k, v] : line) out += k + "=" + v + " ";
   return out.empty() ? "(no line)" : out;
+}
+
+std::unique_ptr<Process> StartAgent(const std::string& dir, const std::string& handoff_socket,
+                                   const std::string& name, int* port) {
+  const std::string ready = dir + "/" + name + ".ready";
+  auto p = std::make_unique<Process>(
+      std::vector<std::string>{Env("KTLS_AGENT_BIN", KTLS_AGENT_BIN), "--listen=127.0.0.1:0",
+                               "--handoff_socket=" + handoff_socket, "--ready_file=" + ready,
+                               "--workers=2", "--log_level=info",
+                               "--control_socket=" + dir + "/" + name + ".control.sock",
+                               "--metrics_address=127.0.0.1:0"},
+      dir + "/" + name + ".log");
+  std::string text;
+  WaitUntil(
+      [&] {
+        text = ReadWholeFile(ready);
+        return !text.empty() || !p->Running();
+      },
+      30000);
+  const size_t at = text.find("listen=127.0.0.1:");
+  *port = at == std::string::npos ? 0 : atoi(text.c_str() + at + 17);
+  EXPECT_GT(*port, 0) << "agent " << name << " not ready; log:\n" << p->Log();
+  return p;
 }
 
 std::unique_ptr<Process> StartProbeApp(Stack& stack, const std::string& name) {
