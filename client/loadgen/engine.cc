@@ -395,6 +395,9 @@ int Worker::WriteSome(Conn* c) {
         return -1;
       }
     }
+    // A connection whose peer keeps up never blocks, so one Pump() can run for seconds: keep the
+    // clock current, or its bytes and completion would be dated at the last epoll wake-up.
+    now_ = Clock::now();
     const uint64_t before = c->sent > s_.head_size ? c->sent - s_.head_size : 0;
     c->sent += n;
     const uint64_t after = c->sent > s_.head_size ? c->sent - s_.head_size : 0;
@@ -449,6 +452,7 @@ int Worker::ReadSome(Conn* c) {
       Fail(c, ErrorKind::kClosedEarly, c->parser.error());
       return -1;
     }
+    now_ = Clock::now();  // see WriteSome
     size_t used = 0;
     const ResponseParser::Result r = c->parser.Feed(buf_.data(), n, &used, c->check.get());
     const uint64_t body = c->parser.body_bytes();
