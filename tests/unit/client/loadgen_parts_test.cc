@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -343,20 +344,32 @@ TEST(LoadgenReportTest, JsonSchemaIsStable) {
 
 TEST(ProcStatsTest, CountsTheCpuOfAProcessTreeIncludingChildren) {
   const double before = ProcessTreeCpuSeconds({getpid()});
+  int ready[2];
+  ASSERT_EQ(0, pipe(ready));
   const pid_t child = fork();
   if (child == 0) {
-    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
+    // Spin until this process has used 150 ms of CPU (not wall time: on a loaded machine the
+    // scheduler decides how much CPU 300 ms of wall time is), then report and stay alive.
     volatile uint64_t x = 0;
-    while (std::chrono::steady_clock::now() < end) x = x + 1;
+    timespec cpu{};
+    do {
+      for (int i = 0; i < 100000; ++i) x = x + 1;
+      clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &cpu);
+    } while (cpu.tv_sec == 0 && cpu.tv_nsec < 150 * 1000 * 1000);
+    char c = 1;
+    (void)!write(ready[1], &c, 1);
     pause();  // stay alive (and counted) until killed
     _exit(0);
   }
-  usleep(400 * 1000);
+  close(ready[1]);
+  char c;
+  ASSERT_EQ(1, read(ready[0], &c, 1));
+  close(ready[0]);
   const double tree = ProcessTreeCpuSeconds({getpid()});
   const double only_child = ProcessTreeCpuSeconds({child});
   kill(child, SIGKILL);
   waitpid(child, nullptr, 0);
-  EXPECT_GT(only_child, 0.05);  // it spun for 300 ms of wall time; ticks are 10 ms
+  EXPECT_GT(only_child, 0.1);  // it used 150 ms of CPU; ticks are 10 ms
   EXPECT_GE(tree - before, only_child - 0.02);
   EXPECT_EQ(ProcessTreeCpuSeconds({}), 0);
 }
