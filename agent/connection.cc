@@ -302,12 +302,7 @@ void Connection::OnHandshakeComplete() {
   }
 
   OffloadDecision d = CompleteKtlsInstall(ctx_.sys, ssl_.get(), fd_.get(), ctx_.policy);
-  if (SocketBioKtlsState* st = SocketBioState(SSL_get_wbio(ssl_.get()))) {
-    if (st->tx) Inc(ctx_.stats.ktls_tx_installed);
-    else if (st->tx_attempted) Inc(ctx_.stats.ktls_tx_failed);
-    if (st->rx) Inc(ctx_.stats.ktls_rx_installed);
-    else if (st->rx_attempted) Inc(ctx_.stats.ktls_rx_failed);
-  }
+  CountKtlsInstall(ctx_.stats, ssl_.get());
   ctx_.loop.Remove(fd_.get());
   v1::ConnectionInfo info = BuildInfo(d);
 

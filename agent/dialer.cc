@@ -395,12 +395,7 @@ class Dialer::Outbound final : public EventHandler {
         absl::MakeConstSpan(secret_.data(), secret_len_), rc.records - base_records_,
         rc.at_boundary);
     WipeSecret();
-    if (SocketBioKtlsState* st = SocketBioState(SSL_get_wbio(ssl))) {
-      if (st->tx) Inc(d->stats_.ktls_tx_installed);
-      else if (st->tx_attempted) Inc(d->stats_.ktls_tx_failed);
-      if (st->rx) Inc(d->stats_.ktls_rx_installed);
-      else if (st->rx_attempted) Inc(d->stats_.ktls_rx_failed);
-    }
+    CountKtlsInstall(d->stats_, ssl);
     if (SSL_session_reused(ssl)) Inc(d->stats_.dials_resumed);
     v1::DialResult result;
     result.set_request_id(req_.request_id());

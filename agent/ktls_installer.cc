@@ -112,7 +112,9 @@ OffloadDecision CompleteKtlsInstallWithSecret(SysCalls& sys, SSL* ssl, int fd,
       return d;
     }
     st->rx_attempted = true;
+    const uint64_t t0 = KtlsInstallClockNs();
     SysResult r = sys.SetSockOpt(fd, SOL_TLS, info->sockopt_name(), info->data(), info->size());
+    st->kernel_install_ns += KtlsInstallClockNs() - t0;
     if (!r.ok()) {
       st->rx_errno = r.err;
       ExplainFailure(*st, /*tx_side=*/false, &d);
@@ -131,6 +133,20 @@ OffloadDecision CompleteKtlsInstallWithSecret(SysCalls& sys, SSL* ssl, int fd,
   }
   d.ktls = d.tx && d.rx;
   return d;
+}
+
+void CountKtlsInstall(AgentStats& stats, SSL* ssl) {
+  const SocketBioKtlsState* st = SocketBioState(SSL_get_wbio(ssl));
+  if (st == nullptr) return;
+  if (st->tx) Inc(stats.ktls_tx_installed);
+  else if (st->tx_attempted) Inc(stats.ktls_tx_failed);
+  if (st->rx) Inc(stats.ktls_rx_installed);
+  else if (st->rx_attempted) Inc(stats.ktls_rx_failed);
+  // Only sockets that reached the kernel's TLS code: a kernel without the module fails TCP_ULP
+  // at once, and those microseconds would only dilute the cost of real installs.
+  if (st->ulp_set) {
+    stats.ktls_install_duration.Observe(static_cast<double>(st->kernel_install_ns) / 1e9);
+  }
 }
 
 void ReleaseSslAfterHandoff(SslPtr ssl) {

@@ -57,6 +57,10 @@ OffloadDecision CompleteKtlsInstallWithSecret(SysCalls& sys, SSL* ssl, int fd,
 // close_notify is sent; the app owns the TLS stream and closes it itself.
 void ReleaseSslAfterHandoff(SslPtr ssl);
 
+// Counts what CompleteKtlsInstall* left on `ssl`'s socket: TX/RX installed or failed, and the
+// time the kernel's setsockopts took (ktls_install_duration, sockets whose TCP_ULP succeeded).
+void CountKtlsInstall(AgentStats& stats, SSL* ssl);
+
 }  // namespace ktls
 
 #endif  // KTLS_AGENT_KTLS_INSTALLER_H_

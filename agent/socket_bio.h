@@ -28,7 +28,15 @@ struct SocketBioKtlsState {
   int rx_errno = 0;
   bool tx_attempted = false;
   bool rx_attempted = false;
+  // Time spent inside the kTLS setsockopts (TCP_ULP, TLS_TX, TLS_RX) on this socket, whoever
+  // made them (OpenSSL through this BIO, or the installer by hand): the kernel's share of an
+  // offload (it allocates the AEAD transforms and expands the keys), exported as
+  // ktls_install_duration_seconds so the cost of kTLS per connection is visible.
+  uint64_t kernel_install_ns = 0;
 };
+
+// Monotonic nanoseconds, for timing the kTLS setsockopts (vDSO clock, not a syscall).
+uint64_t KtlsInstallClockNs();
 
 // A new BIO for `fd` (not owned: closing the fd is the caller's business). Returns nullptr on
 // allocation failure.

@@ -176,6 +176,10 @@ std::vector<MetricFamily> MetricsCollector::Collect() const {
   out.push_back(HistogramFamily("ktls_handshake_duration_seconds",
                                 "TLS handshake duration, accept to Finished",
                                 st.handshake_duration.Take()));
+  out.push_back(HistogramFamily("ktls_install_duration_seconds",
+                                "Time in the kernel's kTLS setsockopts (TCP_ULP, TLS_TX, "
+                                "TLS_RX) per connection that reached the kernel's TLS code",
+                                st.ktls_install_duration.Take()));
   {
     MetricFamily f = Family("ktls_kernel_tls_installs_total",
                             "kTLS key installs by direction (tx, rx) and result (ok, failed)",

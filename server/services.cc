@@ -320,6 +320,7 @@ v1::Stats TelemetryServiceImpl::Snapshot(Agent& agent, uint64_t certificate_gene
     s->set_count(n);
   }
   FillHistogram(st.handshake_duration.Take(), out.mutable_handshake_duration_seconds());
+  FillHistogram(st.ktls_install_duration.Take(), out.mutable_ktls_install_duration_seconds());
   const HandoffBroker::LatencySnapshot l = agent.broker().Latency();
   Histogram::Snapshot h;
   h.upper_bounds = HandoffBroker::LatencyBuckets();

@@ -638,7 +638,9 @@ void PrintStats(const v1::Stats& st, bool all) {
   Table h({"HISTOGRAM", "COUNT", "MEAN", "P50", "P99"});
   for (const auto& [name, hist] : {std::pair<std::string, const v1::Histogram*>{
                                        "handshake duration", &st.handshake_duration_seconds()},
-                                   {"handoff latency", &st.handoff_latency_seconds()}}) {
+                                   {"handoff latency", &st.handoff_latency_seconds()},
+                                   {"kTLS install (kernel)",
+                                    &st.ktls_install_duration_seconds()}}) {
     std::ostringstream mean;
     if (hist->count() > 0) {
       mean << std::setprecision(3) << hist->sum() / static_cast<double>(hist->count()) * 1000 << "ms";

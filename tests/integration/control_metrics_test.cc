@@ -38,6 +38,7 @@ const std::pair<const char*, const char*> kContract[] = {
     {"ktls_certificate_not_after_timestamp_seconds", "gauge"},
     // Beyond the contract, from the list.
     {"ktls_kernel_tls_installs_total", "counter"},
+    {"ktls_install_duration_seconds", "histogram"},
     {"ktls_kernel_tls_supported", "gauge"},
     {"ktls_kernel_tls_stat_total", "counter"},
     {"ktls_kernel_tls_stat_sockets", "gauge"},
@@ -129,6 +130,9 @@ TEST(ControlMetricsTest, FamiliesAndValuesMatchTheTrafficSent) {
     EXPECT_EQ(0, Delta(m0, m1, "ktls_offload_relay_total"));
     EXPECT_EQ(kOk, tx_ok);
     EXPECT_EQ(kOk, rx_ok);
+    // Every offloaded connection's setsockopts were timed; they take some time.
+    EXPECT_EQ(kOk, Delta(m0, m1, "ktls_install_duration_seconds_count"));
+    EXPECT_GT(Delta(m0, m1, "ktls_install_duration_seconds_sum"), 0);
     EXPECT_GE(Delta(m0, m1, "ktls_kernel_tls_stat_total", "stat=\"TlsTxSw\"") +
                   Delta(m0, m1, "ktls_kernel_tls_stat_total", "stat=\"TlsTxDevice\""),
               kOk);
@@ -148,6 +152,8 @@ TEST(ControlMetricsTest, FamiliesAndValuesMatchTheTrafficSent) {
     EXPECT_EQ(kOk, Delta(m0, m1, "ktls_fallbacks_total", "reason=\"tls_module_missing\""));
     EXPECT_EQ(0, tx_ok);
     EXPECT_EQ(0, rx_ok);
+    // TCP_ULP failed at once: nothing reached the kernel's TLS code, nothing observed.
+    EXPECT_EQ(0, Delta(m0, m1, "ktls_install_duration_seconds_count"));
     EXPECT_GT(Delta(m0, m1, "ktls_relay_bytes_total", "direction=\"to_app\""), 0);
     EXPECT_GT(Delta(m0, m1, "ktls_relay_bytes_total", "direction=\"to_peer\""), 0);
   }

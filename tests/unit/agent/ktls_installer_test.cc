@@ -181,6 +181,38 @@ TEST_F(KtlsInstallerPlainTest, PolicyOffNeverOffloads) {
   EXPECT_EQ(0u, state_.client_app_secret_len);
 }
 
+TEST_F(KtlsInstallerPlainTest, InstallTimeIsTheKernelsSetsockoptTimeAndOnlyWhereTheUlpWasSet) {
+  // A kernel whose TLS_RX takes 3 ms: the histogram gets one observation of at least that.
+  Handshake(TLS1_3_VERSION, "");
+  PretendTxInstalled();
+  ON_CALL(sys_, SetSockOpt(_, SOL_TLS, TLS_RX, _, _))
+      .WillByDefault(Invoke([](int, int, int, const void*, socklen_t) -> SysResult {
+        SleepMs(3);
+        return SysResult{0, 0};
+      }));
+  OffloadDecision d = CompleteKtlsInstall(sys_, ssl_.get(), server_fd_, OffloadPolicy::kPreferred);
+  ASSERT_TRUE(d.ktls) << d.reason_text;
+  AgentStats stats;
+  CountKtlsInstall(stats, ssl_.get());
+  Histogram::Snapshot h = stats.ktls_install_duration.Take();
+  EXPECT_EQ(1u, h.count);
+  EXPECT_GE(h.sum, 0.003);
+  EXPECT_LT(h.sum, 1.0);
+  EXPECT_EQ(1u, stats.ktls_tx_installed.load());
+  EXPECT_EQ(1u, stats.ktls_rx_installed.load());
+}
+
+TEST_F(KtlsInstallerPlainTest, NoInstallTimeWhenTheModuleIsMissing) {
+  Handshake(TLS1_2_VERSION, "ECDHE-ECDSA-AES128-GCM-SHA256");
+  OffloadDecision d = CompleteKtlsInstall(sys_, ssl_.get(), server_fd_, OffloadPolicy::kPreferred);
+  ASSERT_FALSE(d.ktls);
+  AgentStats stats;
+  CountKtlsInstall(stats, ssl_.get());
+  EXPECT_EQ(0u, stats.ktls_install_duration.Take().count);
+  EXPECT_EQ(1u, stats.ktls_tx_failed.load());
+  EXPECT_EQ(0u, stats.ktls_tx_installed.load());
+}
+
 TEST_F(KtlsInstallerPlainTest, BufferedRecordsPreventManualRx) {
   Handshake(TLS1_3_VERSION, "");
   PretendTxInstalled();
