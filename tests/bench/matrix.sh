@@ -30,7 +30,8 @@
 # /proc/net/tls_stat; the app's read counters (GET /conninfo) are read before and after. Output
 # line (JSON): {"type":"cell", "mode", "scenario", "round", "loadgen_rc", "run_tls_stat" (deltas
 # over the whole run, warm-up included, so they count every connection), "app_reads",
-# "app_read_bytes", "loadgen": {its --json}}; plus {"type":"meta"...} first and
+# "app_read_bytes", "agent" (agent modes: handshake/kTLS-install/handoff seconds and counts from
+# its /metrics over the cell), "loadgen": {its --json}}; plus {"type":"meta"...} first and
 # {"type":"agent_stats"...}, {"type":"tls_stat"...} at the end.
 set -uo pipefail
 
@@ -82,7 +83,7 @@ IFS=, read -ra MODES <<<"$modes"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ktls-bench.XXXXXX")
 chmod 755 "$work" # nginx workers run as nobody
-declare -A PIDS PORT
+declare -A PIDS PORT MPORT
 started=()
 cleanup() {
   local p
@@ -152,6 +153,7 @@ start_agent_mode() { # start_agent_mode MODE OFFLOAD
   started+=("$ppid")
   PIDS[$mode]="$apid $ppid"
   PORT[$mode]=$port
+  MPORT[$mode]=$mport
 }
 
 start_mode() {
@@ -266,12 +268,26 @@ app_counters() { # app_counters MODE -> "reads bytes" from GET /conninfo (modes 
     sed -nE 's/.*"worker_reads":([0-9]+),"worker_read_bytes":([0-9]+).*/\1 \2/p'
 }
 
+# agent_timing MODE -> "hs_sum hs_count install_sum install_count handoff_sum handoff_count" from
+# the agent's /metrics (the agent modes only; zeros otherwise): where an agent connection's time
+# goes, accept to Finished, inside the kernel's kTLS setsockopts, ready to handed off.
+agent_timing() {
+  [[ -n ${MPORT[$1]:-} ]] || { echo "0 0 0 0 0 0"; return; }
+  curl -s --max-time 5 "http://127.0.0.1:${MPORT[$1]}/metrics" | awk '
+    $1 == "ktls_handshake_duration_seconds_sum" { a = $2 } $1 == "ktls_handshake_duration_seconds_count" { b = $2 }
+    $1 == "ktls_install_duration_seconds_sum" { c = $2 } $1 == "ktls_install_duration_seconds_count" { d = $2 }
+    $1 == "ktls_handoff_latency_seconds_sum" { e = $2 } $1 == "ktls_handoff_latency_seconds_count" { f = $2 }
+    END { printf "%.9f %d %.9f %d %.9f %d\n", a, b, c, d, e, f }'
+}
+
 run_cell() { # run_cell MODE SCENARIO ROUND
   local mode=$1 sc=$2 round=$3
   local args="${SC_ARGS[$sc]} --connections=${SC_CONN[$sc]} --target=https://127.0.0.1:${PORT[$mode]}"
   [[ $sc == static-1m ]] && args+=" --static_file=$work/static/blob.bin"
   local r0 c0 r1 c1 json rc
   read -r r0 c0 <<<"$(app_counters "$mode")"
+  local m0 m1
+  m0=$(agent_timing "$mode")
   local t0 t1
   t0=$(tls_stat)
   # Connections made during the warm-up carry on into the window; loadgen samples the servers'
@@ -298,6 +314,7 @@ run_cell() { # run_cell MODE SCENARIO ROUND
     emit "{\"type\":\"profile\",\"mode\":\"$mode\",\"scenario\":\"$sc\",\"text\":\"$text\"}"
   fi
   read -r r1 c1 <<<"$(app_counters "$mode")"
+  m1=$(agent_timing "$mode")
   if ((strace_n > 0)); then
     local sargs=() p
     for p in ${PIDS[$mode]}; do sargs+=(-p "$p"); done
@@ -315,7 +332,15 @@ run_cell() { # run_cell MODE SCENARIO ROUND
   if [[ -z $json ]]; then
     json="{\"error\":\"loadgen exit $rc: $(head -c 200 "$work/loadgen.err" | tr -d '"\n\\')\"}"
   fi
-  emit "{\"type\":\"cell\",\"mode\":\"$mode\",\"scenario\":\"$sc\",\"round\":$round,\"loadgen_rc\":$rc,\"run_tls_stat\":$(tls_stat_delta "$t0" "$t1"),\"app_reads\":$(( ${r1:-0} - ${r0:-0} )),\"app_read_bytes\":$(( ${c1:-0} - ${c0:-0} )),\"loadgen\":${json%$'\n'}}"
+  emit "{\"type\":\"cell\",\"mode\":\"$mode\",\"scenario\":\"$sc\",\"round\":$round,\"loadgen_rc\":$rc,\"run_tls_stat\":$(tls_stat_delta "$t0" "$t1"),\"app_reads\":$(( ${r1:-0} - ${r0:-0} )),\"app_read_bytes\":$(( ${c1:-0} - ${c0:-0} )),\"agent\":$(agent_delta "$m0" "$m1"),\"loadgen\":${json%$'\n'}}"
+}
+
+# agent_delta BEFORE AFTER -> {"handshake_s":..,"handshakes":..,"install_s":..,"installs":..,
+# "handoff_s":..,"handoffs":..} over the cell (warm-up included).
+agent_delta() {
+  awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " ")
+    printf "{\"handshake_s\":%.6f,\"handshakes\":%d,\"install_s\":%.6f,\"installs\":%d,\"handoff_s\":%.6f,\"handoffs\":%d}",
+      y[1] - x[1], y[2] - x[2], y[3] - x[3], y[4] - x[4], y[5] - x[5], y[6] - x[6] }'
 }
 
 kernel=$(uname -r)
