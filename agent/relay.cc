@@ -12,13 +12,14 @@
 namespace ktls {
 
 char* RelayBuffer::tail(size_t* len) {
-  if (end_ == data_.size() && begin_ > 0) {
-    std::memmove(data_.data(), data_.data() + begin_, end_ - begin_);
+  if (data_ == nullptr) data_ = std::make_unique_for_overwrite<char[]>(capacity_);
+  if (end_ == capacity_ && begin_ > 0) {
+    std::memmove(data_.get(), data_.get() + begin_, end_ - begin_);
     end_ -= begin_;
     begin_ = 0;
   }
-  *len = data_.size() - end_;
-  return data_.data() + end_;
+  *len = capacity_ - end_;
+  return data_.get() + end_;
 }
 
 void RelayBuffer::Consumed(size_t n) {
