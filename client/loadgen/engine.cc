@@ -228,6 +228,11 @@ void Worker::Sweep() {
 // Claims the right to start one request now. False: the --requests bound is reached.
 bool Worker::BeginRequest(Conn* c) {
   c->ticket = false;
+  // Nothing starts after the window (or the duration cap of a --requests run) or once the run is
+  // stopping. This is also what hands control back to the event loop from a connection whose
+  // server answers early and keeps up with the upload: Pump() then never waits, and would
+  // otherwise go on from request to request.
+  if (now_ >= s_.measure_end || s_.stop.load(std::memory_order_relaxed)) return false;
   if (Bounded() && now_ >= s_.measure_start) {
     if (s_.tickets.fetch_add(1, std::memory_order_relaxed) >= s_.o.requests) return false;
     c->ticket = true;

@@ -27,7 +27,9 @@
 namespace ktls::loadgen {
 namespace {
 
-enum class Fault { kNone, kCorruptByte, kShortBody, kWrongLength, kStatus500 };
+// kEarlyAnswer: POST /discard is answered as soon as its headers arrive and the body is read and
+// dropped afterwards, as nginx's `return` does with a request body.
+enum class Fault { kNone, kCorruptByte, kShortBody, kWrongLength, kStatus500, kEarlyAnswer };
 
 // Thread-per-connection HTTP/1.1 server: GET /bytes/N, POST /echo, POST /discard. With a TLS
 // context it speaks TLS (OpenSSL, blocking sockets).
@@ -119,6 +121,21 @@ class TestServer {
       if (size_t p = head.find("Content-Length: "); p != std::string::npos) {
         (void)absl::SimpleAtoi(head.substr(p + 16, head.find("\r\n", p) - p - 16), &body_len);
       }
+      if (fault_ == Fault::kEarlyAnswer && head.rfind("POST /discard ", 0) == 0) {
+        const std::string answer = absl::StrCat(body_len, "\n");
+        if (!wr(absl::StrCat("HTTP/1.1 200 X\r\nContent-Length: ", answer.size(), "\r\n\r\n",
+                             answer))) {
+          return Done(fd, ssl);
+        }
+        uint64_t dropped = std::min<uint64_t>(in.size(), body_len);
+        in.erase(0, dropped);
+        while (dropped < body_len) {
+          const ssize_t n = rd(buf, static_cast<size_t>(std::min<uint64_t>(sizeof(buf), body_len - dropped)));
+          if (n <= 0) return Done(fd, ssl);
+          dropped += static_cast<uint64_t>(n);
+        }
+        continue;
+      }
       while (in.size() < body_len) {
         const ssize_t n = rd(buf, sizeof(buf));
         if (n <= 0) return Done(fd, ssl);
@@ -155,6 +172,7 @@ class TestServer {
           status = 500;
           break;
         case Fault::kNone:
+        case Fault::kEarlyAnswer:
           break;
       }
       const std::string resp = absl::StrCat("HTTP/1.1 ", status, " X\r\nContent-Length: ", declared,
@@ -269,6 +287,27 @@ TEST(LoadgenEngineTest, DurationBoundEndsTheRun) {
   EXPECT_DOUBLE_EQ(r->measured_s, 0.3);
   EXPECT_LT(wall, 5.0);  // it stops (generous: VM suite runs this under TCG)
   EXPECT_LE(server.max_concurrent(), 2);
+}
+
+// A server that answers before the body is sent and keeps up with the upload: every request's
+// answer is already there when its last byte is written, so the connection never waits. The run
+// must still end at its duration (it used to go on sending requests for as long as the server
+// kept up: found against nginx's `return 200` in the benchmark VM).
+TEST(LoadgenEngineTest, DurationEndsARunWhoseServerAnswersEarlyAndKeepsUp) {
+  TestServer server(Fault::kEarlyAnswer);
+  Options o = Base(server.port());
+  o.scenario = Scenario::kBulkUp;
+  o.size = 4 * 1024 * 1024;
+  o.connections = 1;
+  o.warmup_s = 0.1;
+  o.duration_s = 0.5;
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<Results> r = RunLoad(o, false);
+  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->total_errors(), 0u) << r->first_error;
+  EXPECT_GT(r->requests, 0u);
+  EXPECT_LT(wall, 10.0);
 }
 
 TEST(LoadgenEngineTest, TlsConnectionPerRequestWithResumption) {
