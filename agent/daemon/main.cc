@@ -23,6 +23,8 @@
 #include "agent/kernel_probe.h"
 #include "agent/listener.h"
 #include "agent/log.h"
+#include "agent/sd_notify.h"
+#include "agent/syscalls.h"
 #include "google/protobuf/text_format.h"
 #include "server/control_plane.h"
 
@@ -258,6 +260,15 @@ int main(int argc, char** argv) {
     std::rename(tmp.c_str(), rf.c_str());
   }
   KTLS_LOG(kInfo, "ready");
+  // Type=notify units: "started" now (listeners, handoff socket and control plane are up).
+  if (absl::Status s = ktls::SdNotifyFromEnv(
+          ktls::RealSysCalls(),
+          absl::StrCat("READY=1\nSTATUS=serving on ",
+                       absl::StrJoin((*agent)->listen_addresses(), ","), "; kTLS ",
+                       (*agent)->probe().AnySupported() ? "available" : "unavailable (relaying)"));
+      !s.ok()) {
+    KTLS_LOG(kWarning, "could not tell systemd we are ready: ", s.message());
+  }
 
   const int interval = absl::GetFlag(FLAGS_stats_interval_s);
   for (;;) {
@@ -273,6 +284,7 @@ int main(int argc, char** argv) {
       continue;
     }
     KTLS_LOG(kInfo, "signal ", sig, ": shutting down");
+    (void)ktls::SdNotifyFromEnv(ktls::RealSysCalls(), "STOPPING=1\nSTATUS=shutting down");
     break;
   }
   (*control)->Stop();

@@ -256,21 +256,41 @@ else
 fi
 check "systemd-analyze security --offline: exposure <= 2.0" \
   systemd-analyze security --offline=true --threshold=20 --no-pager deploy/systemd/ktls-agent.service
-unit_ready_wait() {
-  # The unit's ExecStartPost as systemd runs it ("$$" -> "$"; a lone "$x" would be expanded by
-  # systemd, not the shell), pointed at a scratch ready file that appears after 0.5 s.
-  local line cmd f=$work/unit-ready
-  line=$(sed -n 's/^ExecStartPost=//p' deploy/systemd/ktls-agent.service)
-  if grep -qE '(^|[^$])\$[a-z({]' <<<"${line//\$\$/}"; then echo "unescaped \$ in: $line"; return 1; fi
-  cmd=${line//\$\$/\$}
-  cmd=${cmd//\/run\/ktls\/ready/$f}
-  (sleep 0.5; echo ready >"$f") &
-  local t0=$SECONDS
-  eval "$cmd" || { echo "failed: $cmd"; return 1; }
-  echo "returned after the ready file appeared ($((SECONDS - t0)) s): $cmd"
-  [[ -s $f ]]
+unit_notify() {
+  # Type=notify: systemd considers the unit started when the agent sends READY=1 on
+  # $NOTIFY_SOCKET. Play systemd's part: bind the socket, start the agent, expect READY=1 (with
+  # its STATUS) only once it serves, and STOPPING=1 on SIGTERM.
+  grep -qx 'Type=notify' deploy/systemd/ktls-agent.service || { echo "unit is not Type=notify"; return 1; }
+  grep -qx 'NotifyAccess=main' deploy/systemd/ktls-agent.service || { echo "no NotifyAccess=main"; return 1; }
+  python3 - "$agent_bin" "$work/notify" <<'PY'
+import os, socket, subprocess, sys, time
+agent, d = sys.argv[1], sys.argv[2]
+os.makedirs(d, exist_ok=True)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(f"{d}/notify.sock")
+s.settimeout(20)
+env = dict(os.environ, NOTIFY_SOCKET=f"{d}/notify.sock")
+p = subprocess.Popen([agent, "--listen=127.0.0.1:0", f"--handoff_socket={d}/handoff.sock",
+                      f"--control_socket={d}/control.sock", f"--ready_file={d}/ready",
+                      "--metrics_address="], env=env, stdout=subprocess.DEVNULL,
+                     stderr=open(f"{d}/agent.log", "w"))
+try:
+    msg = s.recv(4096).decode()
+    print("received:", msg.replace("\n", " | "))
+    assert msg.startswith("READY=1\n"), msg
+    assert "STATUS=serving on 127.0.0.1:" in msg, msg
+    assert os.path.exists(f"{d}/ready") and os.path.exists(f"{d}/handoff.sock"), "READY before serving"
+    p.terminate()
+    msg = s.recv(4096).decode()
+    print("received:", msg.replace("\n", " | "))
+    assert msg.startswith("STOPPING=1"), msg
+    assert p.wait(timeout=20) == 0, "agent exit status"
+finally:
+    if p.poll() is None:
+        p.kill()
+PY
 }
-check "unit's ExecStartPost waits for the agent's ready file (systemd \$ escaping)" unit_ready_wait
+check "Type=notify: the agent sends READY=1 once serving and STOPPING=1 on SIGTERM" unit_notify
 check "unit's ExecStart flags and the example config are accepted by the agent" bash -c '
   "$1" --config=deploy/systemd/agent.textproto.example --handoff_socket=/run/ktls/handoff.sock \
        --ready_file=/run/ktls/ready --print_config | grep -q "port: 443"' _ "$agent_bin"
