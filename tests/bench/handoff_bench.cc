@@ -12,6 +12,10 @@
 //                       handoff (GrantCredits), so handoffs never queue.
 //   BM_HandoffLatencyBusyPoll   the same, but the app polls Receive() without sleeping: the
 //                       handoff's own send-to-receive latency, without the scheduler's wake-up.
+//   BM_HandoffLatencySameCpu   BM_HandoffLatency with both threads pinned to CPU 0: the wake-up
+//                       is a context switch on a running CPU instead of waking an idle one (on a
+//                       VM host, an idle vCPU is halted in the hypervisor and costs tens of µs to
+//                       wake; this variant shows how much of the latency that is).
 //   BM_WakeupBaseline   the machine's floor for the first one: the same two threads and the same
 //                       epoll wake-up, but a 1-byte message on a SEQPACKET socketpair (no
 //                       descriptor, no protobuf). HandoffLatency minus this is what the handoff
@@ -23,6 +27,8 @@
 #include <benchmark/benchmark.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -217,8 +223,30 @@ std::thread CreditedSender(int credit_fd, std::atomic<bool>& stop, std::atomic<i
   });
 }
 
+// Pins the calling thread to `cpu` for its lifetime; restores the previous mask on destruction.
+class PinToCpu {
+ public:
+  explicit PinToCpu(int cpu) : active_(cpu >= 0) {
+    if (!active_) return;
+    pthread_getaffinity_np(pthread_self(), sizeof(saved_), &saved_);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    pthread_setaffinity_np(pthread_self(), sizeof(one), &one);
+  }
+  ~PinToCpu() {
+    if (active_) pthread_setaffinity_np(pthread_self(), sizeof(saved_), &saved_);
+  }
+
+ private:
+  bool active_;
+  cpu_set_t saved_{};
+};
+
 // busy_poll: the app spins on a non-blocking Receive() instead of sleeping in epoll_wait.
-void HandoffLatency(benchmark::State& state, bool busy_poll) {
+// pin_cpu >= 0: the app and the broker both run on that CPU.
+void HandoffLatency(benchmark::State& state, bool busy_poll, int pin_cpu = -1) {
+  PinToCpu pin(pin_cpu);  // before the broker thread starts: it inherits the mask
   Subscription s;
   s.app().SetNonBlocking(true);
   const int ep = ::epoll_create1(EPOLL_CLOEXEC);
@@ -266,6 +294,11 @@ void HandoffLatency(benchmark::State& state, bool busy_poll) {
 
 void BM_HandoffLatency(benchmark::State& state) { HandoffLatency(state, /*busy_poll=*/false); }
 BENCHMARK(BM_HandoffLatency)->UseManualTime()->Iterations(20000);
+
+void BM_HandoffLatencySameCpu(benchmark::State& state) {
+  HandoffLatency(state, /*busy_poll=*/false, /*pin_cpu=*/0);
+}
+BENCHMARK(BM_HandoffLatencySameCpu)->UseManualTime()->Iterations(20000);
 
 void BM_HandoffLatencyBusyPoll(benchmark::State& state) {
   HandoffLatency(state, /*busy_poll=*/true);

@@ -128,7 +128,7 @@ if ((vm)); then
 # The benchmark's guest half: every line of results goes to the console with a marker.
 [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 cd "$root" || exit 1
-[ "$profile" = 1 ] || bash tests/bench/limits.sh 2 "KTLS-BENCH "
+bash tests/bench/limits.sh 2 "KTLS-BENCH "
 bash tests/bench/matrix.sh $extra --build="$build" --out=/tmp/vm.jsonl --rounds=$rounds \
   --duration=$duration $scenarios --prefix="KTLS-BENCH "
 GUEST
@@ -142,17 +142,19 @@ GUEST
   ((vm_rc == 0)) || log "VM exited with status $vm_rc (see $out/vm-run.log, $out/vm-console.log)"
 fi
 if ((profile)); then
-  python3 - "$out/host.jsonl" "$out/vm.jsonl" >"$out/profile.txt" <<'PY'
+  python3 - "$out/host.jsonl" "$out/limits-vm.jsonl" "$out/vm.jsonl" >"$out/profile.txt" <<'PY'
 import json, os, sys
 lines = []
 for path in sys.argv[1:]:
     if os.path.exists(path):
-        lines += [("host" if "host" in os.path.basename(path) else "VM", l) for l in open(path)]
+        lines += [("host" if "host" in os.path.basename(path) else "VM", l) for l in open(path) if l.strip()]
 for where, line in lines:
     c = json.loads(line)
     if c.get("mode"):
         c["mode"] = f"{where} {c['mode']}"
-    if c.get("type") == "profile":
+    if c.get("type") == "limits":
+        print(f"==== limits ({where}): {json.dumps(c)}")
+    elif c.get("type") == "profile":
         print(f"==== perf: {c['mode']} / {c['scenario']}\n{c['text']}")
     elif c.get("type") == "syscalls":
         print(f"==== strace -c, {c['requests']} requests: {c['mode']} / {c['scenario']}\n{c['text']}")
