@@ -482,7 +482,8 @@ def targets_section(vm, host, limits_vm, handoff):
 
 
 def chart(png, sections):
-    """Clustered bars: each mode's headline figure divided by in-process TLS, per scenario."""
+    """Clustered bars per environment: each mode's throughput ÷ in-process TLS, and the server-CPU
+    efficiency (in-process TLS's server CPU per request ÷ the mode's), per scenario."""
     gnuplot = shutil.which("gnuplot")
     if not gnuplot:
         return "gnuplot not installed: chart not drawn"
@@ -493,34 +494,39 @@ def chart(png, sections):
         scs = [s for s in agg.scenarios() if agg.primary("inproc", s)]
         if not modes or not scs:
             continue
-        path = os.path.join(tmp, f"d{i}.dat")
-        with open(path, "w") as f:
-            f.write("scenario " + " ".join(modes) + "\n")
-            for sc in scs:
-                vals = []
-                for m in modes:
-                    x = agg.paired_ratio(m, "inproc", sc)
-                    vals.append("NaN" if x is None else f"{x[0]:.3f}")
-                f.write(f"{sc} " + " ".join(vals) + "\n")
-        cols = ", ".join(
-            f"'{path}' using {k + 2}:xtic(1) title '{MODE_TEXT[m]}' lc rgb '{COLORS[m]}'"
-            for k, m in enumerate(modes))
-        plots.append((title, cols, len(scs)))
+        for kind, ylabel, fn in (
+                ("throughput", "throughput ÷ in-process TLS",
+                 lambda m, sc: (agg.paired_ratio(m, "inproc", sc) or (None,))[0]),
+                ("server CPU", "server CPU per request: in-process ÷ mode",
+                 lambda m, sc: ratio(agg.cpu_us_per_req("inproc", sc), agg.cpu_us_per_req(m, sc)))):
+            path = os.path.join(tmp, f"d{i}-{len(plots)}.dat")
+            with open(path, "w") as f:
+                # No header line: gnuplot would count it as the first (empty) cluster.
+                for sc in scs:
+                    vals = []
+                    for m in modes:
+                        x = fn(m, sc)
+                        vals.append("NaN" if x is None else f"{x:.3f}")
+                    f.write(f"{sc} " + " ".join(vals) + "\n")
+            cols = ", ".join(
+                f"'{path}' using {k + 2}:xtic(1) title '{MODE_TEXT[m]}' lc rgb '{COLORS[m]}'"
+                for k, m in enumerate(modes))
+            plots.append((f"{title}: {kind}", ylabel, cols, len(scs)))
     if not plots:
         return "no data for the chart"
     script = [
-        f"set terminal pngcairo size 1400,{420 * len(plots) + 60} font 'sans,11'",
+        f"set terminal pngcairo size 1400,{380 * len(plots) + 60} font 'sans,11'",
         f"set output '{png}'",
         "set style data histograms", "set style histogram clustered gap 1",
         "set style fill solid 0.85 border -1", "set boxwidth 0.9", "set grid ytics",
         "set key outside right top", "set xtics rotate by -25", "set yrange [0:*]",
-        "set ylabel 'throughput ÷ in-process TLS'",
-        f"set multiplot layout {len(plots)},1 title 'ktls-sidecar: each mode ÷ in-process TLS "
-        "(same scenario, same run; 1.0 = in-process)'",
+        f"set multiplot layout {len(plots)},1 title 'ktls-sidecar: each mode against in-process TLS "
+        "(same scenario, same run; 1.0 = in-process; above 1 = better)'",
     ]
     script.append("set arrow 1 from graph 0, first 1 to graph 1, first 1 nohead dt 2 lc rgb '#444444'")
-    for title, cols, n in plots:
+    for title, ylabel, cols, n in plots:
         script.append(f"set title '{title}'")
+        script.append(f"set ylabel '{ylabel}'")
         script.append(f"set xrange [-0.6:{n - 0.4}]")
         script.append(f"plot {cols}")
     script.append("unset multiplot")
@@ -554,6 +560,8 @@ def main():
     ap.add_argument("--smoke-summary", action="store_true")
     ap.add_argument("--handoff-rc", type=int, default=0)
     ap.add_argument("--elapsed", default="")
+    ap.add_argument("--rerendered", action="store_true",
+                    help="the report was rendered again from an earlier run's raw results")
     a = ap.parse_args()
 
     host_lines = load_jsonl(a.host)
@@ -569,8 +577,12 @@ def main():
         with open(a.handoff) as f:
             handoff = json.load(f)
 
+    if a.raw_dir and os.path.abspath(a.raw_dir).startswith(os.getcwd() + os.sep):
+        a.raw_dir = os.path.relpath(a.raw_dir)  # the page names paths inside the checkout
     gen = [BEGIN, ""]
     gen.append(f"Produced by `{a.command.strip()}`" + (f" (raw results: `{a.raw_dir}`)" if a.raw_dir else "")
+               + (f"; this page was rendered again from those raw results by `tests/bench/run.sh "
+                  f"--report={a.raw_dir}`" if a.rerendered else "")
                + ". Every cell is one `ktls-loadgen` run against one server mode; all modes run at the "
                "same time and are measured one after another, rounds rotating their order.")
     gen.append("")
@@ -601,7 +613,7 @@ def main():
                        "the rounds of one cell disagree.")
             gen.append("")
     gen += targets_section(vm, host, limits_vm, handoff)
-    gen.append("![each mode ÷ in-process TLS](benchmarks.png)")
+    gen.append("![each mode against in-process TLS: throughput and server CPU](benchmarks.png)")
     gen.append("")
     if vm:
         gen += env_section("VM: Debian cloud kernel with kTLS, qemu TCG (2 vCPUs)", vm, meta_vm, tcg=True)

@@ -22,11 +22,13 @@
 #                the VM (kTLS, in-process, stunnel) with 200 more requests per cell under
 #                `strace -c` (syscalls per request do not depend on how fast the machine is);
 #                writes BUILD_DIR/bench/<time>/profile.txt, no report
+#   --report=DIR renders docs/BENCHMARKS.md and docs/benchmarks.png again from the raw results of
+#                an earlier run (BUILD_DIR/bench/<time>), measuring nothing
 # Results (raw JSON lines, consoles) go to BUILD_DIR/bench/<time>/.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
-smoke=0 host=1 vm=1 rounds=3 duration=4 kernel="" build=build scenarios="" profile=0
+smoke=0 host=1 vm=1 rounds=3 duration=4 kernel="" build=build scenarios="" profile=0 report_dir=""
 for a in "$@"; do
   case $a in
     --smoke) smoke=1 ;;
@@ -37,6 +39,7 @@ for a in "$@"; do
     --kernel=*) kernel=${a#*=} ;;
     --scenarios=*) scenarios=--scenarios=${a#*=} ;;
     --profile) profile=1 rounds=1 ;;
+    --report=*) report_dir=${a#*=} ;;
     -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "bench: unknown option $a" >&2; exit 2 ;;
     *) build=$a ;;
@@ -46,6 +49,27 @@ done
 ((profile)) && [[ -z $scenarios ]] && scenarios=--scenarios=get-0,get-64k,close,close-resume,static-1m
 build=$(cd "$build" 2>/dev/null && pwd) || { echo "bench: build directory not found (run .ci/build.sh)" >&2; exit 2; }
 log() { echo "bench: $*" >&2; }
+command_line="tests/bench/run.sh${*:+ $*}"
+
+# render() OUT_DIR COMMAND [extra report.py options]: the report from one run's raw results.
+render() {
+  local out=$1 cmd=$2
+  shift 2
+  local args=(--md=docs/BENCHMARKS.md --png=docs/benchmarks.png --command="$cmd"
+    --meta="$out/meta.json" --host-load="$out/host-load.txt" --raw-dir="$out")
+  [[ -s $out/host.jsonl ]] && args+=(--host="$out/host.jsonl")
+  [[ -s $out/vm.jsonl ]] && args+=(--vm="$out/vm.jsonl")
+  [[ -s $out/limits-host.jsonl ]] && args+=(--limits-host="$out/limits-host.jsonl")
+  [[ -s $out/limits-vm.jsonl ]] && args+=(--limits-vm="$out/limits-vm.jsonl")
+  [[ -s $out/handoff.json ]] && args+=(--handoff="$out/handoff.json")
+  python3 tests/bench/report.py "${args[@]}" "$@"
+}
+if [[ -n $report_dir ]]; then
+  [[ -s $report_dir/meta.json ]] || { log "$report_dir: no meta.json (not a raw results directory)"; exit 2; }
+  cmd=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get("command", "tests/bench/run.sh"))' "$report_dir/meta.json")
+  render "$(cd "$report_dir" && pwd)" "$cmd" --rerendered
+  exit $?
+fi
 
 targets=(ktls-agent ktls-demo-app ktls-loadgen ktls_handoff_bench)
 if ((smoke)); then
@@ -63,8 +87,8 @@ sampler=$!
 trap 'kill $sampler 2>/dev/null' EXIT
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo "${KTLS_BENCH_COMMIT:-unknown}")
 dirty=$(git status --porcelain -- client tests/bench agent proto 2>/dev/null | grep -c . || true)
-printf '{"commit":"%s","dirty_files":%s,"date":"%s","host_kernel":"%s","cpu_model":"%s","cpus":%s,"mem_gib":%s,"qemu":"%s","openssl":"%s"}\n' \
-  "$commit" "${dirty:-0}" "$(date -u +%Y-%m-%dT%H:%MZ)" "$(uname -r)" \
+printf '{"command":"%s","commit":"%s","dirty_files":%s,"date":"%s","host_kernel":"%s","cpu_model":"%s","cpus":%s,"mem_gib":%s,"qemu":"%s","openssl":"%s"}\n' \
+  "$command_line" "$commit" "${dirty:-0}" "$(date -u +%Y-%m-%dT%H:%MZ)" "$(uname -r)" \
   "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" "$(nproc)" \
   "$(awk '/^MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)" \
   "$(qemu-system-x86_64 --version 2>/dev/null | head -1 | sed 's/"//g')" "$(openssl version | sed 's/"//g')" >"$out/meta.json"
@@ -169,12 +193,5 @@ PY
 fi
 
 # --- report ------------------------------------------------------------------------------------
-args=(--md=docs/BENCHMARKS.md --png=docs/benchmarks.png --command="tests/bench/run.sh $*"
-  --meta="$out/meta.json" --host-load="$out/host-load.txt")
-[[ -s $out/host.jsonl ]] && args+=(--host="$out/host.jsonl")
-[[ -s $out/vm.jsonl ]] && args+=(--vm="$out/vm.jsonl")
-[[ -s $out/limits-host.jsonl ]] && args+=(--limits-host="$out/limits-host.jsonl")
-[[ -s ${out}/limits-vm.jsonl ]] && args+=(--limits-vm="$out/limits-vm.jsonl")
-[[ -s $out/handoff.json ]] && args+=(--handoff="$out/handoff.json")
-python3 tests/bench/report.py "${args[@]}" --raw-dir="$out"
+render "$out" "$command_line"
 log "raw results: $out; report: docs/BENCHMARKS.md, docs/benchmarks.png"

@@ -270,44 +270,36 @@ TEST(LoadgenEngineTest, TruncatedWrongLengthAndBadStatusAreCaught) {
   }
 }
 
+// The duration bound ends the run, also against a server that answers an upload as soon as its
+// headers arrive and then keeps up with the body (nginx's `return 200` does): when the upload
+// never blocks, each answer is already there as the last byte goes out and the connection never
+// waits, and loadgen used to go on from request to request past the window (found in the
+// benchmark VM under TCG; on a fast host the upload blocks now and then, which hides it).
 TEST(LoadgenEngineTest, DurationBoundEndsTheRun) {
-  TestServer server(Fault::kNone);
-  Options o = Base(server.port());
-  o.scenario = Scenario::kBulkUp;
-  o.size = 256 * 1024;
-  o.connections = 2;
-  o.warmup_s = 0.1;
-  o.duration_s = 0.3;
-  const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<Results> r = RunLoad(o, false);
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->total_errors(), 0u) << r->first_error;
-  EXPECT_GT(r->requests, 0u);
-  EXPECT_DOUBLE_EQ(r->measured_s, 0.3);
-  EXPECT_LT(wall, 5.0);  // it stops (generous: VM suite runs this under TCG)
-  EXPECT_LE(server.max_concurrent(), 2);
-}
-
-// A server that answers before the body is sent and keeps up with the upload: every request's
-// answer is already there when its last byte is written, so the connection never waits. The run
-// must still end at its duration (it used to go on sending requests for as long as the server
-// kept up: found against nginx's `return 200` in the benchmark VM).
-TEST(LoadgenEngineTest, DurationEndsARunWhoseServerAnswersEarlyAndKeepsUp) {
-  TestServer server(Fault::kEarlyAnswer);
-  Options o = Base(server.port());
-  o.scenario = Scenario::kBulkUp;
-  o.size = 4 * 1024 * 1024;
-  o.connections = 1;
-  o.warmup_s = 0.1;
-  o.duration_s = 0.5;
-  const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<Results> r = RunLoad(o, false);
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->total_errors(), 0u) << r->first_error;
-  EXPECT_GT(r->requests, 0u);
-  EXPECT_LT(wall, 10.0);
+  struct Case {
+    Fault fault;
+    uint64_t size;
+    int connections;
+  };
+  for (const Case& c : {Case{Fault::kNone, 256 * 1024, 2}, Case{Fault::kEarlyAnswer, 4 << 20, 1}}) {
+    TestServer server(c.fault);
+    Options o = Base(server.port());
+    o.scenario = Scenario::kBulkUp;
+    o.size = c.size;
+    o.connections = c.connections;
+    o.warmup_s = 0.1;
+    o.duration_s = 0.3;
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<Results> r = RunLoad(o, false);
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->total_errors(), 0u) << r->first_error;
+    EXPECT_GT(r->requests, 0u);
+    EXPECT_DOUBLE_EQ(r->measured_s, 0.3);
+    EXPECT_LT(wall, 5.0);  // it stops (generous: VM suite runs this under TCG)
+    EXPECT_LE(server.max_concurrent(), c.connections);
+  }
 }
 
 TEST(LoadgenEngineTest, TlsConnectionPerRequestWithResumption) {
