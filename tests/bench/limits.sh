@@ -43,5 +43,5 @@ if [[ $(id -u) == 0 ]] && find "/lib/modules/$(uname -r)" -name "tcrypt.ko*" 2>/
       for (i = 1; i <= NF; i++) { if ($i == "operations") ops = $(i - 1); if ($i == "seconds") s = $(i - 1) }
       if (s > 0) { printf "%.1f %s\n", ops * 8192 / s / 1e6, drv; exit } }')
 fi
-printf '%s{"type":"limits","kernel":"%s","seconds":%s,"aes_128_gcm_MBps":%s,"aes_256_gcm_MBps":%s,"chacha20_poly1305_MBps":%s,"x25519_ops_s":%s,"ecdsa_p256_sign_s":%s,"ecdsa_p256_verify_s":%s,"kernel_aes_128_gcm_8k_MBps":%s,"kernel_gcm_driver":"%s",%s}\n' \
-  "$prefix" "$(uname -r)" "$secs" "${aes128:-0}" "${aes256:-0}" "${chacha:-0}" "${x25519:-0}" "${sign:-0}" "${verify:-0}" "${kernel_gcm:-0}" "$kernel_gcm_driver" "$derived"
+printf '%s{"type":"limits","kernel":"%s","seconds":%s,"aes_128_gcm_MBps":%s,"aes_256_gcm_MBps":%s,"chacha20_poly1305_MBps":%s,"x25519_ops_s":%s,"ecdsa_p256_sign_s":%s,"ecdsa_p256_verify_s":%s,"kernel_aes_128_gcm_8k_MBps":%s,"kernel_gcm_driver":"%s","openssl_ia32cap":"%s",%s}\n' \
+  "$prefix" "$(uname -r)" "$secs" "${aes128:-0}" "${aes256:-0}" "${chacha:-0}" "${x25519:-0}" "${sign:-0}" "${verify:-0}" "${kernel_gcm:-0}" "$kernel_gcm_driver" "${OPENSSL_ia32cap:-}" "$derived"

@@ -429,25 +429,28 @@ def targets_section(vm, host, limits_vm, handoff):
         x = ratio(agg.cpu_us_per_req(base, sc), agg.cpu_us_per_req("ktls", sc)) if agg else None
         return "–" if x is None else f"{x:.2f}"
 
-    def show(x):
-        return "–" if x is None else f"{x:.2f}"
+    def show(x, goal=None):
+        # Three decimals where two would round onto the goal and hide the verdict.
+        if x is None:
+            return "–"
+        return f"{x:.3f}" if goal is not None and abs(x - goal) < 0.005 else f"{x:.2f}"
 
     for sc in ("get-64k", "static-1m"):
         x = rr(sc, "stunnel")
-        r(f"{SCENARIO_TEXT[sc]}: kTLS ÷ stunnel", show(x), "≥ 1.3", None if x is None else x >= 1.3,
+        r(f"{SCENARIO_TEXT[sc]}: kTLS ÷ stunnel", show(x, 1.3), "≥ 1.3", None if x is None else x >= 1.3,
           cpu(sc, "stunnel"))
         x = rr(sc, "inproc")
-        r(f"{SCENARIO_TEXT[sc]}: kTLS ÷ in-process", show(x), "≥ 1.0", None if x is None else x >= 1.0,
+        r(f"{SCENARIO_TEXT[sc]}: kTLS ÷ in-process", show(x, 1.0), "≥ 1.0", None if x is None else x >= 1.0,
           cpu(sc, "inproc"))
     x = rr("static-1m", "inproc")
-    r("static via sendfile ÷ in-process SSL_write", show(x), "≥ 1.4", None if x is None else x >= 1.4,
+    r("static via sendfile ÷ in-process SSL_write", show(x, 1.4), "≥ 1.4", None if x is None else x >= 1.4,
       cpu("static-1m", "inproc"))
     x = rr("get-0", "inproc")
-    r("GET 0 B keep-alive: kTLS ÷ in-process", show(x), "≥ 1.0", None if x is None else x >= 1.0,
+    r("GET 0 B keep-alive: kTLS ÷ in-process", show(x, 1.0), "≥ 1.0", None if x is None else x >= 1.0,
       cpu("get-0", "inproc"))
     for sc in ("close", "close-resume"):
         x = rr(sc, "inproc")
-        r(f"{SCENARIO_TEXT[sc]}: handshake + install + handoff rate ÷ in-process", show(x), "≥ 0.9",
+        r(f"{SCENARIO_TEXT[sc]}: handshake + install + handoff rate ÷ in-process", show(x, 0.9), "≥ 0.9",
           None if x is None else x >= 0.9, cpu(sc, "inproc"))
     p99 = handoff_p99(handoff)
     base = handoff_p99(handoff, "WakeupBaseline")
@@ -596,6 +599,18 @@ def main():
                    f"commit `{meta.get('commit')}`" + (f" (+{meta['dirty_files']} uncommitted files)"
                                                       if meta.get("dirty_files") else "")
                    + f"; {meta.get('date')}.")
+        gen.append("")
+    if meta.get("host_from"):
+        gen.append(f"The host half (its matrix, limits and the handoff benchmark) was not measured "
+                   f"again: it comes from the run in `{os.path.relpath(meta['host_from']) if meta['host_from'].startswith(os.getcwd()) else meta['host_from']}` "
+                   "(same machine, same day; its figures are never divided by the VM's).")
+        gen.append("")
+    if meta.get("vm_openssl_ia32cap"):
+        gen.append(f"In the VM every process ran with `OPENSSL_ia32cap={meta['vm_openssl_ia32cap']}` "
+                   "(AVX hidden from OpenSSL): under TCG OpenSSL's AVX AES-GCM code runs at about a "
+                   "fifth of the speed of its plain AES-NI code and of the kernel's `gcm(aes)`, which "
+                   "would credit kTLS with a crypto advantage no real CPU gives it (see the limits "
+                   "table and [Where the time goes](#where-the-time-goes)).")
         gen.append("")
     if a.host_load and os.path.exists(a.host_load):
         loads = []

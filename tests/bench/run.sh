@@ -14,7 +14,12 @@
 #                briefly, and the report generator into BUILD_DIR/bench/smoke/ (never docs/).
 #                Ends with "bench-smoke: N passed, M failed" (a cell passes when every response
 #                was verified and none failed); exit status 0 only if M = 0.
-#   --kernel     which cached kernel runs the VM half (tests/vm/fetch-kernels.sh lists them)
+#   --kernel     which cached kernel runs the VM half
+#   KTLS_BENCH_VM_IA32CAP  OPENSSL_ia32cap for every process in the VM (default ~0x1000000000000000:
+#                AVX hidden from OpenSSL). Under TCG OpenSSL's AVX AES-GCM code runs at a fifth of
+#                the speed of its AES-NI code and of the kernel's gcm(aes) (12 vs 60 vs 58 MB/s,
+#                docs/BENCHMARKS.md), which would hand kTLS an advantage no real CPU gives it. "" =
+#                OpenSSL's own choice. (tests/vm/fetch-kernels.sh lists them)
 #   --scenarios  a subset of matrix.sh's scenario ids (for trying things; the report says so)
 #   --profile    instead of the matrix, where the time goes: one round on the host with
 #                `perf record -a` over every cell (relay, in-process, stunnel; perf inside a TCG
@@ -22,6 +27,8 @@
 #                the VM (kTLS, in-process, stunnel) with 200 more requests per cell under
 #                `strace -c` (syscalls per request do not depend on how fast the machine is);
 #                writes BUILD_DIR/bench/<time>/profile.txt, no report
+#   --host-from=DIR  with --vm-only: take the host half (matrix, limits, handoff benchmark) from an
+#                earlier run's raw results instead of measuring it again; the page says so
 #   --report=DIR renders docs/BENCHMARKS.md and docs/benchmarks.png again from the raw results of
 #                an earlier run (BUILD_DIR/bench/<time>), measuring nothing
 # Results (raw JSON lines, consoles) go to BUILD_DIR/bench/<time>/.
@@ -29,6 +36,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
 smoke=0 host=1 vm=1 rounds=3 duration=4 kernel="" build=build scenarios="" profile=0 report_dir=""
+host_from=""
+vm_ia32cap=${KTLS_BENCH_VM_IA32CAP-~0x1000000000000000}
 for a in "$@"; do
   case $a in
     --smoke) smoke=1 ;;
@@ -40,6 +49,7 @@ for a in "$@"; do
     --scenarios=*) scenarios=--scenarios=${a#*=} ;;
     --profile) profile=1 rounds=1 ;;
     --report=*) report_dir=${a#*=} ;;
+    --host-from=*) host_from=${a#*=} ;;
     -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "bench: unknown option $a" >&2; exit 2 ;;
     *) build=$a ;;
@@ -87,8 +97,8 @@ sampler=$!
 trap 'kill $sampler 2>/dev/null' EXIT
 commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo "${KTLS_BENCH_COMMIT:-unknown}")
 dirty=$(git status --porcelain -- client tests/bench agent proto 2>/dev/null | grep -c . || true)
-printf '{"command":"%s","commit":"%s","dirty_files":%s,"date":"%s","host_kernel":"%s","cpu_model":"%s","cpus":%s,"mem_gib":%s,"qemu":"%s","openssl":"%s"}\n' \
-  "$command_line" "$commit" "${dirty:-0}" "$(date -u +%Y-%m-%dT%H:%MZ)" "$(uname -r)" \
+printf '{"command":"%s","host_from":"%s","vm_openssl_ia32cap":"%s","commit":"%s","dirty_files":%s,"date":"%s","host_kernel":"%s","cpu_model":"%s","cpus":%s,"mem_gib":%s,"qemu":"%s","openssl":"%s"}\n' \
+  "$command_line" "$host_from" "$vm_ia32cap" "$commit" "${dirty:-0}" "$(date -u +%Y-%m-%dT%H:%MZ)" "$(uname -r)" \
   "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" "$(nproc)" \
   "$(awk '/^MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)" \
   "$(qemu-system-x86_64 --version 2>/dev/null | head -1 | sed 's/"//g')" "$(openssl version | sed 's/"//g')" >"$out/meta.json"
@@ -132,6 +142,15 @@ if ((host)); then
     --duration="$duration" $scenarios >/dev/null 2>"$out/host-matrix.log"
 fi
 
+if [[ -n $host_from ]]; then
+  ((host)) && { log "--host-from goes with --vm-only"; exit 2; }
+  for f in host.jsonl limits-host.jsonl handoff.json handoff.txt host-matrix.log; do
+    [[ -f $host_from/$f ]] && cp "$host_from/$f" "$out/"
+  done
+  [[ -s $out/host.jsonl ]] || { log "$host_from: no host.jsonl"; exit 2; }
+  log "host half: taken from $host_from"
+fi
+
 # --- VM half -----------------------------------------------------------------------------------
 if ((vm)); then
   mapfile -t kernels < <(bash tests/vm/fetch-kernels.sh)
@@ -152,6 +171,7 @@ if ((vm)); then
 # The benchmark's guest half: every line of results goes to the console with a marker.
 [ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
 cd "$root" || exit 1
+${vm_ia32cap:+export OPENSSL_ia32cap='$vm_ia32cap'}
 bash tests/bench/limits.sh 2 "KTLS-BENCH "
 bash tests/bench/matrix.sh $extra --build="$build" --out=/tmp/vm.jsonl --rounds=$rounds \
   --duration=$duration $scenarios --prefix="KTLS-BENCH "
