@@ -112,9 +112,8 @@ OffloadDecision CompleteKtlsInstallWithSecret(SysCalls& sys, SSL* ssl, int fd,
       return d;
     }
     st->rx_attempted = true;
-    const uint64_t t0 = KtlsInstallClockNs();
-    SysResult r = sys.SetSockOpt(fd, SOL_TLS, info->sockopt_name(), info->data(), info->size());
-    st->kernel_install_ns += KtlsInstallClockNs() - t0;
+    SysResult r = KtlsInstallSetSockOpt(sys, *st, fd, SOL_TLS, info->sockopt_name(), info->data(),
+                                        info->size());
     if (!r.ok()) {
       st->rx_errno = r.err;
       ExplainFailure(*st, /*tx_side=*/false, &d);

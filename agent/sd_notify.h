@@ -8,8 +8,6 @@
 #ifndef KTLS_AGENT_SD_NOTIFY_H_
 #define KTLS_AGENT_SD_NOTIFY_H_
 
-#include <string>
-
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "agent/syscalls.h"

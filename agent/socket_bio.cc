@@ -172,9 +172,8 @@ bool SetUlp(BioData* d) {
   if (d->ktls.ulp_set) return true;
   if (d->ktls.ulp_errno != 0) return false;  // failed before; do not retry per direction
   static constexpr char kUlp[] = "tls";
-  const uint64_t t0 = KtlsInstallClockNs();
-  SysResult r = d->sys->SetSockOpt(d->fd, IPPROTO_TCP, TCP_ULP, kUlp, sizeof(kUlp) - 1);
-  d->ktls.kernel_install_ns += KtlsInstallClockNs() - t0;
+  SysResult r =
+      KtlsInstallSetSockOpt(*d->sys, d->ktls, d->fd, IPPROTO_TCP, TCP_ULP, kUlp, sizeof(kUlp) - 1);
   if (!r.ok()) {
     d->ktls.ulp_errno = r.err;
     return false;
@@ -208,10 +207,8 @@ long BioCtrl(BIO* b, int cmd, long num, void* ptr) {
         (is_tx ? d->ktls.tx_errno : d->ktls.rx_errno) = d->ktls.ulp_errno;
         return 0;
       }
-      const uint64_t t0 = KtlsInstallClockNs();
-      SysResult r = d->sys->SetSockOpt(d->fd, SOL_TLS, is_tx ? TLS_TX : TLS_RX, info,
-                                       static_cast<socklen_t>(info->tls_crypto_info_len));
-      d->ktls.kernel_install_ns += KtlsInstallClockNs() - t0;
+      SysResult r = KtlsInstallSetSockOpt(*d->sys, d->ktls, d->fd, SOL_TLS, is_tx ? TLS_TX : TLS_RX,
+                                          info, static_cast<socklen_t>(info->tls_crypto_info_len));
       if (!r.ok()) {
         (is_tx ? d->ktls.tx_errno : d->ktls.rx_errno) = r.err;
         return 0;
@@ -271,10 +268,14 @@ const BIO_METHOD* Method() {
 
 }  // namespace
 
-uint64_t KtlsInstallClockNs() {
-  return static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                   std::chrono::steady_clock::now().time_since_epoch())
-                                   .count());
+SysResult KtlsInstallSetSockOpt(SysCalls& sys, SocketBioKtlsState& st, int fd, int level, int name,
+                                const void* value, socklen_t len) {
+  const auto t0 = std::chrono::steady_clock::now();  // vDSO clock, not a syscall
+  SysResult r = sys.SetSockOpt(fd, level, name, value, len);
+  st.kernel_install_ns += static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+          .count());
+  return r;
 }
 
 BioPtr NewSocketBio(SysCalls& sys, int fd) {

@@ -35,8 +35,10 @@ struct SocketBioKtlsState {
   uint64_t kernel_install_ns = 0;
 };
 
-// Monotonic nanoseconds, for timing the kTLS setsockopts (vDSO clock, not a syscall).
-uint64_t KtlsInstallClockNs();
+// setsockopt for a kTLS install step (TCP_ULP, TLS_TX, TLS_RX) on a socket whose kTLS state is
+// `st`: the time it took is added to st.kernel_install_ns.
+SysResult KtlsInstallSetSockOpt(SysCalls& sys, SocketBioKtlsState& st, int fd, int level, int name,
+                                const void* value, socklen_t len);
 
 // A new BIO for `fd` (not owned: closing the fd is the caller's business). Returns nullptr on
 // allocation failure.

@@ -61,7 +61,8 @@ build=$(cd "$build" 2>/dev/null && pwd) || { echo "bench: build directory not fo
 log() { echo "bench: $*" >&2; }
 command_line="tests/bench/run.sh${*:+ $*}"
 
-# render() OUT_DIR COMMAND [extra report.py options]: the report from one run's raw results.
+# render() OUT_DIR COMMAND [extra report.py options]: the report from one run's raw results, into
+# docs/ unless the extra options name other --md/--png files.
 render() {
   local out=$1 cmd=$2
   shift 2
@@ -115,9 +116,8 @@ if ((smoke)); then
   "$build/tests/bench/ktls_handoff_bench" --benchmark_min_time=0.01 \
     --benchmark_out="$out/handoff.json" --benchmark_out_format=json >/dev/null 2>"$out/handoff.log"
   handoff_rc=$?
-  python3 tests/bench/report.py --host="$out/host.jsonl" --handoff="$out/handoff.json" \
-    --meta="$out/meta.json" --host-load="$out/host-load.txt" \
-    --md="$out/BENCHMARKS.md" --png="$out/benchmarks.png" --command="tests/bench/run.sh --smoke" \
+  # The same report as a full run, but into BUILD_DIR (never docs/): the later --md/--png win.
+  render "$out" "$command_line" --md="$out/BENCHMARKS.md" --png="$out/benchmarks.png" \
     --smoke-summary --handoff-rc="$handoff_rc" --elapsed="$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1f", b - a }')"
   exit $?
 fi
