@@ -6,6 +6,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -17,6 +18,7 @@
 #include "agent/ktls_installer.h"
 #include "agent/stats.h"
 #include "agent/tls_context.h"
+#include "agent/unique_fd.h"
 #include "agent/worker.h"
 #include "ktls/v1/config.pb.h"
 
@@ -40,6 +42,8 @@ class Agent {
   AgentStats& stats() { return stats_; }
   CertStore& certs() { return *certs_; }
   HandoffBroker& broker() { return *broker_; }
+  // The broker's ready-to-sent latency in the shape of the other histograms (/metrics, stats RPC).
+  Histogram::Snapshot HandoffLatency() const;
   TlsContext& tls() { return *tls_; }
   // Handshakes in progress and recent handoffs, for the control plane.
   const ActivityLog& activity() const { return activity_; }
@@ -49,6 +53,15 @@ class Agent {
 
  private:
   Agent(SysCalls& sys, v1::AgentConfig config) : sys_(sys), config_(std::move(config)) {}
+
+  // Steps of Create(), in this order (each needs what the ones before built).
+  void ProbeAndLog();  // the kernel probe, its table logged once
+  // Listeners: one SO_REUSEPORT socket per listener per worker. A port-0 listener is bound
+  // once, and the other workers join the port the kernel picked.
+  using ListenSockets = std::vector<std::pair<std::string, UniqueFd>>;
+  absl::StatusOr<std::vector<ListenSockets>> OpenListeners(unsigned workers);
+  absl::Status CreateWorkers(unsigned workers);
+  absl::Status CreateDialer();  // outbound dials (apps' DialRequests), on their own thread
 
   SysCalls& sys_;
   v1::AgentConfig config_;

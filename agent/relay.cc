@@ -106,131 +106,157 @@ void RelaySession::DetachApp() {
   Pump();
 }
 
+// One pass moves data as far as it can in both directions; passes repeat while any step made
+// progress, because one step's progress can unblock another (draining to_app_ makes room for
+// SSL_read, a delivered EOF lets the session finish). A step that fails closes the session.
 void RelaySession::Pump() {
+  using Step = bool (RelaySession::*)();
+  static constexpr Step kSteps[] = {&RelaySession::ReadFromPeer,  &RelaySession::WriteToApp,
+                                    &RelaySession::ForwardPeerEof, &RelaySession::ReadFromApp,
+                                    &RelaySession::WriteToPeer,    &RelaySession::ForwardAppEof};
   bool progress = true;
   while (progress && !closed_) {
     progress = false;
-    // 1. TLS peer -> to_app_.
-    ssl_read_wants_write_ = false;
-    while (!peer_eof_ && to_app_.space() > 0) {
-      size_t len;
-      char* p = to_app_.tail(&len);
-      ERR_clear_error();
-      int n = SSL_read(ssl_.get(), p, static_cast<int>(len));
-      if (n > 0) {
-        to_app_.Produced(n);
-        Inc(ctx_.stats.relay_bytes_to_app, n);
-        progress = true;
-        continue;
-      }
-      int saved = errno;
-      int err = SSL_get_error(ssl_.get(), n);
-      if (err == SSL_ERROR_WANT_READ) break;
-      if (err == SSL_ERROR_WANT_WRITE) {
-        ssl_read_wants_write_ = true;
-        break;
-      }
-      if (err == SSL_ERROR_ZERO_RETURN) {
-        peer_eof_ = true;  // close_notify
-      } else if (err == SSL_ERROR_SYSCALL && (saved == EAGAIN || saved == EINTR)) {
-        break;
-      } else if (err == SSL_ERROR_SYSCALL && saved == 0) {
-        peer_eof_ = true;  // TCP EOF without close_notify: truncation, still an EOF to the app
-        Inc(ctx_.stats.relay_errors);
-        ERR_clear_error();
-      } else {
-        Close(true, DrainOpenSslErrors(saved ? strerror(saved) : "TLS error"));
-        return;
-      }
-      progress = true;
-      break;
+    for (Step step : kSteps) {
+      if ((this->*step)()) progress = true;
+      if (closed_) return;
     }
-    // 2. to_app_ -> app.
-    while (!to_app_.empty()) {
-      SysResult w = ctx_.sys.Write(app_fd_.get(), to_app_.head(), to_app_.size());
-      if (w.ok()) {
-        to_app_.Consumed(w.rc);
-        progress = true;
-        continue;
-      }
-      if (w.would_block()) break;
-      if (w.err == EINTR) continue;
-      // The app closed its socket: nobody will read what the peer sends.
-      Close(w.err != EPIPE && w.err != ECONNRESET, absl::StrCat("write to app: ", strerror(w.err)));
-      return;
-    }
-    // 3. Peer EOF delivered -> EOF to the app.
-    if (peer_eof_ && to_app_.empty() && !app_shut_wr_) {
-      ctx_.sys.Shutdown(app_fd_.get(), SHUT_WR);
-      app_shut_wr_ = true;
-      progress = true;
-    }
-    // 4. app -> to_peer_.
-    while (!app_eof_ && to_peer_.space() > 0) {
-      size_t len;
-      char* p = to_peer_.tail(&len);
-      SysResult r = ctx_.sys.Read(app_fd_.get(), p, len);
-      if (r.ok() && r.rc > 0) {
-        to_peer_.Produced(r.rc);
-        progress = true;
-        continue;
-      }
-      if (r.ok()) {
-        app_eof_ = true;
-        progress = true;
-        break;
-      }
-      if (r.would_block()) break;
-      if (r.err == EINTR) continue;
-      Close(true, absl::StrCat("read from app: ", strerror(r.err)));
-      return;
-    }
-    // 5. to_peer_ -> TLS peer.
-    ssl_write_wants_write_ = false;
-    while (!to_peer_.empty() && !close_notify_sent_) {
-      ERR_clear_error();
-      int n = SSL_write(ssl_.get(), to_peer_.head(), static_cast<int>(to_peer_.size()));
-      if (n > 0) {
-        to_peer_.Consumed(n);
-        Inc(ctx_.stats.relay_bytes_to_peer, n);
-        progress = true;
-        continue;
-      }
-      int saved = errno;
-      int err = SSL_get_error(ssl_.get(), n);
-      if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ ||
-          (err == SSL_ERROR_SYSCALL && (saved == EAGAIN || saved == EINTR))) {
-        ssl_write_wants_write_ = true;
-        break;
-      }
-      Close(true, absl::StrCat("TLS write: ", DrainOpenSslErrors(strerror(saved))));
-      return;
-    }
-    // 6. App EOF written out -> close_notify.
-    if (app_eof_ && to_peer_.empty() && !close_notify_sent_) {
-      ERR_clear_error();
-      int rc = SSL_shutdown(ssl_.get());
-      if (rc >= 0) {
-        close_notify_sent_ = true;
-        ctx_.sys.Shutdown(tls_fd_.get(), SHUT_WR);
-        progress = true;
-      } else {
-        int err = SSL_get_error(ssl_.get(), rc);
-        if (err == SSL_ERROR_WANT_WRITE) {
-          ssl_write_wants_write_ = true;
-        } else {
-          close_notify_sent_ = true;  // peer gone; nothing more to say
-          ERR_clear_error();
-        }
-      }
-    }
-    // 7. Both directions finished.
-    if (app_shut_wr_ && close_notify_sent_) {
+    if (app_shut_wr_ && close_notify_sent_) {  // both directions finished
       Close(false, "");
       return;
     }
   }
-  if (!closed_) UpdateInterest();
+  UpdateInterest();
+}
+
+bool RelaySession::ReadFromPeer() {
+  ssl_read_wants_write_ = false;
+  bool progress = false;
+  while (!peer_eof_ && to_app_.space() > 0) {
+    size_t len;
+    char* p = to_app_.tail(&len);
+    ERR_clear_error();
+    int n = SSL_read(ssl_.get(), p, static_cast<int>(len));
+    if (n > 0) {
+      to_app_.Produced(n);
+      Inc(ctx_.stats.relay_bytes_to_app, n);
+      progress = true;
+      continue;
+    }
+    int saved = errno;
+    int err = SSL_get_error(ssl_.get(), n);
+    if (err == SSL_ERROR_WANT_READ) break;
+    if (err == SSL_ERROR_WANT_WRITE) {
+      ssl_read_wants_write_ = true;
+      break;
+    }
+    if (err == SSL_ERROR_ZERO_RETURN) {
+      peer_eof_ = true;  // close_notify
+    } else if (err == SSL_ERROR_SYSCALL && (saved == EAGAIN || saved == EINTR)) {
+      break;
+    } else if (err == SSL_ERROR_SYSCALL && saved == 0) {
+      peer_eof_ = true;  // TCP EOF without close_notify: truncation, still an EOF to the app
+      Inc(ctx_.stats.relay_errors);
+      ERR_clear_error();
+    } else {
+      Close(true, DrainOpenSslErrors(saved ? strerror(saved) : "TLS error"));
+      return progress;
+    }
+    return true;
+  }
+  return progress;
+}
+
+bool RelaySession::WriteToApp() {
+  bool progress = false;
+  while (!to_app_.empty()) {
+    SysResult w = ctx_.sys.Write(app_fd_.get(), to_app_.head(), to_app_.size());
+    if (w.ok()) {
+      to_app_.Consumed(w.rc);
+      progress = true;
+      continue;
+    }
+    if (w.would_block()) break;
+    if (w.err == EINTR) continue;
+    // The app closed its socket: nobody will read what the peer sends.
+    Close(w.err != EPIPE && w.err != ECONNRESET, absl::StrCat("write to app: ", strerror(w.err)));
+    break;
+  }
+  return progress;
+}
+
+bool RelaySession::ForwardPeerEof() {
+  if (!peer_eof_ || !to_app_.empty() || app_shut_wr_) return false;
+  ctx_.sys.Shutdown(app_fd_.get(), SHUT_WR);
+  app_shut_wr_ = true;
+  return true;
+}
+
+bool RelaySession::ReadFromApp() {
+  bool progress = false;
+  while (!app_eof_ && to_peer_.space() > 0) {
+    size_t len;
+    char* p = to_peer_.tail(&len);
+    SysResult r = ctx_.sys.Read(app_fd_.get(), p, len);
+    if (r.ok() && r.rc > 0) {
+      to_peer_.Produced(r.rc);
+      progress = true;
+      continue;
+    }
+    if (r.ok()) {
+      app_eof_ = true;
+      return true;
+    }
+    if (r.would_block()) break;
+    if (r.err == EINTR) continue;
+    Close(true, absl::StrCat("read from app: ", strerror(r.err)));
+    break;
+  }
+  return progress;
+}
+
+bool RelaySession::WriteToPeer() {
+  ssl_write_wants_write_ = false;
+  bool progress = false;
+  while (!to_peer_.empty() && !close_notify_sent_) {
+    ERR_clear_error();
+    int n = SSL_write(ssl_.get(), to_peer_.head(), static_cast<int>(to_peer_.size()));
+    if (n > 0) {
+      to_peer_.Consumed(n);
+      Inc(ctx_.stats.relay_bytes_to_peer, n);
+      progress = true;
+      continue;
+    }
+    int saved = errno;
+    int err = SSL_get_error(ssl_.get(), n);
+    if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ ||
+        (err == SSL_ERROR_SYSCALL && (saved == EAGAIN || saved == EINTR))) {
+      ssl_write_wants_write_ = true;
+      break;
+    }
+    Close(true, absl::StrCat("TLS write: ", DrainOpenSslErrors(strerror(saved))));
+    break;
+  }
+  return progress;
+}
+
+bool RelaySession::ForwardAppEof() {
+  if (!app_eof_ || !to_peer_.empty() || close_notify_sent_) return false;
+  ERR_clear_error();
+  int rc = SSL_shutdown(ssl_.get());
+  if (rc >= 0) {
+    close_notify_sent_ = true;
+    ctx_.sys.Shutdown(tls_fd_.get(), SHUT_WR);
+    return true;
+  }
+  int err = SSL_get_error(ssl_.get(), rc);
+  if (err == SSL_ERROR_WANT_WRITE) {
+    ssl_write_wants_write_ = true;
+  } else {
+    close_notify_sent_ = true;  // peer gone; nothing more to say
+    ERR_clear_error();
+  }
+  return false;
 }
 
 void RelaySession::UpdateInterest() {

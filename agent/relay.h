@@ -57,6 +57,14 @@ class RelaySession final : public EventHandler {
  private:
   class AppSide;
   void Pump();
+  // The steps of one Pump() pass, in order (as Envoy splits doRead/doWrite). Each returns true
+  // when it moved bytes or state; on an error it calls Close() (closed_ is then set).
+  bool ReadFromPeer();    // SSL_read into to_app_, until full, drained or the peer's EOF
+  bool WriteToApp();      // to_app_ to the app's socket
+  bool ForwardPeerEof();  // peer EOF and to_app_ delivered: shutdown(SHUT_WR) the app's socket
+  bool ReadFromApp();     // the app's socket into to_peer_, until full, drained or its EOF
+  bool WriteToPeer();     // SSL_write to_peer_
+  bool ForwardAppEof();   // app EOF and to_peer_ written: close_notify (SSL_shutdown)
   void UpdateInterest();
   void Close(bool error, absl::string_view why);
   void DetachApp();

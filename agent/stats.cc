@@ -1,46 +1,40 @@
 #include "agent/stats.h"
 
+#include <iterator>
+
 #include "absl/strings/str_cat.h"
 
 namespace ktls {
 
 absl::string_view FallbackReasonLabel(FallbackReason r) {
-  switch (r) {
-#define KTLS_CASE(e, label) \
-  case FallbackReason::e:   \
-    return label;
-    KTLS_FALLBACK_REASONS(KTLS_CASE)
-#undef KTLS_CASE
-    case FallbackReason::kCount:
-      break;
-  }
-  return "unknown";
+  return EnumLabel(kFallbackReasonLabels, r, "unknown");
 }
 
 absl::string_view HandshakeFailureReasonLabel(HandshakeFailureReason r) {
-  switch (r) {
-#define KTLS_CASE(e, label)       \
-  case HandshakeFailureReason::e: \
-    return label;
-    KTLS_HANDSHAKE_FAILURE_REASONS(KTLS_CASE)
-#undef KTLS_CASE
-    case HandshakeFailureReason::kCount:
-      break;
-  }
-  return "unknown";
+  return EnumLabel(kHandshakeFailureReasonLabels, r, "unknown");
 }
 
 TlsSuiteLabels TlsSuiteLabel(TlsSuite s) {
-  switch (s) {
-#define KTLS_CASE(e, version, name, id) \
-  case TlsSuite::e:                     \
-    return {version, name};
-    KTLS_TLS_SUITES(KTLS_CASE)
-#undef KTLS_CASE
-    case TlsSuite::kCount:
-      break;
-  }
-  return {"other", "other"};
+  static constexpr TlsSuiteLabels kLabels[] = {
+#define KTLS_ROW(e, version, name, id) {version, name},
+      KTLS_TLS_SUITES(KTLS_ROW)
+#undef KTLS_ROW
+  };
+  const size_t i = static_cast<size_t>(s);
+  return i < std::size(kLabels) ? kLabels[i] : TlsSuiteLabels{"other", "other"};
+}
+
+MetricLabels MetricLabelsOf(FallbackReason r) {
+  return {{"reason", std::string(FallbackReasonLabel(r))}};
+}
+
+MetricLabels MetricLabelsOf(HandshakeFailureReason r) {
+  return {{"reason", std::string(HandshakeFailureReasonLabel(r))}};
+}
+
+MetricLabels MetricLabelsOf(TlsSuite s) {
+  const TlsSuiteLabels l = TlsSuiteLabel(s);
+  return {{"version", std::string(l.version)}, {"cipher", std::string(l.cipher)}};
 }
 
 TlsSuite TlsSuiteOf(int version, uint16_t cipher_id) {

@@ -1,6 +1,6 @@
-// The data plane's counters and gauges, declared in one list (Envoy's ALL_*_STATS idea) so the
-// Prometheus exporter, the stats RPC and the shutdown summary all read the same names.
-// Updated with relaxed atomics from any worker thread; read as a consistent-enough snapshot.
+// The data plane's counters and gauges, declared in one list (Envoy's ALL_*_STATS idea) that the
+// exporter, stats RPC and shutdown summary read; each entry names its Prometheus family, help and
+// labels. Updated with relaxed atomics from any worker thread; read as a consistent-enough copy.
 #ifndef KTLS_AGENT_STATS_H_
 #define KTLS_AGENT_STATS_H_
 
@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/string_view.h"
@@ -15,47 +16,108 @@
 
 namespace ktls {
 
-// X(name, help)
-#define KTLS_AGENT_COUNTERS(X)                                                              \
-  X(connections_accepted, "TCP connections accepted")                                       \
-  X(accept_errors, "accept() failures other than EAGAIN/EINTR")                             \
-  X(accept_pauses, "times accepting paused for lack of fds or memory (EMFILE, ENFILE, ENOMEM)") \
-  X(connections_rejected_limit, "connections closed at accept: max connections/handshakes") \
-  X(handshakes_completed, "TLS handshakes completed")                                       \
-  X(handshakes_failed, "TLS handshakes failed (bad ClientHello, alert, verify error, ...)")  \
-  X(handshake_timeouts, "TLS handshakes that exceeded the handshake timeout")               \
-  X(handshakes_resumed, "TLS handshakes that resumed a session")                            \
-  X(sni_unmatched, "handshakes whose SNI matched no certificate (default served)")          \
-  X(ktls_tx_installed, "connections with kTLS TX installed")                                \
-  X(ktls_tx_failed, "connections where installing kTLS TX failed")                          \
-  X(ktls_rx_installed, "connections with kTLS RX installed")                                \
-  X(ktls_rx_failed, "connections where installing kTLS RX failed")                          \
-  X(offload_ktls, "connections handed off with kTLS TX and RX")                             \
-  X(offload_relay, "connections handed off through the userspace relay")                    \
-  X(offload_refused, "connections closed because offload=required and kTLS failed")        \
-  X(handoffs_sent, "connections handed to an app")                                          \
-  X(handoffs_expired, "ready connections closed after waiting too long for an app")         \
-  X(handoffs_requeued, "handoffs retried on another app after a send failure")              \
-  X(handoffs_dropped, "ready connections dropped (queue full or agent stopping)")           \
-  X(app_protocol_errors, "malformed or unexpected messages from apps")                      \
-  X(apps_subscribed, "app subscriptions accepted")                                          \
-  X(apps_disconnected, "app subscriptions that ended")                                      \
-  X(relay_bytes_to_app, "plaintext bytes relayed from TLS peers to apps")                   \
-  X(relay_bytes_to_peer, "plaintext bytes relayed from apps to TLS peers")                  \
-  X(relay_closed, "relayed connections finished")                                           \
-  X(relay_errors, "relayed connections ended by an error")                                  \
-  X(dials_started, "outbound dials requested by apps")                                     \
-  X(dials_succeeded, "outbound dials handed back to the app")                              \
-  X(dials_failed, "outbound dials that failed (connect, handshake, verify, timeout)")      \
-  X(dials_verify_failed, "outbound dials whose server certificate failed verification")    \
-  X(dials_resumed, "outbound dials that resumed a cached TLS session")
+// Each entry carries how /metrics exports it: X(field, family, help, labels...). `field` is the
+// AgentStats member (and the stats RPC's key), `family` the Prometheus family, `help` the family's
+// help text, and the optional labels ({"name", "value"} pairs) tell apart the entries that share
+// one family (their help is the family's, so it is the same for each). An empty family means the
+// counter is exported only in a labeled breakdown below (KTLS_AGENT_COUNTER_ARRAYS).
+inline constexpr char kKtlsInstallsHelp[] =
+    "kTLS key installs by direction (tx, rx) and result (ok, failed)";
+inline constexpr char kRelayBytesHelp[] = "Plaintext bytes relayed, by direction (to_app, to_peer)";
+#define KTLS_AGENT_COUNTERS(X)                                                                  \
+  X(connections_accepted, "ktls_connections_accepted_total", "TCP connections accepted")        \
+  X(accept_errors, "ktls_accept_errors_total", "accept() failures other than EAGAIN/EINTR")     \
+  X(accept_pauses, "ktls_accept_pauses_total",                                                  \
+    "times accepting paused for lack of fds or memory (EMFILE, ENFILE, ENOMEM)")                \
+  X(connections_rejected_limit, "ktls_connections_rejected_limit_total",                        \
+    "connections closed at accept: max connections/handshakes")                                 \
+  X(handshakes_completed, "", "TLS handshakes completed") /* by suite: connections_by_suite */  \
+  X(handshakes_failed, "", "TLS handshakes failed") /* by reason: handshake_failures */         \
+  X(handshake_timeouts, "", "TLS handshakes that timed out") /* reason="timeout" */             \
+  X(handshakes_resumed, "ktls_handshakes_resumed_total", "TLS handshakes that resumed a session") \
+  X(sni_unmatched, "ktls_sni_unmatched_total",                                                  \
+    "handshakes whose SNI matched no certificate (default served)")                             \
+  X(ktls_tx_installed, "ktls_kernel_tls_installs_total", kKtlsInstallsHelp,                     \
+    {"direction", "tx"}, {"result", "ok"})                                                      \
+  X(ktls_tx_failed, "ktls_kernel_tls_installs_total", kKtlsInstallsHelp,                        \
+    {"direction", "tx"}, {"result", "failed"})                                                  \
+  X(ktls_rx_installed, "ktls_kernel_tls_installs_total", kKtlsInstallsHelp,                     \
+    {"direction", "rx"}, {"result", "ok"})                                                      \
+  X(ktls_rx_failed, "ktls_kernel_tls_installs_total", kKtlsInstallsHelp,                        \
+    {"direction", "rx"}, {"result", "failed"})                                                  \
+  X(offload_ktls, "ktls_offload_ktls_total", "connections handed off with kTLS TX and RX")      \
+  X(offload_relay, "ktls_offload_relay_total",                                                  \
+    "connections handed off through the userspace relay")                                       \
+  X(offload_refused, "ktls_offload_refused_total",                                              \
+    "connections closed because offload=required and kTLS failed")                              \
+  X(handoffs_sent, "ktls_handoffs_sent_total", "connections handed to an app")                  \
+  X(handoffs_expired, "ktls_handoffs_expired_total",                                            \
+    "ready connections closed after waiting too long for an app")                               \
+  X(handoffs_requeued, "ktls_handoffs_requeued_total",                                          \
+    "handoffs retried on another app after a send failure")                                     \
+  X(handoffs_dropped, "ktls_handoffs_dropped_total",                                            \
+    "ready connections dropped (queue full or agent stopping)")                                 \
+  X(app_protocol_errors, "ktls_app_protocol_errors_total",                                      \
+    "malformed or unexpected messages from apps")                                               \
+  X(apps_subscribed, "ktls_apps_subscribed_total", "app subscriptions accepted")                \
+  X(apps_disconnected, "ktls_apps_disconnected_total", "app subscriptions that ended")          \
+  X(relay_bytes_to_app, "ktls_relay_bytes_total", kRelayBytesHelp, {"direction", "to_app"})     \
+  X(relay_bytes_to_peer, "ktls_relay_bytes_total", kRelayBytesHelp, {"direction", "to_peer"})   \
+  X(relay_closed, "ktls_relay_closed_total", "relayed connections finished")                    \
+  X(relay_errors, "ktls_relay_errors_total", "relayed connections ended by an error")           \
+  X(dials_started, "ktls_dials_started_total", "outbound dials requested by apps")              \
+  X(dials_succeeded, "ktls_dials_succeeded_total", "outbound dials handed back to the app")     \
+  X(dials_failed, "ktls_dials_failed_total",                                                    \
+    "outbound dials that failed (connect, handshake, verify, timeout)")                         \
+  X(dials_verify_failed, "ktls_dials_verify_failed_total",                                      \
+    "outbound dials whose server certificate failed verification")                              \
+  X(dials_resumed, "ktls_dials_resumed_total", "outbound dials that resumed a cached TLS session")
 
-#define KTLS_AGENT_GAUGES(X)                                                 \
-  X(handshakes_in_progress, "TLS handshakes in progress")                    \
-  X(connections_open, "connections the agent holds (handshaking, waiting, relayed)") \
-  X(pending_handoffs, "ready connections waiting for an app's credit")      \
-  X(apps_connected, "apps subscribed now")                                   \
-  X(relay_active, "connections being relayed now")
+// X(field, family, help)
+#define KTLS_AGENT_GAUGES(X)                                                                   \
+  X(handshakes_in_progress, "ktls_handshakes_in_progress", "TLS handshakes in progress")       \
+  X(connections_open, "ktls_connections_open",                                                 \
+    "connections the agent holds (handshaking, waiting, relayed)")                             \
+  X(pending_handoffs, "ktls_pending_handoffs", "ready connections waiting for an app's credit") \
+  X(apps_connected, "ktls_apps_connected", "apps subscribed now")                              \
+  X(relay_active, "ktls_relay_active", "connections being relayed now")
+
+// Counters kept per value of a small enum (declared below), one sample each, labeled by
+// MetricLabelsOf(enum value). X(field, enum, family, help)
+#define KTLS_AGENT_COUNTER_ARRAYS(X)                                                          \
+  X(fallbacks, FallbackReason, "ktls_fallbacks_total",                                        \
+    "Connections relayed in userspace instead of kTLS, by reason")                            \
+  X(handshake_failures, HandshakeFailureReason, "ktls_handshakes_failed_total",               \
+    "TLS handshakes that failed, by reason (timeout included)")                               \
+  X(connections_by_suite, TlsSuite, "ktls_handshakes_completed_total",                        \
+    "TLS handshakes completed, by protocol version and cipher suite")
+
+// X(field, bucket upper bounds, family, help)
+#define KTLS_AGENT_HISTOGRAMS(X)                                                              \
+  X(handshake_duration, HandshakeDurationBuckets(), "ktls_handshake_duration_seconds",        \
+    "TLS handshake duration, accept to Finished")                                             \
+  X(ktls_install_duration, KtlsInstallDurationBuckets(), "ktls_install_duration_seconds",     \
+    "Time in the kernel's kTLS setsockopts (TCP_ULP, TLS_TX, TLS_RX) per connection that "    \
+    "reached the kernel's TLS code")
+
+// An enum whose values are metric label values, from a list of X(enumerator, label) entries:
+// declares `enum class Name { ..., kCount }` and `kNameLabels`, each value's label in order.
+#define KTLS_ENUM_VALUE(e, label) e,
+#define KTLS_ENUM_LABEL(e, label) label,
+#define KTLS_LABELED_ENUM(Name, LIST)                       \
+  enum class Name { LIST(KTLS_ENUM_VALUE) kCount };         \
+  inline constexpr absl::string_view k##Name##Labels[] = {LIST(KTLS_ENUM_LABEL)}
+
+// The label of `e` in a table made by KTLS_LABELED_ENUM; `fallback` for a value outside it.
+template <typename Enum, size_t N>
+absl::string_view EnumLabel(const absl::string_view (&labels)[N], Enum e,
+                            absl::string_view fallback) {
+  const size_t i = static_cast<size_t>(e);
+  return i < N ? labels[i] : fallback;
+}
+
+// The labels of one sample of a per-enum counter array.
+using MetricLabels = std::vector<std::pair<std::string, std::string>>;
 
 // Why a connection was relayed instead of offloaded: a small fixed set (metric label values).
 #define KTLS_FALLBACK_REASONS(X)                                       \
@@ -81,13 +143,9 @@ namespace ktls {
   X(kInternal, "internal")               /* our side: certificate callback, memory */    \
   X(kProtocol, "protocol_error")         /* any other TLS protocol violation */
 
-enum class HandshakeFailureReason {
-#define KTLS_ENUM(e, label) e,
-  KTLS_HANDSHAKE_FAILURE_REASONS(KTLS_ENUM)
-#undef KTLS_ENUM
-      kCount
-};
+KTLS_LABELED_ENUM(HandshakeFailureReason, KTLS_HANDSHAKE_FAILURE_REASONS);
 absl::string_view HandshakeFailureReasonLabel(HandshakeFailureReason r);
+MetricLabels MetricLabelsOf(HandshakeFailureReason r);  // reason
 
 // Completed handshakes by protocol version and cipher suite: the suites the agent negotiates by
 // default, and "other" for anything configured beyond them. X(enum, version, IANA name, id)
@@ -114,6 +172,7 @@ struct TlsSuiteLabels {
   absl::string_view cipher;
 };
 TlsSuiteLabels TlsSuiteLabel(TlsSuite s);
+MetricLabels MetricLabelsOf(TlsSuite s);  // version, cipher
 // The suite for a negotiated protocol version (TLS1_2_VERSION ...) and IANA cipher id.
 TlsSuite TlsSuiteOf(int version, uint16_t cipher_id);
 
@@ -129,27 +188,27 @@ inline std::vector<double> KtlsInstallDurationBuckets() {
           2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3};
 }
 
-enum class FallbackReason {
-#define KTLS_ENUM(e, label) e,
-  KTLS_FALLBACK_REASONS(KTLS_ENUM)
-#undef KTLS_ENUM
-      kCount
-};
+KTLS_LABELED_ENUM(FallbackReason, KTLS_FALLBACK_REASONS);
 absl::string_view FallbackReasonLabel(FallbackReason r);
+MetricLabels MetricLabelsOf(FallbackReason r);  // reason
+
+// One counter per value of `Enum`, indexed by it.
+template <typename Enum>
+using CounterArray = std::array<std::atomic<uint64_t>, static_cast<size_t>(Enum::kCount)>;
 
 struct AgentStats {
-#define KTLS_FIELD(name, help) std::atomic<uint64_t> name{0};
+#define KTLS_FIELD(field, ...) std::atomic<uint64_t> field{0};
   KTLS_AGENT_COUNTERS(KTLS_FIELD)
 #undef KTLS_FIELD
-#define KTLS_FIELD(name, help) std::atomic<int64_t> name{0};
+#define KTLS_FIELD(field, ...) std::atomic<int64_t> field{0};
   KTLS_AGENT_GAUGES(KTLS_FIELD)
 #undef KTLS_FIELD
-  std::array<std::atomic<uint64_t>, static_cast<size_t>(FallbackReason::kCount)> fallbacks{};
-  std::array<std::atomic<uint64_t>, static_cast<size_t>(HandshakeFailureReason::kCount)>
-      handshake_failures{};
-  std::array<std::atomic<uint64_t>, static_cast<size_t>(TlsSuite::kCount)> connections_by_suite{};
-  Histogram handshake_duration{HandshakeDurationBuckets()};
-  Histogram ktls_install_duration{KtlsInstallDurationBuckets()};
+#define KTLS_FIELD(field, Enum, ...) CounterArray<Enum> field{};
+  KTLS_AGENT_COUNTER_ARRAYS(KTLS_FIELD)
+#undef KTLS_FIELD
+#define KTLS_FIELD(field, buckets, ...) Histogram field{buckets};
+  KTLS_AGENT_HISTOGRAMS(KTLS_FIELD)
+#undef KTLS_FIELD
 
   void CountFallback(FallbackReason r) {
     fallbacks[static_cast<size_t>(r)].fetch_add(1, std::memory_order_relaxed);

@@ -3,29 +3,15 @@
 namespace ktls {
 
 absl::string_view ValidationFailureLabel(ValidationFailure f) {
-  switch (f) {
-#define KTLS_CASE(e, label)  \
-  case ValidationFailure::e: \
-    return label;
-    KTLS_VALIDATION_FAILURES(KTLS_CASE)
-#undef KTLS_CASE
-    case ValidationFailure::kCount:
-      break;
-  }
-  return "other";
+  return EnumLabel(kValidationFailureLabels, f, "other");
+}
+
+MetricLabels MetricLabelsOf(ValidationFailure f) {
+  return {{"reason", std::string(ValidationFailureLabel(f))}};
 }
 
 absl::string_view ReloadSourceLabel(ReloadSource s) {
-  switch (s) {
-#define KTLS_CASE(e, label) \
-  case ReloadSource::e:     \
-    return label;
-    KTLS_RELOAD_SOURCES(KTLS_CASE)
-#undef KTLS_CASE
-    case ReloadSource::kCount:
-      break;
-  }
-  return "api";
+  return EnumLabel(kReloadSourceLabels, s, "api");
 }
 
 void ControlMetrics::CountRequest(absl::string_view method, absl::string_view code) {

@@ -1,6 +1,7 @@
-// The control plane's own counters, declared in one list (the data plane's are in
-// agent/stats.h). Exported to Prometheus by server/metrics.cc; updated from gRPC threads, the
-// directory watcher and start-up. Every label comes from a fixed set.
+// The control plane's own counters, declared in lists that carry their Prometheus names as the
+// data plane's do (agent/stats.h, whose KTLS_LABELED_ENUM and CounterArray they share). Exported
+// to Prometheus by server/metrics.cc; updated from gRPC threads, the directory watcher and
+// start-up. Every label comes from a fixed set.
 #ifndef KTLS_SERVER_CONTROL_METRICS_H_
 #define KTLS_SERVER_CONTROL_METRICS_H_
 
@@ -13,6 +14,7 @@
 
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "agent/stats.h"
 
 namespace ktls {
 
@@ -35,35 +37,43 @@ namespace ktls {
   X(kBadTicketKey, "bad_ticket_key")                /* ticket key size, duplicate name */       \
   X(kOther, "other")
 
-enum class ValidationFailure {
-#define KTLS_ENUM(e, label) e,
-  KTLS_VALIDATION_FAILURES(KTLS_ENUM)
-#undef KTLS_ENUM
-      kCount
-};
+KTLS_LABELED_ENUM(ValidationFailure, KTLS_VALIDATION_FAILURES);
 absl::string_view ValidationFailureLabel(ValidationFailure f);
+MetricLabels MetricLabelsOf(ValidationFailure f);  // reason
 
 // Where a certificate change came from, and how it ended (ktls_certificate_reloads_total).
 #define KTLS_RELOAD_SOURCES(X) X(kApi, "api") X(kCertDir, "cert_dir") X(kState, "state")
-enum class ReloadSource {
-#define KTLS_ENUM(e, label) e,
-  KTLS_RELOAD_SOURCES(KTLS_ENUM)
-#undef KTLS_ENUM
-      kCount
-};
+KTLS_LABELED_ENUM(ReloadSource, KTLS_RELOAD_SOURCES);
 absl::string_view ReloadSourceLabel(ReloadSource s);
 
+// The plain counters and gauges, as agent/stats.h declares the data plane's: X(field, family,
+// help); an empty family is not exported.
+#define KTLS_CONTROL_COUNTERS(X)                                                              \
+  X(state_files_skipped, "ktls_state_files_skipped_total",                                    \
+    "State files skipped at start (corrupt or invalid; see the log and ktlsctl status)")      \
+  X(state_write_errors, "ktls_state_write_errors_total",                                      \
+    "Changes refused because the state directory could not be written")                       \
+  X(ticket_key_rotations, "ktls_session_ticket_key_updates_total",                            \
+    "Session-ticket key sets and rotations")                                                  \
+  X(watch_streams_overflowed, "", "")
+#define KTLS_CONTROL_GAUGES(X) \
+  X(state_files_loaded, "ktls_state_files_loaded", "State files loaded at start")
+// X(field, enum, family, help), as KTLS_AGENT_COUNTER_ARRAYS.
+#define KTLS_CONTROL_COUNTER_ARRAYS(X)                                                        \
+  X(validation_failures, ValidationFailure, "ktls_control_validation_failures_total",         \
+    "Inputs the control plane rejected, by reason")
+
 struct ControlMetrics {
-  std::array<std::atomic<uint64_t>, static_cast<size_t>(ValidationFailure::kCount)>
-      validation_failures{};
-  // [source][0] = committed, [source][1] = rejected
+#define KTLS_FIELD(field, ...) std::atomic<uint64_t> field{0};
+  KTLS_CONTROL_COUNTERS(KTLS_FIELD)
+  KTLS_CONTROL_GAUGES(KTLS_FIELD)
+#undef KTLS_FIELD
+#define KTLS_FIELD(field, Enum, ...) CounterArray<Enum> field{};
+  KTLS_CONTROL_COUNTER_ARRAYS(KTLS_FIELD)
+#undef KTLS_FIELD
+  // [source][0] = committed, [source][1] = rejected (ktls_certificate_reloads_total)
   std::array<std::array<std::atomic<uint64_t>, 2>, static_cast<size_t>(ReloadSource::kCount)>
       reloads{};
-  std::atomic<uint64_t> state_files_loaded{0};
-  std::atomic<uint64_t> state_files_skipped{0};
-  std::atomic<uint64_t> state_write_errors{0};
-  std::atomic<uint64_t> ticket_key_rotations{0};
-  std::atomic<uint64_t> watch_streams_overflowed{0};
 
   void CountValidationFailure(ValidationFailure f) {
     validation_failures[static_cast<size_t>(f)].fetch_add(1, std::memory_order_relaxed);

@@ -141,6 +141,113 @@ bool SocketIsLive(const std::string& path) {
   return live;
 }
 
+// The Unix socket is bound in a private directory, given its mode (and group) there, then
+// renamed into place: nobody can connect to it before it has its final permissions.
+struct StagedSocket {
+  std::string dir;     // the private directory; empty when there is no Unix socket
+  std::string socket;  // dir + "/s", where gRPC binds
+
+  void Remove() const {
+    if (dir.empty()) return;
+    ::unlink(socket.c_str());
+    ::rmdir(dir.c_str());
+  }
+};
+
+// Refuses a path that is not a socket or that another process serves, removes a stale socket,
+// and creates the private directory next to `path`.
+absl::Status StageUnixSocket(const std::string& path, StagedSocket* staged) {
+  const std::filesystem::path target(path);
+  std::error_code ec;
+  std::filesystem::path parent = target.parent_path();
+  if (parent.empty()) parent = ".";
+  std::filesystem::create_directories(parent, ec);
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("control socket ", path, " exists and is not a socket"));
+    }
+    if (SocketIsLive(path)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "control socket ", path, " is served by another process (another agent?)"));
+    }
+    ::unlink(path.c_str());  // stale, from a previous run
+  }
+  std::string tmpl = (parent / ".ktls-control.XXXXXX").string();
+  if (::mkdtemp(tmpl.data()) == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat("cannot create a directory in ",
+                                                      parent.string(), ": ", strerror(errno)));
+  }
+  staged->dir = tmpl;
+  staged->socket = staged->dir + "/s";
+  if (staged->socket.size() >= sizeof(sockaddr_un::sun_path) ||
+      path.size() >= sizeof(sockaddr_un::sun_path)) {
+    ::rmdir(staged->dir.c_str());
+    return absl::InvalidArgumentError(
+        absl::StrCat("control socket path ", path, " is too long for a Unix socket"));
+  }
+  return absl::OkStatus();
+}
+
+// Gives the bound socket its group and mode, and renames it to the configured path.
+absl::Status PublishUnixSocket(const ControlPlaneOptions& o, const StagedSocket& staged) {
+  if (!o.control_socket_group.empty()) {
+    // A group name, or a numeric gid (containers often have no /etc/group entry for it).
+    gid_t gid = 0;
+    bool found = false;
+    if (group* g = ::getgrnam(o.control_socket_group.c_str())) {
+      gid = g->gr_gid;
+      found = true;
+    } else if (uint32_t n = 0; absl::SimpleAtoi(o.control_socket_group, &n)) {
+      gid = static_cast<gid_t>(n);
+      found = true;
+    }
+    if (!found || ::chown(staged.socket.c_str(), static_cast<uid_t>(-1), gid) != 0) {
+      const std::string why = !found ? " (no such group)" : absl::StrCat(": ", strerror(errno));
+      staged.Remove();
+      return absl::FailedPreconditionError(absl::StrCat(
+          "control_socket_group: cannot give the socket to group '", o.control_socket_group,
+          "'", why));
+    }
+  }
+  if (::chmod(staged.socket.c_str(), o.control_socket_mode) != 0 ||
+      ::rename(staged.socket.c_str(), o.control_socket.c_str()) != 0) {
+    const int err = errno;
+    staged.Remove();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot put the control socket in place at ", o.control_socket, ": ", strerror(err)));
+  }
+  ::rmdir(staged.dir.c_str());
+  return absl::OkStatus();
+}
+
+// The TCP listener's mutual-TLS credentials, restricted to the allow-listed client identities.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TcpCredentials(
+    const ControlPlaneOptions& o) {
+  absl::Status s;
+  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  ssl.pem_root_certs = ReadTextFile(o.client_ca_file, &s);
+  if (!s.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("control_client_ca_file: ", s.message()));
+  }
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  pair.cert_chain = ReadTextFile(o.tls_cert_file, &s);
+  if (!s.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("control_tls_cert_file: ", s.message()));
+  }
+  pair.private_key = ReadTextFile(o.tls_key_file, &s);
+  if (!s.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("control_tls_key_file: ", s.message()));
+  }
+  ssl.pem_key_cert_pairs.push_back(pair);
+  WipeAndClear(pair.private_key);  // gRPC keeps its own copy for the listener's life
+  std::shared_ptr<grpc::ServerCredentials> creds = grpc::SslServerCredentials(ssl);
+  WipeAndClear(ssl.pem_key_cert_pairs.front().private_key);
+  creds->SetAuthMetadataProcessor(std::make_shared<AllowListProcessor>(o.allowed_clients));
+  return creds;
+}
+
 }  // namespace
 
 absl::StatusOr<ControlPlaneOptions> ControlPlaneOptions::FromConfig(const v1::AgentConfig& c) {
@@ -192,84 +299,109 @@ ControlPlane::~ControlPlane() { Stop(); }
 absl::StatusOr<std::unique_ptr<ControlPlane>> ControlPlane::Create(Agent& agent,
                                                                    ControlPlaneOptions options) {
   std::unique_ptr<ControlPlane> cp(new ControlPlane(agent, std::move(options)));
-  const ControlPlaneOptions& o = cp->options_;
   cp->metrics_ = std::make_unique<ControlMetrics>();
+  if (absl::Status s = cp->LoadState(); !s.ok()) return s;
+  cp->ScanCertDirs();
+  if (absl::Status s = cp->BuildServer(); !s.ok()) return s;
+  if (absl::Status s = cp->StartMetrics(); !s.ok()) return s;
+  return cp;
+}
 
-  // 1. State directory.
+absl::Status ControlPlane::LoadState() {
+  const ControlPlaneOptions& o = options_;
   StateStore::Loaded loaded;
   std::vector<StateStore::Issue> issues;
   if (!o.state_dir.empty()) {
     absl::StatusOr<std::unique_ptr<StateStore>> store = StateStore::Open(o.state_dir);
     if (!store.ok()) return store.status();
-    cp->state_ = *std::move(store);
-    loaded = cp->state_->Load();
+    state_ = *std::move(store);
+    loaded = state_->Load();
     issues = loaded.issues;
-    cp->metrics_->state_files_skipped.fetch_add(issues.size(), std::memory_order_relaxed);
+    metrics_->state_files_skipped.fetch_add(issues.size(), std::memory_order_relaxed);
   }
-  cp->certs_ = std::make_unique<CertManager>(agent.certs(), cp->state_.get(), *cp->metrics_,
-                                             CertManager::Options{});
-  cp->trust_ = std::make_unique<TrustManager>(agent.tls(), cp->state_.get(), *cp->metrics_,
-                                              agent.config().client_ca_file());
-  cp->tickets_ = std::make_unique<TicketKeyManager>(agent.tls(), cp->state_.get(), *cp->metrics_);
-  cp->certs_->Initialize(loaded, &issues);
-  cp->trust_->Initialize(loaded, &issues);
-  cp->tickets_->Initialize(loaded, &issues);
+  certs_ = std::make_unique<CertManager>(agent_.certs(), state_.get(), *metrics_,
+                                         CertManager::Options{});
+  trust_ = std::make_unique<TrustManager>(agent_.tls(), state_.get(), *metrics_,
+                                          agent_.config().client_ca_file());
+  tickets_ = std::make_unique<TicketKeyManager>(agent_.tls(), state_.get(), *metrics_);
+  certs_->Initialize(loaded, &issues);
+  trust_->Initialize(loaded, &issues);
+  tickets_->Initialize(loaded, &issues);
   const uint32_t loaded_files =
       static_cast<uint32_t>(loaded.files_loaded) - static_cast<uint32_t>(issues.size() - loaded.issues.size());
-  cp->metrics_->state_files_loaded.store(loaded_files, std::memory_order_relaxed);
-  cp->state_issues_ = issues;
+  metrics_->state_files_loaded.store(loaded_files, std::memory_order_relaxed);
+  state_issues_ = issues;
   if (!o.state_dir.empty()) {
     LogLine(issues.empty() ? LogLevel::kInfo : LogLevel::kWarning,
             absl::StrCat("state directory ", o.state_dir, ": ", loaded_files, " files loaded, ",
                          issues.size(), " skipped"));
   }
+  return absl::OkStatus();
+}
 
-  // 2. Watched certificate directories: scanned once now, so the first handshake sees them.
-  if (!o.cert_dirs.empty()) {
-    CertDirWatcher::Options wo;
-    wo.dirs = o.cert_dirs;
-    wo.poll_interval = o.cert_dir_poll_interval;
-    CertManager* certs = cp->certs_.get();
-    cp->watcher_ = std::make_unique<CertDirWatcher>(wo, [certs](WatchedCertificate& c) {
-      v1::StageCertificateRequest request;
-      request.set_name(c.name);
-      request.set_cert_chain_pem(c.chain_pem);
-      request.mutable_private_key_pem()->swap(c.key_pem);  // Apply wipes it
-      absl::StatusOr<v1::CommitResponse> r = certs->Apply(request, ReloadSource::kCertDir);
-      if (!r.ok()) {
-        certs->ReportRejectedReload(c.name, ReloadSource::kCertDir,
-                                    absl::StrCat(c.cert_path, ": ", r.status().message()));
-      }
-      return r.status();
-    });
-    cp->watcher_->ScanNow();
-  }
-
-  // 3. The gRPC server and /metrics.
-  if (absl::Status s = cp->BuildServer(); !s.ok()) return s;
-  if (!o.metrics_address.empty()) {
-    MetricsSources ms;
-    ms.agent = &agent;
-    ms.certs = cp->certs_.get();
-    ms.trust = cp->trust_.get();
-    ms.tickets = cp->tickets_.get();
-    ms.control = cp->metrics_.get();
-    ms.started_at = cp->started_at_;
-    ms.tls_stat_path = o.tls_stat_path;
-    absl::StatusOr<std::unique_ptr<MetricsExporter>> exporter =
-        MetricsExporter::Start(o.metrics_address, std::move(ms));
-    if (exporter.ok()) {
-      cp->exporter_ = *std::move(exporter);
-    } else if (o.metrics_required) {
-      return exporter.status();
-    } else {
-      KTLS_LOG(kWarning, exporter.status().message(),
-               "; running without /metrics (that is the default address: pass --metrics_address "
-               "to choose one, or to make this an error)");
+void ControlPlane::ScanCertDirs() {
+  const ControlPlaneOptions& o = options_;
+  if (o.cert_dirs.empty()) return;
+  CertDirWatcher::Options wo;
+  wo.dirs = o.cert_dirs;
+  wo.poll_interval = o.cert_dir_poll_interval;
+  CertManager* certs = certs_.get();
+  watcher_ = std::make_unique<CertDirWatcher>(wo, [certs](WatchedCertificate& c) {
+    v1::StageCertificateRequest request;
+    request.set_name(c.name);
+    request.set_cert_chain_pem(c.chain_pem);
+    request.mutable_private_key_pem()->swap(c.key_pem);  // Apply wipes it
+    absl::StatusOr<v1::CommitResponse> r = certs->Apply(request, ReloadSource::kCertDir);
+    if (!r.ok()) {
+      certs->ReportRejectedReload(c.name, ReloadSource::kCertDir,
+                                  absl::StrCat(c.cert_path, ": ", r.status().message()));
     }
+    return r.status();
+  });
+  watcher_->ScanNow();
+}
+
+absl::Status ControlPlane::StartMetrics() {
+  const ControlPlaneOptions& o = options_;
+  if (o.metrics_address.empty()) return absl::OkStatus();
+  MetricsSources ms;
+  ms.agent = &agent_;
+  ms.certs = certs_.get();
+  ms.trust = trust_.get();
+  ms.tickets = tickets_.get();
+  ms.control = metrics_.get();
+  ms.started_at = started_at_;
+  ms.tls_stat_path = o.tls_stat_path;
+  absl::StatusOr<std::unique_ptr<MetricsExporter>> exporter =
+      MetricsExporter::Start(o.metrics_address, std::move(ms));
+  if (exporter.ok()) {
+    exporter_ = *std::move(exporter);
+  } else if (o.metrics_required) {
+    return exporter.status();
+  } else {
+    KTLS_LOG(kWarning, exporter.status().message(),
+             "; running without /metrics (that is the default address: pass --metrics_address "
+             "to choose one, or to make this an error)");
   }
-  // The telemetry service reports what loading found.
-  return cp;
+  return absl::OkStatus();
+}
+
+void ControlPlane::CreateServices() {
+  cert_service_ = std::make_unique<CertificateServiceImpl>(*certs_, streams_, stopping_);
+  trust_service_ = std::make_unique<TrustServiceImpl>(*trust_);
+  ticket_service_ = std::make_unique<SessionTicketServiceImpl>(*tickets_);
+  TelemetrySources ts;
+  ts.agent = &agent_;
+  ts.certs = certs_.get();
+  ts.trust = trust_.get();
+  ts.tickets = tickets_.get();
+  ts.watcher = watcher_.get();
+  ts.started_at = started_at_;
+  ts.state_dir = options_.state_dir;
+  ts.state_files_loaded = static_cast<uint32_t>(metrics_->state_files_loaded.load());
+  ts.tls_stat_path = options_.tls_stat_path;
+  ts.state_issues = state_issues_;  // the telemetry service reports what loading found
+  telemetry_service_ = std::make_unique<TelemetryServiceImpl>(ts, streams_, stopping_);
 }
 
 absl::Status ControlPlane::BuildServer() {
@@ -281,22 +413,7 @@ absl::Status ControlPlane::BuildServer() {
   // Reflection describes what the descriptor pool holds; the health service is gRPC's own
   // implementation, so its descriptor is linked in explicitly for grpcurl to see it.
   (void)grpc::health::v1::HealthCheckRequest::descriptor();
-
-  cert_service_ = std::make_unique<CertificateServiceImpl>(*certs_, streams_, stopping_);
-  trust_service_ = std::make_unique<TrustServiceImpl>(*trust_);
-  ticket_service_ = std::make_unique<SessionTicketServiceImpl>(*tickets_);
-  TelemetrySources ts;
-  ts.agent = &agent_;
-  ts.certs = certs_.get();
-  ts.trust = trust_.get();
-  ts.tickets = tickets_.get();
-  ts.watcher = watcher_.get();
-  ts.started_at = started_at_;
-  ts.state_dir = o.state_dir;
-  ts.state_files_loaded = static_cast<uint32_t>(metrics_->state_files_loaded.load());
-  ts.tls_stat_path = o.tls_stat_path;
-  ts.state_issues = state_issues_;
-  telemetry_service_ = std::make_unique<TelemetryServiceImpl>(ts, streams_, stopping_);
+  CreateServices();
 
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(kMaxReceiveBytes);
@@ -308,9 +425,6 @@ absl::Status ControlPlane::BuildServer() {
   creators.push_back(std::make_unique<CountingInterceptorFactory>(*metrics_));
   builder.experimental().SetInterceptorCreators(std::move(creators));
 
-  // Unix socket: bound in a private directory, given its mode there, then renamed into place.
-  std::string tmp_dir;
-  std::string tmp_socket;
   if (!o.control_socket.empty() && !o.control_socket_required &&
       SocketIsLive(o.control_socket)) {
     KTLS_LOG(kWarning, "control socket ", o.control_socket,
@@ -319,63 +433,20 @@ absl::Status ControlPlane::BuildServer() {
     options_.control_socket.clear();
     if (o.tcp_address.empty()) return absl::OkStatus();
   }
+  StagedSocket staged;
   if (!o.control_socket.empty()) {
-    const std::filesystem::path target(o.control_socket);
-    std::error_code ec;
-    std::filesystem::path parent = target.parent_path();
-    if (parent.empty()) parent = ".";
-    std::filesystem::create_directories(parent, ec);
-    struct stat st {};
-    if (::lstat(o.control_socket.c_str(), &st) == 0) {
-      if (!S_ISSOCK(st.st_mode)) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("control socket ", o.control_socket, " exists and is not a socket"));
-      }
-      if (SocketIsLive(o.control_socket)) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "control socket ", o.control_socket, " is served by another process (another agent?)"));
-      }
-      ::unlink(o.control_socket.c_str());  // stale, from a previous run
-    }
-    std::string tmpl = (parent / ".ktls-control.XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) {
-      return absl::FailedPreconditionError(absl::StrCat("cannot create a directory in ",
-                                                        parent.string(), ": ", strerror(errno)));
-    }
-    tmp_dir = tmpl;
-    tmp_socket = tmp_dir + "/s";
-    if (tmp_socket.size() >= sizeof(sockaddr_un::sun_path) ||
-        o.control_socket.size() >= sizeof(sockaddr_un::sun_path)) {
-      ::rmdir(tmp_dir.c_str());
-      return absl::InvalidArgumentError(absl::StrCat(
-          "control socket path ", o.control_socket, " is too long for a Unix socket"));
-    }
-    builder.AddListeningPort("unix:" + tmp_socket, grpc::InsecureServerCredentials());
+    if (absl::Status s = StageUnixSocket(o.control_socket, &staged); !s.ok()) return s;
+    builder.AddListeningPort("unix:" + staged.socket, grpc::InsecureServerCredentials());
   }
   int tcp_port = 0;
   if (!o.tcp_address.empty()) {
-    absl::Status s;
-    grpc::SslServerCredentialsOptions ssl(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-    ssl.pem_root_certs = ReadTextFile(o.client_ca_file, &s);
-    if (!s.ok()) return absl::FailedPreconditionError(absl::StrCat("control_client_ca_file: ", s.message()));
-    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
-    pair.cert_chain = ReadTextFile(o.tls_cert_file, &s);
-    if (!s.ok()) return absl::FailedPreconditionError(absl::StrCat("control_tls_cert_file: ", s.message()));
-    pair.private_key = ReadTextFile(o.tls_key_file, &s);
-    if (!s.ok()) return absl::FailedPreconditionError(absl::StrCat("control_tls_key_file: ", s.message()));
-    ssl.pem_key_cert_pairs.push_back(pair);
-    WipeAndClear(pair.private_key);  // gRPC keeps its own copy for the listener's life
-    std::shared_ptr<grpc::ServerCredentials> creds = grpc::SslServerCredentials(ssl);
-    WipeAndClear(ssl.pem_key_cert_pairs.front().private_key);
-    creds->SetAuthMetadataProcessor(std::make_shared<AllowListProcessor>(o.allowed_clients));
-    builder.AddListeningPort(o.tcp_address, creds, &tcp_port);
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> creds = TcpCredentials(o);
+    if (!creds.ok()) return creds.status();
+    builder.AddListeningPort(o.tcp_address, *creds, &tcp_port);
   }
   server_ = builder.BuildAndStart();
   if (server_ == nullptr) {
-    if (!tmp_dir.empty()) {
-      ::unlink(tmp_socket.c_str());
-      ::rmdir(tmp_dir.c_str());
-    }
+    staged.Remove();
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot start the control API on ",
         absl::StrJoin(std::vector<std::string>{o.control_socket, o.tcp_address}, " / "),
@@ -385,35 +456,8 @@ absl::Status ControlPlane::BuildServer() {
     if (tcp_port == 0) return absl::FailedPreconditionError(absl::StrCat("cannot bind ", o.tcp_address));
     tcp_address_ = absl::StrCat(o.tcp_address.substr(0, o.tcp_address.rfind(':')), ":", tcp_port);
   }
-  if (!tmp_dir.empty()) {
-    if (!o.control_socket_group.empty()) {
-      // A group name, or a numeric gid (containers often have no /etc/group entry for it).
-      gid_t gid = 0;
-      bool found = false;
-      if (group* g = ::getgrnam(o.control_socket_group.c_str())) {
-        gid = g->gr_gid;
-        found = true;
-      } else if (uint32_t n = 0; absl::SimpleAtoi(o.control_socket_group, &n)) {
-        gid = static_cast<gid_t>(n);
-        found = true;
-      }
-      if (!found || ::chown(tmp_socket.c_str(), static_cast<uid_t>(-1), gid) != 0) {
-        ::unlink(tmp_socket.c_str());
-        ::rmdir(tmp_dir.c_str());
-        return absl::FailedPreconditionError(absl::StrCat(
-            "control_socket_group: cannot give the socket to group '", o.control_socket_group,
-            "'", !found ? " (no such group)" : absl::StrCat(": ", strerror(errno))));
-      }
-    }
-    if (::chmod(tmp_socket.c_str(), o.control_socket_mode) != 0 ||
-        ::rename(tmp_socket.c_str(), o.control_socket.c_str()) != 0) {
-      const int err = errno;
-      ::unlink(tmp_socket.c_str());
-      ::rmdir(tmp_dir.c_str());
-      return absl::FailedPreconditionError(absl::StrCat(
-          "cannot put the control socket in place at ", o.control_socket, ": ", strerror(err)));
-    }
-    ::rmdir(tmp_dir.c_str());
+  if (!staged.dir.empty()) {
+    if (absl::Status s = PublishUnixSocket(o, staged); !s.ok()) return s;
   }
   KTLS_LOG(kInfo, "control API on ",
            o.control_socket.empty() ? "" : absl::StrCat(o.control_socket, " (mode ",

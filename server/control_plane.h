@@ -93,7 +93,15 @@ class ControlPlane {
 
  private:
   ControlPlane(Agent& agent, ControlPlaneOptions options);
+  // Steps of Create(), in this order.
+  // The state directory loaded into the certificate, trust and ticket-key managers.
+  absl::Status LoadState();
+  // Watched certificate directories: scanned once now, so the first handshake sees them.
+  void ScanCertDirs();
+  // The gRPC server (services, interceptors, the Unix socket and the mTLS TCP listener).
   absl::Status BuildServer();
+  void CreateServices();
+  absl::Status StartMetrics();  // /metrics; a taken default address is a warning only
   void HealthLoop();
 
   Agent& agent_;

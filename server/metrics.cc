@@ -11,8 +11,10 @@
 #include <cstdlib>
 #include <thread>
 
+#include <deque>
 #include <exception>
-#include <set>
+#include <iterator>
+#include <map>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -28,15 +30,10 @@ namespace {
 using prometheus::ClientMetric;
 using prometheus::MetricFamily;
 using prometheus::MetricType;
-using Labels = std::vector<std::pair<std::string, std::string>>;
+using Labels = MetricLabels;
 
-MetricFamily Family(std::string name, std::string help, MetricType type) {
-  MetricFamily f;
-  f.name = std::move(name);
-  f.help = std::move(help);
-  f.type = type;
-  return f;
-}
+constexpr MetricType kCounter = MetricType::Counter;
+constexpr MetricType kGauge = MetricType::Gauge;
 
 ClientMetric Sample(double value, MetricType type, const Labels& labels = {}) {
   ClientMetric m;
@@ -49,259 +46,192 @@ ClientMetric Sample(double value, MetricType type, const Labels& labels = {}) {
   return m;
 }
 
-void Add(std::vector<MetricFamily>& out, std::string name, std::string help, MetricType type,
-         double value) {
-  MetricFamily f = Family(std::move(name), std::move(help), type);
-  f.metric.push_back(Sample(value, type));
-  out.push_back(std::move(f));
+double Load(const std::atomic<uint64_t>& a) {
+  return static_cast<double>(a.load(std::memory_order_relaxed));
+}
+double Load(const std::atomic<int64_t>& a) {
+  return static_cast<double>(a.load(std::memory_order_relaxed));
 }
 
-MetricFamily HistogramFamily(std::string name, std::string help, const Histogram::Snapshot& s) {
-  MetricFamily f = Family(std::move(name), std::move(help), MetricType::Histogram);
-  ClientMetric m;
-  m.histogram.sample_count = s.count;
-  m.histogram.sample_sum = s.sum;
-  for (size_t i = 0; i < s.upper_bounds.size(); ++i) {
-    m.histogram.bucket.push_back({s.cumulative[i], s.upper_bounds[i]});
+// The families of one scrape, in the order first named. Samples for a family already present
+// join it: that is how the entries of a stats list that share a family (the four kTLS install
+// counters) become one family with labels.
+class FamilyList {
+ public:
+  // The family `name`, created (empty: exported with no samples) if new.
+  MetricFamily& Get(const std::string& name, const std::string& help, MetricType type) {
+    auto [it, inserted] = index_.emplace(name, families_.size());
+    if (inserted) {
+      MetricFamily& f = families_.emplace_back();
+      f.name = name;
+      f.help = help;
+      f.type = type;
+    }
+    return families_[it->second];
   }
-  f.metric.push_back(std::move(m));
-  return f;
+  void Add(const std::string& name, const std::string& help, MetricType type, double value,
+           const Labels& labels = {}) {
+    Get(name, help, type).metric.push_back(Sample(value, type, labels));
+  }
+  // One sample per value of `Enum`, labeled by MetricLabelsOf(value).
+  template <typename Enum>
+  void AddArray(const std::string& name, const std::string& help, const CounterArray<Enum>& a) {
+    MetricFamily& f = Get(name, help, kCounter);
+    for (size_t i = 0; i < a.size(); ++i) {
+      f.metric.push_back(Sample(Load(a[i]), kCounter, MetricLabelsOf(static_cast<Enum>(i))));
+    }
+  }
+  void AddHistogram(const std::string& name, const std::string& help,
+                    const Histogram::Snapshot& s) {
+    ClientMetric m;
+    m.histogram.sample_count = s.count;
+    m.histogram.sample_sum = s.sum;
+    for (size_t i = 0; i < s.upper_bounds.size(); ++i) {
+      m.histogram.bucket.push_back({s.cumulative[i], s.upper_bounds[i]});
+    }
+    Get(name, help, MetricType::Histogram).metric.push_back(std::move(m));
+  }
+  std::vector<MetricFamily> Take() {
+    return {std::make_move_iterator(families_.begin()), std::make_move_iterator(families_.end())};
+  }
+
+ private:
+  std::deque<MetricFamily> families_;  // a deque: Get()'s references stay valid as it grows
+  std::map<std::string, size_t> index_;
+};
+
+// The stats lists (agent/stats.h, control_metrics.h) expanded for a stats object named `stats`
+// and a FamilyList named `out`: each entry becomes samples of the family it names.
+#define KTLS_EXPORT_COUNTER(field, family, help, ...) \
+  if (*family != '\0') out.Add(family, help, kCounter, Load(stats.field), {__VA_ARGS__});
+#define KTLS_EXPORT_GAUGE(field, family, help) out.Add(family, help, kGauge, Load(stats.field));
+#define KTLS_EXPORT_ARRAY(field, Enum, family, help) out.AddArray<Enum>(family, help, stats.field);
+#define KTLS_EXPORT_HISTOGRAM(field, buckets, family, help) \
+  out.AddHistogram(family, help, stats.field.Take());
+
+void AddAgentStats(const AgentStats& stats, FamilyList& out) {
+  KTLS_AGENT_COUNTERS(KTLS_EXPORT_COUNTER)
+  KTLS_AGENT_GAUGES(KTLS_EXPORT_GAUGE)
+  KTLS_AGENT_COUNTER_ARRAYS(KTLS_EXPORT_ARRAY)
+  KTLS_AGENT_HISTOGRAMS(KTLS_EXPORT_HISTOGRAM)
 }
 
-uint64_t Load(const std::atomic<uint64_t>& a) { return a.load(std::memory_order_relaxed); }
+// The lists of control_metrics.h, then the two families with their own shape.
+void AddControlMetrics(const ControlMetrics& stats, FamilyList& out) {
+  KTLS_CONTROL_COUNTERS(KTLS_EXPORT_COUNTER)
+  KTLS_CONTROL_GAUGES(KTLS_EXPORT_GAUGE)
+  KTLS_CONTROL_COUNTER_ARRAYS(KTLS_EXPORT_ARRAY)
+  MetricFamily& reloads = out.Get("ktls_certificate_reloads_total",
+                                  "Certificate changes by source (api, cert_dir, state) and "
+                                  "result (committed, rejected)",
+                                  kCounter);
+  for (size_t i = 0; i < stats.reloads.size(); ++i) {
+    const std::string source(ReloadSourceLabel(static_cast<ReloadSource>(i)));
+    reloads.metric.push_back(Sample(Load(stats.reloads[i][0]), kCounter,
+                                    {{"source", source}, {"result", "committed"}}));
+    reloads.metric.push_back(Sample(Load(stats.reloads[i][1]), kCounter,
+                                    {{"source", source}, {"result", "rejected"}}));
+  }
+  // Methods are the registered ones: a label set fixed by the API, known once called.
+  MetricFamily& requests = out.Get("ktls_control_requests_total",
+                                   "Control API requests by method and gRPC status code",
+                                   kCounter);
+  for (const auto& [key, count] : stats.Requests()) {
+    requests.metric.push_back(Sample(static_cast<double>(count), kCounter,
+                                     {{"method", key.first}, {"code", key.second}}));
+  }
+}
 
-// Data-plane counters that are exported as labeled families below instead of one family each.
-const std::set<std::string>& GroupedCounters() {
-  static const std::set<std::string> kGrouped = {
-      "handshakes_completed", "handshakes_failed",   "handshake_timeouts",
-      "ktls_tx_installed",    "ktls_tx_failed",      "ktls_rx_installed",
-      "ktls_rx_failed",       "relay_bytes_to_app",  "relay_bytes_to_peer"};
-  return kGrouped;
+#undef KTLS_EXPORT_COUNTER
+#undef KTLS_EXPORT_GAUGE
+#undef KTLS_EXPORT_ARRAY
+#undef KTLS_EXPORT_HISTOGRAM
+
+// What the kernel offers: the probe's table, and /proc/net/tls_stat read at scrape time (absent
+// when the tls module is not loaded; both families are exported empty then).
+void AddKernel(const KernelProbeResult& probe, const std::string& tls_stat_path,
+               FamilyList& out) {
+  out.Add("ktls_kernel_tls_available",
+          "1 when the kernel probe found kTLS usable (TX and RX for at least one suite)", kGauge,
+          probe.AnySupported() ? 1 : 0);
+  MetricFamily& supported =
+      out.Get("ktls_kernel_tls_supported",
+              "Kernel probe: 1 when this version, cipher and direction installed", kGauge);
+  for (const ProbeCell& c : probe.cells) {
+    supported.metric.push_back(Sample(c.ok ? 1 : 0, kGauge,
+                                      {{"version", std::string(TlsVersionName(c.version))},
+                                       {"cipher", std::string(KtlsCipherName(c.cipher))},
+                                       {"direction", std::string(DirectionName(c.direction))}}));
+  }
+  absl::StatusOr<std::map<std::string, uint64_t>> stat = ReadTlsStat(tls_stat_path);
+  out.Add("ktls_kernel_tls_stat_available", "1 when /proc/net/tls_stat could be read", kGauge,
+          stat.ok() ? 1 : 0);
+  const std::string sockets = "ktls_kernel_tls_stat_sockets";
+  const std::string sockets_help =
+      "/proc/net/tls_stat TlsCurr* entries: sockets with kernel TLS now";
+  const std::string total = "ktls_kernel_tls_stat_total";
+  const std::string total_help =
+      "/proc/net/tls_stat event counters (TlsTxSw, TlsRxSw, TlsDecryptError, ...), as the "
+      "kernel names them";
+  out.Get(sockets, sockets_help, kGauge);
+  out.Get(total, total_help, kCounter);
+  if (!stat.ok()) return;
+  for (const auto& [name, value] : *stat) {
+    if (TlsStatIsGauge(name)) {
+      out.Add(sockets, sockets_help, kGauge, static_cast<double>(value), {{"stat", name}});
+    } else {
+      out.Add(total, total_help, kCounter, static_cast<double>(value), {{"stat", name}});
+    }
+  }
+}
+
+// The served certificates (one sample each) and the generations of what the control plane
+// manages.
+void AddCertificates(const MetricsSources& s, FamilyList& out) {
+  const std::shared_ptr<const CertificateSet> set = s.agent->certs().Current();
+  MetricFamily& after = out.Get("ktls_certificate_not_after_timestamp_seconds",
+                                "notAfter of each served certificate, Unix seconds", kGauge);
+  MetricFamily& before = out.Get("ktls_certificate_not_before_timestamp_seconds",
+                                 "notBefore of each served certificate, Unix seconds", kGauge);
+  MetricFamily& served = out.Get("ktls_certificate_handshakes_total",
+                                 "Handshakes completed with each served certificate", kCounter);
+  for (const CertificateEntry& e : set->entries()) {
+    const Labels l = {{"certificate", e.name}};
+    after.metric.push_back(Sample(static_cast<double>(e.not_after_unix), kGauge, l));
+    before.metric.push_back(Sample(static_cast<double>(e.not_before_unix), kGauge, l));
+    served.metric.push_back(Sample(static_cast<double>(e.handshakes->load()), kCounter, l));
+  }
+  out.Add("ktls_certificates", "Certificates served", kGauge,
+          static_cast<double>(set->entries().size()));
+  if (s.certs != nullptr) {
+    out.Add("ktls_certificate_generation",
+            "Generation of the certificate store (moves by one per commit, delete, default change)",
+            kGauge, static_cast<double>(s.certs->generation()));
+  }
+  if (s.trust != nullptr) {
+    out.Add("ktls_trust_bundle_generation", "Generation of the client trust bundle", kGauge,
+            static_cast<double>(s.trust->generation()));
+  }
+  out.Add("ktls_session_ticket_keys", "Session-ticket keys in use (the first encrypts)", kGauge,
+          static_cast<double>(s.agent->tls().ticket_keys()->keys().size()));
 }
 
 }  // namespace
 
 std::vector<MetricFamily> MetricsCollector::Collect() const {
-  std::vector<MetricFamily> out;
-  AgentStats& st = s_.agent->stats();
-  constexpr MetricType kCounter = MetricType::Counter;
-  constexpr MetricType kGauge = MetricType::Gauge;
-
-  // --- Build and host ---------------------------------------------------------------------
-  {
-    MetricFamily f = Family("ktls_build_info", "Agent build: version and OpenSSL; always 1", kGauge);
-    f.metric.push_back(Sample(1, kGauge, {{"version", kAgentVersion},
-                                          {"openssl", OpenSSL_version(OPENSSL_VERSION)}}));
-    out.push_back(std::move(f));
-  }
-  Add(out, "ktls_start_time_seconds", "When the agent started, Unix seconds", kGauge,
-      absl::ToDoubleSeconds(s_.started_at - absl::UnixEpoch()));
-  const KernelProbeResult& probe = s_.agent->probe();
-  Add(out, "ktls_kernel_tls_available",
-      "1 when the kernel probe found kTLS usable (TX and RX for at least one suite)", kGauge,
-      probe.AnySupported() ? 1 : 0);
-  {
-    MetricFamily f = Family("ktls_kernel_tls_supported",
-                            "Kernel probe: 1 when this version, cipher and direction installed",
-                            kGauge);
-    for (const ProbeCell& c : probe.cells) {
-      f.metric.push_back(Sample(c.ok ? 1 : 0, kGauge,
-                                {{"version", std::string(TlsVersionName(c.version))},
-                                 {"cipher", std::string(KtlsCipherName(c.cipher))},
-                                 {"direction", std::string(DirectionName(c.direction))}}));
-    }
-    out.push_back(std::move(f));
-  }
-  {
-    // /proc/net/tls_stat, read at scrape time; absent when the tls module is not loaded.
-    absl::StatusOr<std::map<std::string, uint64_t>> stat = ReadTlsStat(s_.tls_stat_path);
-    Add(out, "ktls_kernel_tls_stat_available", "1 when /proc/net/tls_stat could be read", kGauge,
-        stat.ok() ? 1 : 0);
-    MetricFamily cur = Family("ktls_kernel_tls_stat_sockets",
-                              "/proc/net/tls_stat TlsCurr* entries: sockets with kernel TLS now",
-                              kGauge);
-    MetricFamily total = Family("ktls_kernel_tls_stat_total",
-                                "/proc/net/tls_stat event counters (TlsTxSw, TlsRxSw, "
-                                "TlsDecryptError, ...), as the kernel names them",
-                                kCounter);
-    if (stat.ok()) {
-      for (const auto& [name, value] : *stat) {
-        if (TlsStatIsGauge(name)) {
-          cur.metric.push_back(Sample(static_cast<double>(value), kGauge, {{"stat", name}}));
-        } else {
-          total.metric.push_back(Sample(static_cast<double>(value), kCounter, {{"stat", name}}));
-        }
-      }
-    }
-    out.push_back(std::move(cur));
-    out.push_back(std::move(total));
-  }
-
-  // --- Data plane: plain counters and gauges (agent/stats.h), ktls_<name>[_total] ------------
-#define KTLS_COUNTER(name, help)                                                   \
-  if (GroupedCounters().count(#name) == 0) {                                       \
-    Add(out, "ktls_" #name "_total", help, kCounter, static_cast<double>(Load(st.name))); \
-  }
-  KTLS_AGENT_COUNTERS(KTLS_COUNTER)
-#undef KTLS_COUNTER
-#define KTLS_GAUGE(name, help) \
-  Add(out, "ktls_" #name, help, kGauge, static_cast<double>(st.name.load(std::memory_order_relaxed)));
-  KTLS_AGENT_GAUGES(KTLS_GAUGE)
-#undef KTLS_GAUGE
-
-  // --- Data plane: labeled families ---------------------------------------------------------
-  {
-    MetricFamily f = Family("ktls_handshakes_completed_total",
-                            "TLS handshakes completed, by protocol version and cipher suite",
-                            kCounter);
-    for (size_t i = 0; i < st.connections_by_suite.size(); ++i) {
-      const TlsSuiteLabels l = TlsSuiteLabel(static_cast<TlsSuite>(i));
-      f.metric.push_back(Sample(static_cast<double>(Load(st.connections_by_suite[i])), kCounter,
-                                {{"version", std::string(l.version)},
-                                 {"cipher", std::string(l.cipher)}}));
-    }
-    out.push_back(std::move(f));
-  }
-  {
-    MetricFamily f = Family("ktls_handshakes_failed_total",
-                            "TLS handshakes that failed, by reason (timeout included)", kCounter);
-    for (size_t i = 0; i < st.handshake_failures.size(); ++i) {
-      f.metric.push_back(Sample(
-          static_cast<double>(Load(st.handshake_failures[i])), kCounter,
-          {{"reason",
-            std::string(HandshakeFailureReasonLabel(static_cast<HandshakeFailureReason>(i)))}}));
-    }
-    out.push_back(std::move(f));
-  }
-  out.push_back(HistogramFamily("ktls_handshake_duration_seconds",
-                                "TLS handshake duration, accept to Finished",
-                                st.handshake_duration.Take()));
-  out.push_back(HistogramFamily("ktls_install_duration_seconds",
-                                "Time in the kernel's kTLS setsockopts (TCP_ULP, TLS_TX, "
-                                "TLS_RX) per connection that reached the kernel's TLS code",
-                                st.ktls_install_duration.Take()));
-  {
-    MetricFamily f = Family("ktls_kernel_tls_installs_total",
-                            "kTLS key installs by direction (tx, rx) and result (ok, failed)",
-                            kCounter);
-    const std::pair<const char*, const std::atomic<uint64_t>*> rows[][2] = {
-        {{"ok", &st.ktls_tx_installed}, {"failed", &st.ktls_tx_failed}},
-        {{"ok", &st.ktls_rx_installed}, {"failed", &st.ktls_rx_failed}}};
-    for (int d = 0; d < 2; ++d) {
-      for (const auto& [result, value] : rows[d]) {
-        f.metric.push_back(Sample(static_cast<double>(Load(*value)), kCounter,
-                                  {{"direction", d == 0 ? "tx" : "rx"}, {"result", result}}));
-      }
-    }
-    out.push_back(std::move(f));
-  }
-  {
-    MetricFamily f = Family("ktls_fallbacks_total",
-                            "Connections relayed in userspace instead of kTLS, by reason", kCounter);
-    for (size_t i = 0; i < st.fallbacks.size(); ++i) {
-      f.metric.push_back(
-          Sample(static_cast<double>(Load(st.fallbacks[i])), kCounter,
-                 {{"reason", std::string(FallbackReasonLabel(static_cast<FallbackReason>(i)))}}));
-    }
-    out.push_back(std::move(f));
-  }
-  {
-    MetricFamily f = Family("ktls_relay_bytes_total",
-                            "Plaintext bytes relayed, by direction (to_app, to_peer)", kCounter);
-    f.metric.push_back(Sample(static_cast<double>(Load(st.relay_bytes_to_app)), kCounter,
-                              {{"direction", "to_app"}}));
-    f.metric.push_back(Sample(static_cast<double>(Load(st.relay_bytes_to_peer)), kCounter,
-                              {{"direction", "to_peer"}}));
-    out.push_back(std::move(f));
-  }
-  {
-    const HandoffBroker::LatencySnapshot l = s_.agent->broker().Latency();
-    Histogram::Snapshot h;
-    h.upper_bounds = HandoffBroker::LatencyBuckets();
-    h.cumulative = l.bucket_counts;
-    h.cumulative.resize(h.upper_bounds.size(), l.count);
-    h.count = l.count;
-    h.sum = l.sum_seconds;
-    out.push_back(HistogramFamily("ktls_handoff_latency_seconds",
-                                  "From ready (handshake done, data path chosen) to sent to an app",
-                                  h));
-  }
-
-  // --- Certificates -------------------------------------------------------------------------
-  {
-    const std::shared_ptr<const CertificateSet> set = s_.agent->certs().Current();
-    MetricFamily after = Family("ktls_certificate_not_after_timestamp_seconds",
-                                "notAfter of each served certificate, Unix seconds", kGauge);
-    MetricFamily before = Family("ktls_certificate_not_before_timestamp_seconds",
-                                 "notBefore of each served certificate, Unix seconds", kGauge);
-    MetricFamily served = Family("ktls_certificate_handshakes_total",
-                                 "Handshakes completed with each served certificate", kCounter);
-    for (const CertificateEntry& e : set->entries()) {
-      const Labels l = {{"certificate", e.name}};
-      after.metric.push_back(Sample(static_cast<double>(e.not_after_unix), kGauge, l));
-      before.metric.push_back(Sample(static_cast<double>(e.not_before_unix), kGauge, l));
-      served.metric.push_back(Sample(static_cast<double>(e.handshakes->load()), kCounter, l));
-    }
-    out.push_back(std::move(after));
-    out.push_back(std::move(before));
-    out.push_back(std::move(served));
-    Add(out, "ktls_certificates", "Certificates served", kGauge,
-        static_cast<double>(set->entries().size()));
-  }
-  if (s_.certs != nullptr) {
-    Add(out, "ktls_certificate_generation",
-        "Generation of the certificate store (moves by one per commit, delete, default change)",
-        kGauge, static_cast<double>(s_.certs->generation()));
-  }
-  if (s_.trust != nullptr) {
-    Add(out, "ktls_trust_bundle_generation", "Generation of the client trust bundle", kGauge,
-        static_cast<double>(s_.trust->generation()));
-  }
-  Add(out, "ktls_session_ticket_keys", "Session-ticket keys in use (the first encrypts)", kGauge,
-      static_cast<double>(s_.agent->tls().ticket_keys()->keys().size()));
-
-  // --- Control plane ------------------------------------------------------------------------
-  if (const ControlMetrics* c = s_.control) {
-    MetricFamily reloads = Family("ktls_certificate_reloads_total",
-                                  "Certificate changes by source (api, cert_dir, state) and "
-                                  "result (committed, rejected)",
-                                  kCounter);
-    for (size_t i = 0; i < c->reloads.size(); ++i) {
-      const std::string source(ReloadSourceLabel(static_cast<ReloadSource>(i)));
-      reloads.metric.push_back(Sample(static_cast<double>(Load(c->reloads[i][0])), kCounter,
-                                      {{"source", source}, {"result", "committed"}}));
-      reloads.metric.push_back(Sample(static_cast<double>(Load(c->reloads[i][1])), kCounter,
-                                      {{"source", source}, {"result", "rejected"}}));
-    }
-    out.push_back(std::move(reloads));
-    MetricFamily rejected = Family("ktls_control_validation_failures_total",
-                                   "Inputs the control plane rejected, by reason", kCounter);
-    for (size_t i = 0; i < c->validation_failures.size(); ++i) {
-      rejected.metric.push_back(Sample(
-          static_cast<double>(Load(c->validation_failures[i])), kCounter,
-          {{"reason", std::string(ValidationFailureLabel(static_cast<ValidationFailure>(i)))}}));
-    }
-    out.push_back(std::move(rejected));
-    Add(out, "ktls_state_files_loaded", "State files loaded at start", kGauge,
-        static_cast<double>(Load(c->state_files_loaded)));
-    Add(out, "ktls_state_files_skipped_total",
-        "State files skipped at start (corrupt or invalid; see the log and ktlsctl status)",
-        kCounter, static_cast<double>(Load(c->state_files_skipped)));
-    Add(out, "ktls_state_write_errors_total",
-        "Changes refused because the state directory could not be written", kCounter,
-        static_cast<double>(Load(c->state_write_errors)));
-    Add(out, "ktls_session_ticket_key_updates_total", "Session-ticket key sets and rotations",
-        kCounter, static_cast<double>(Load(c->ticket_key_rotations)));
-    MetricFamily requests = Family("ktls_control_requests_total",
-                                   "Control API requests by method and gRPC status code",
-                                   kCounter);
-    for (const auto& [key, count] : c->Requests()) {
-      requests.metric.push_back(Sample(static_cast<double>(count), kCounter,
-                                       {{"method", key.first}, {"code", key.second}}));
-    }
-    out.push_back(std::move(requests));
-  }
-  return out;
+  FamilyList out;
+  out.Add("ktls_build_info", "Agent build: version and OpenSSL; always 1", kGauge, 1,
+          {{"version", kAgentVersion}, {"openssl", OpenSSL_version(OPENSSL_VERSION)}});
+  out.Add("ktls_start_time_seconds", "When the agent started, Unix seconds", kGauge,
+          absl::ToDoubleSeconds(s_.started_at - absl::UnixEpoch()));
+  AddKernel(s_.agent->probe(), s_.tls_stat_path, out);
+  AddAgentStats(s_.agent->stats(), out);
+  out.AddHistogram("ktls_handoff_latency_seconds",
+                   "From ready (handshake done, data path chosen) to sent to an app",
+                   s_.agent->HandoffLatency());
+  AddCertificates(s_, out);
+  if (s_.control != nullptr) AddControlMetrics(*s_.control, out);
+  return out.Take();
 }
 
 absl::StatusOr<std::unique_ptr<MetricsExporter>> MetricsExporter::Start(const std::string& address,

@@ -2,9 +2,10 @@
 //
 // Nothing is double-booked: a Collectable reads the data plane's atomics (agent/stats.h), the
 // histograms, the certificate store, the kernel probe and /proc/net/tls_stat, and the control
-// plane's own counters (control_metrics.h) when scraped. The list of families is in one place,
-// MetricsCollector::Collect() (metrics.cc), and docs/operations.md documents each. Counters
-// that agent/stats.h adds later are exported as ktls_<name>_total without an edit here.
+// plane's own counters (control_metrics.h) when scraped. A counter's family, help and labels are
+// declared with the counter, in the stats lists of agent/stats.h and control_metrics.h, so one
+// added there is exported without an edit here; metrics.cc names only the families of another
+// shape (build, kernel, certificates, reloads, requests). docs/operations.md documents each.
 //
 // Conventions: prefix ktls_, counters end in _total, units in the name (_seconds, _bytes),
 // labels from small fixed sets, exported at 0 from the start (so rate() and alerts work before

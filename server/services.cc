@@ -286,6 +286,35 @@ grpc::Status SessionTicketServiceImpl::GetSessionTicketKeys(grpc::ServerContext*
 }
 
 // --- TelemetryService -------------------------------------------------------------------------
+namespace {
+
+// A per-enum counter array as the stats RPC's map from label value to count.
+template <typename Enum>
+void FillByLabel(const CounterArray<Enum>& counts, absl::string_view (*label)(Enum),
+                 google::protobuf::Map<std::string, uint64_t>* out) {
+  for (size_t i = 0; i < counts.size(); ++i) {
+    (*out)[std::string(label(static_cast<Enum>(i)))] = counts[i].load(std::memory_order_relaxed);
+  }
+}
+
+// The paging fields of the List* requests: page_size (0: the default) and page_token (a cursor
+// from the previous page; empty: the first page).
+grpc::Status ParsePage(uint32_t page_size, const std::string& page_token, uint32_t* size,
+                       uint64_t* cursor) {
+  *size = page_size == 0 ? kDefaultPageSize : page_size;
+  if (*size > kMaxPageSize) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        absl::StrCat("page_size: at most ", kMaxPageSize));
+  }
+  if (!ParseToken(page_token, cursor)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "page_token: not a token from a previous page");
+  }
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
 v1::Stats TelemetryServiceImpl::Snapshot(Agent& agent, uint64_t certificate_generation,
                                          absl::Time started_at) {
   v1::Stats out;
@@ -294,22 +323,16 @@ v1::Stats TelemetryServiceImpl::Snapshot(Agent& agent, uint64_t certificate_gene
   SetDuration(now - started_at, out.mutable_uptime());
   AgentStats& st = agent.stats();
   auto& counters = *out.mutable_counters();
-#define KTLS_COUNTER(name, help) counters[#name] = st.name.load(std::memory_order_relaxed);
+#define KTLS_COUNTER(field, ...) counters[#field] = st.field.load(std::memory_order_relaxed);
   KTLS_AGENT_COUNTERS(KTLS_COUNTER)
 #undef KTLS_COUNTER
   auto& gauges = *out.mutable_gauges();
-#define KTLS_GAUGE(name, help) gauges[#name] = st.name.load(std::memory_order_relaxed);
+#define KTLS_GAUGE(field, ...) gauges[#field] = st.field.load(std::memory_order_relaxed);
   KTLS_AGENT_GAUGES(KTLS_GAUGE)
 #undef KTLS_GAUGE
-  for (size_t i = 0; i < st.fallbacks.size(); ++i) {
-    (*out.mutable_fallbacks())[std::string(FallbackReasonLabel(static_cast<FallbackReason>(i)))] =
-        st.fallbacks[i].load(std::memory_order_relaxed);
-  }
-  for (size_t i = 0; i < st.handshake_failures.size(); ++i) {
-    (*out.mutable_handshake_failures())[std::string(
-        HandshakeFailureReasonLabel(static_cast<HandshakeFailureReason>(i)))] =
-        st.handshake_failures[i].load(std::memory_order_relaxed);
-  }
+  FillByLabel(st.fallbacks, &FallbackReasonLabel, out.mutable_fallbacks());
+  FillByLabel(st.handshake_failures, &HandshakeFailureReasonLabel,
+              out.mutable_handshake_failures());
   for (size_t i = 0; i < st.connections_by_suite.size(); ++i) {
     const uint64_t n = st.connections_by_suite[i].load(std::memory_order_relaxed);
     if (n == 0) continue;
@@ -321,14 +344,7 @@ v1::Stats TelemetryServiceImpl::Snapshot(Agent& agent, uint64_t certificate_gene
   }
   FillHistogram(st.handshake_duration.Take(), out.mutable_handshake_duration_seconds());
   FillHistogram(st.ktls_install_duration.Take(), out.mutable_ktls_install_duration_seconds());
-  const HandoffBroker::LatencySnapshot l = agent.broker().Latency();
-  Histogram::Snapshot h;
-  h.upper_bounds = HandoffBroker::LatencyBuckets();
-  h.cumulative = l.bucket_counts;
-  h.cumulative.resize(h.upper_bounds.size(), l.count);
-  h.count = l.count;
-  h.sum = l.sum_seconds;
-  FillHistogram(h, out.mutable_handoff_latency_seconds());
+  FillHistogram(agent.HandoffLatency(), out.mutable_handoff_latency_seconds());
   out.set_certificate_generation(certificate_generation);
   return out;
 }
@@ -367,15 +383,11 @@ grpc::Status TelemetryServiceImpl::WatchStats(grpc::ServerContext* context,
 grpc::Status TelemetryServiceImpl::ListHandshakes(grpc::ServerContext*,
                                                   const v1::ListHandshakesRequest* request,
                                                   v1::ListHandshakesResponse* response) {
-  const uint32_t size = request->page_size() == 0 ? kDefaultPageSize : request->page_size();
-  if (size > kMaxPageSize) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrCat("page_size: at most ", kMaxPageSize));
-  }
+  uint32_t size = 0;
   uint64_t after = 0;
-  if (!ParseToken(request->page_token(), &after)) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "page_token: not a token from a previous page");
+  if (grpc::Status s = ParsePage(request->page_size(), request->page_token(), &size, &after);
+      !s.ok()) {
+    return s;
   }
   size_t total = 0;
   const std::vector<LiveHandshake> live = s_.agent->activity().LiveHandshakes(after, size + 1, &total);
@@ -402,15 +414,11 @@ grpc::Status TelemetryServiceImpl::ListHandshakes(grpc::ServerContext*,
 grpc::Status TelemetryServiceImpl::ListHandoffs(grpc::ServerContext*,
                                                 const v1::ListHandoffsRequest* request,
                                                 v1::ListHandoffsResponse* response) {
-  const uint32_t size = request->page_size() == 0 ? kDefaultPageSize : request->page_size();
-  if (size > kMaxPageSize) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrCat("page_size: at most ", kMaxPageSize));
-  }
+  uint32_t size = 0;
   uint64_t before = 0;
-  if (!ParseToken(request->page_token(), &before)) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        "page_token: not a token from a previous page");
+  if (grpc::Status s = ParsePage(request->page_size(), request->page_token(), &size, &before);
+      !s.ok()) {
+    return s;
   }
   const std::vector<HandoffRecord> records =
       s_.agent->activity().RecentHandoffs(before, size + 1);
