@@ -8,20 +8,15 @@
 //    source's key_pem is wiped on every return path of Create, success or not. Nothing derived
 //    from key bytes goes into an error message.
 //  - OpenSSL's error queue is per call: cleared before our calls, and after a failure its first
-//    entry goes into the message and the queue is cleared, so a stale entry never fails another
-//    caller on this thread.
+//    entry goes into the message and the queue is cleared (agent/pem.h), so a stale entry never
+//    fails another caller on this thread.
 #include "agent/cert_store.h"
 
-#include <fcntl.h>
 #include <openssl/err.h>
-#include <openssl/pem.h>
 #include <openssl/rand.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include <openssl/x509v3.h>
 
-#include <cerrno>
 #include <ctime>
-#include <system_error>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -32,24 +27,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "agent/pem.h"
 
 namespace ktls {
 namespace {
-
-constexpr size_t kMaxPemBytes = size_t{1} << 20;  // per file / per PEM string
-
-// The first (oldest) queued OpenSSL error as text, then an empty queue.
-std::string TakeOpenSslError() {
-  const unsigned long err = ERR_get_error();
-  std::string text = "unknown OpenSSL error";
-  if (err != 0) {
-    char buf[256];
-    ERR_error_string_n(err, buf, sizeof(buf));
-    text = buf;
-  }
-  ERR_clear_error();
-  return text;
-}
 
 // Overwrites every byte the string owns, including spare capacity that earlier edits may have
 // left key bytes in, without reallocating; keeps the length (all bytes are then zero).
@@ -58,66 +39,6 @@ void WipeString(std::string& s) {
   s.resize(s.capacity());  // never reallocates
   OPENSSL_cleanse(s.data(), s.size());
   s.resize(size);
-}
-
-std::string ErrnoText(int err) { return std::generic_category().message(err); }
-
-absl::Status ReadError(int err, absl::string_view what, const std::string& path) {
-  std::string message = absl::StrCat("cannot read ", what, " ", path, ": ", ErrnoText(err));
-  switch (err) {
-    case ENOENT:
-    case ENOTDIR:
-      return absl::NotFoundError(message);
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(message);
-    default:
-      return absl::FailedPreconditionError(message);
-  }
-}
-
-// Reads a whole file of at most kMaxPemBytes. `what` names the file's role in messages.
-// A secret file's bytes never sit in a freed buffer: a buffer that has to grow is wiped first.
-absl::StatusOr<std::string> ReadSmallFile(const std::string& path, absl::string_view what,
-                                          bool secret) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return ReadError(errno, what, path);
-  absl::Cleanup close_fd = [fd] { ::close(fd); };
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return ReadError(errno, what, path);
-  const auto too_large = [&] {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what, " ", path, " is larger than 1 MiB; not a certificate or key"));
-  };
-  if (S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > kMaxPemBytes) return too_large();
-
-  // One byte more than expected, so reaching it tells the file is larger than it was (or than
-  // the limit, for files whose size stat does not know).
-  const size_t capacity = S_ISREG(st.st_mode) ? static_cast<size_t>(st.st_size) + 1 : kMaxPemBytes + 1;
-  std::string buf(capacity, '\0');
-  absl::Cleanup wipe_on_error = [&] {
-    if (secret) WipeString(buf);
-  };
-  size_t used = 0;
-  for (;;) {
-    if (used == buf.size()) {
-      if (buf.size() > kMaxPemBytes) return too_large();
-      std::string bigger(kMaxPemBytes + 1, '\0');
-      bigger.replace(0, used, buf, 0, used);
-      if (secret) WipeString(buf);
-      buf.swap(bigger);
-    }
-    const ssize_t n = ::read(fd, buf.data() + used, buf.size() - used);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ReadError(errno, what, path);
-    }
-    if (n == 0) break;
-    used += static_cast<size_t>(n);
-  }
-  buf.resize(used);  // shrinks in place
-  std::move(wipe_on_error).Cancel();
-  return buf;
 }
 
 bool IsNameChar(char c) {
@@ -208,27 +129,23 @@ absl::StatusOr<int64_t> NotBeforeOf(X509* cert) {
 }
 
 // Indexes every entry's names (exact, and wildcards by suffix); a name claimed twice fails.
-absl::Status IndexNames(const std::vector<CertificateEntry>& entries,
+absl::Status IndexNames(const std::vector<CertificateEntryPtr>& entries,
                         absl::flat_hash_map<std::string, size_t>& exact,
                         absl::flat_hash_map<std::string, size_t>& wildcard) {
   for (size_t i = 0; i < entries.size(); ++i) {
-    for (const std::string& name : entries[i].server_names) {
+    for (const std::string& name : entries[i]->server_names) {
       const bool is_wildcard = absl::StartsWith(name, "*.");
       auto& index = is_wildcard ? wildcard : exact;
       auto [it, inserted] = index.emplace(is_wildcard ? name.substr(2) : name, i);
       if (!inserted && it->second != i) {
         return absl::InvalidArgumentError(
             absl::StrCat("server name '", name, "' is claimed by both certificate '",
-                         entries[it->second].name, "' and certificate '", entries[i].name, "'"));
+                         entries[it->second]->name, "' and certificate '", entries[i]->name, "'"));
       }
     }
   }
   return absl::OkStatus();
 }
-
-// A password callback that refuses: without it OpenSSL would prompt on the terminal for an
-// encrypted key, which would hang a daemon.
-int RefusePassword(char* /*buf*/, int /*size*/, int /*rwflag*/, void* /*u*/) { return -1; }
 
 absl::StatusOr<CertificateEntry> ParseEntry(const CertificateSource& source, bool is_default) {
   const auto fail = [&source](absl::string_view what) {
@@ -239,42 +156,31 @@ absl::StatusOr<CertificateEntry> ParseEntry(const CertificateSource& source, boo
 
   CertificateEntry entry;
   entry.name = source.name;
-  entry.chain.reset(sk_X509_new_null());
-  BioPtr chain_bio(
-      BIO_new_mem_buf(source.chain_pem.data(), static_cast<int>(source.chain_pem.size())));
-  if (entry.chain == nullptr || chain_bio == nullptr) {
-    return fail(absl::StrCat("out of memory: ", TakeOpenSslError()));
+  int failed = 0;
+  absl::StatusOr<std::vector<X509Ptr>> certs = ParsePemCertificates(source.chain_pem, &failed);
+  if (!certs.ok()) {
+    return fail(absl::StrCat("cannot parse certificate ", failed,
+                             " of the chain: ", certs.status().message()));
   }
-  for (int index = 0;; ++index) {
-    X509Ptr cert(PEM_read_bio_X509(chain_bio.get(), nullptr, RefusePassword, nullptr));
-    if (cert == nullptr) {
-      const unsigned long err = ERR_peek_last_error();
-      if (ERR_GET_LIB(err) == ERR_LIB_PEM && ERR_GET_REASON(err) == PEM_R_NO_START_LINE) {
-        ERR_clear_error();  // end of input: no further "BEGIN CERTIFICATE"
-        break;
-      }
-      return fail(absl::StrCat("cannot parse certificate ", index + 1,
-                               " of the chain: ", TakeOpenSslError()));
-    }
-    if (entry.leaf == nullptr) {
-      entry.leaf = std::move(cert);
-    } else if (sk_X509_push(entry.chain.get(), cert.get()) > 0) {
-      cert.release();  // ownership moved into the stack
-    } else {
+  if (certs->empty()) return fail("not a PEM certificate (no BEGIN CERTIFICATE block)");
+  entry.leaf = std::move(certs->front());
+  entry.chain.reset(sk_X509_new_null());
+  if (entry.chain == nullptr) return fail(absl::StrCat("out of memory: ", TakeOpenSslError()));
+  for (size_t i = 1; i < certs->size(); ++i) {
+    if (sk_X509_push(entry.chain.get(), (*certs)[i].get()) <= 0) {
       return fail(absl::StrCat("out of memory: ", TakeOpenSslError()));
     }
+    (*certs)[i].release();  // ownership moved into the stack
   }
-  if (entry.leaf == nullptr) return fail("not a PEM certificate (no BEGIN CERTIFICATE block)");
 
   // Parsed straight from the caller's buffer; the caller wipes it.
-  BioPtr key_bio(BIO_new_mem_buf(source.key_pem.data(), static_cast<int>(source.key_pem.size())));
-  if (key_bio == nullptr) return fail(absl::StrCat("out of memory: ", TakeOpenSslError()));
-  entry.key.reset(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, RefusePassword, nullptr));
-  if (entry.key == nullptr) {
+  absl::StatusOr<EvpPkeyPtr> key = ParsePemPrivateKey(source.key_pem);
+  if (!key.ok()) {
     return fail(
         absl::StrCat("cannot parse the private key (PEM, unencrypted, PKCS#8 or traditional): ",
-                     TakeOpenSslError()));
+                     key.status().message()));
   }
+  entry.key = *std::move(key);
   if (X509_check_private_key(entry.leaf.get(), entry.key.get()) != 1) {
     ERR_clear_error();
     return fail("private key does not match certificate");
@@ -324,7 +230,7 @@ absl::StatusOr<CertificateSource> LoadCertificateFiles(const std::string& chain_
   source.server_names = std::move(server_names);
   source.is_default = is_default;
 
-  absl::StatusOr<std::string> chain = ReadSmallFile(chain_path, "certificate file", false);
+  absl::StatusOr<std::string> chain = ReadPemFile(chain_path, "certificate file", false);
   if (!chain.ok()) return chain.status();
   source.chain_pem = *std::move(chain);
   if (!absl::StrContains(source.chain_pem, "-----BEGIN CERTIFICATE-----")) {
@@ -332,7 +238,7 @@ absl::StatusOr<CertificateSource> LoadCertificateFiles(const std::string& chain_
         absl::StrCat("certificate file ", chain_path, " is not a PEM certificate"));
   }
 
-  absl::StatusOr<std::string> key = ReadSmallFile(key_path, "key file", true);
+  absl::StatusOr<std::string> key = ReadPemFile(key_path, "key file", true);
   if (!key.ok()) return key.status();
   source.key_pem = *std::move(key);  // moves the buffer, no copy
   // Only the armor is looked at here; CertificateSet::Create parses the key.
@@ -378,26 +284,36 @@ absl::StatusOr<std::shared_ptr<const CertificateSet>> CertificateSet::CreateWipi
   for (size_t i = 0; i < sources.size(); ++i) {
     absl::StatusOr<CertificateEntry> entry = ParseEntry(sources[i], i == default_index);
     if (!entry.ok()) return entry.status();
-    set->entries_.push_back(*std::move(entry));
+    set->entries_.push_back(std::make_shared<const CertificateEntry>(*std::move(entry)));
     if (absl::Status s = IndexNames(set->entries_, set->exact_, set->wildcard_); !s.ok()) return s;
   }
   return std::shared_ptr<const CertificateSet>(std::move(set));
 }
 
+absl::StatusOr<CertificateEntryPtr> ParseCertificate(CertificateSource& source) {
+  absl::Cleanup wipe_key = [&source] { WipeString(source.key_pem); };
+  ERR_clear_error();
+  absl::Cleanup clear_errors = [] { ERR_clear_error(); };
+  absl::StatusOr<CertificateEntry> entry = ParseEntry(source, /*is_default=*/true);
+  if (!entry.ok()) return entry.status();
+  return std::make_shared<const CertificateEntry>(*std::move(entry));
+}
+
 absl::StatusOr<std::shared_ptr<const CertificateSet>> CertificateSet::FromEntries(
-    std::vector<CertificateEntry> entries, size_t default_index) {
+    std::vector<CertificateEntryPtr> entries, size_t default_index) {
   if (entries.empty() || default_index >= entries.size()) {
     return absl::InvalidArgumentError("a certificate set needs at least one certificate");
   }
   for (size_t i = 0; i < entries.size(); ++i) {
-    if (entries[i].leaf == nullptr || entries[i].key == nullptr || entries[i].chain == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("certificate '", entries[i].name, "' is incomplete"));
+    const CertificateEntry* e = entries[i].get();
+    if (e == nullptr || e->leaf == nullptr || e->key == nullptr || e->chain == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "certificate '", e != nullptr ? e->name : std::string(), "' is incomplete"));
     }
     for (size_t j = 0; j < i; ++j) {
-      if (entries[j].name == entries[i].name) {
+      if (entries[j]->name == e->name) {
         return absl::InvalidArgumentError(
-            absl::StrCat("two certificates are named '", entries[i].name, "'"));
+            absl::StrCat("two certificates are named '", e->name, "'"));
       }
     }
   }
@@ -406,21 +322,6 @@ absl::StatusOr<std::shared_ptr<const CertificateSet>> CertificateSet::FromEntrie
   set->entries_ = std::move(entries);
   if (absl::Status s = IndexNames(set->entries_, set->exact_, set->wildcard_); !s.ok()) return s;
   return std::shared_ptr<const CertificateSet>(std::move(set));
-}
-
-CertificateEntry CertificateEntry::Clone() const {
-  CertificateEntry c;
-  c.name = name;
-  if (leaf != nullptr && X509_up_ref(leaf.get()) == 1) c.leaf.reset(leaf.get());
-  if (key != nullptr && EVP_PKEY_up_ref(key.get()) == 1) c.key.reset(key.get());
-  // sk_X509_dup would share the elements without references; take one per certificate.
-  if (chain != nullptr) c.chain.reset(X509_chain_up_ref(chain.get()));
-  c.server_names = server_names;
-  c.subject = subject;
-  c.not_before_unix = not_before_unix;
-  c.not_after_unix = not_after_unix;
-  c.handshakes = handshakes;
-  return c;
 }
 
 absl::StatusOr<std::shared_ptr<const CertificateSet>> CertificateSet::CreateDevelopment() {
@@ -493,7 +394,7 @@ absl::StatusOr<std::shared_ptr<const CertificateSet>> CertificateSet::CreateDeve
   entry.not_before_unix = *not_before;
 
   std::shared_ptr<CertificateSet> set(new CertificateSet());
-  set->entries_.push_back(std::move(entry));
+  set->entries_.push_back(std::make_shared<const CertificateEntry>(std::move(entry)));
   set->exact_.emplace("localhost", 0);
   set->default_index_ = 0;
   set->is_development_ = true;
@@ -507,7 +408,7 @@ const CertificateEntry* CertificateSet::Select(std::string_view sni, bool* match
     const std::string name = absl::AsciiStrToLower(absl::string_view(sni.data(), sni.size()));
     if (auto it = exact_.find(name); it != exact_.end()) {
       if (matched != nullptr) *matched = true;
-      return &entries_[it->second];
+      return entries_[it->second].get();
     }
     // One label only: "*.example.com" covers "a.example.com", not "a.b.example.com" nor
     // "example.com".
@@ -516,15 +417,15 @@ const CertificateEntry* CertificateSet::Select(std::string_view sni, bool* match
       if (auto it = wildcard_.find(absl::string_view(name).substr(dot + 1));
           it != wildcard_.end()) {
         if (matched != nullptr) *matched = true;
-        return &entries_[it->second];
+        return entries_[it->second].get();
       }
     }
   }
-  return &entries_[default_index_];
+  return entries_[default_index_].get();
 }
 
 const CertificateEntry* CertificateSet::default_entry() const {
-  return entries_.empty() ? nullptr : &entries_[default_index_];
+  return entries_.empty() ? nullptr : entries_[default_index_].get();
 }
 
 CertStore::CertStore(std::shared_ptr<const CertificateSet> initial)
@@ -546,6 +447,15 @@ uint64_t CertStore::Swap(std::shared_ptr<const CertificateSet> next) {
   // `old` is released here, outside the lock: freeing a set (certificates, keys) under the
   // mutex would stall every accept that calls Current().
   return generation;
+}
+
+void CertStore::Restore(std::shared_ptr<const CertificateSet> set, uint64_t generation) {
+  std::shared_ptr<const CertificateSet> old;
+  {
+    absl::MutexLock lock(&mu_);
+    old = std::exchange(current_, std::move(set));
+    generation_ = generation;
+  }
 }
 
 uint64_t CertStore::generation() const {

@@ -1,10 +1,14 @@
 // Certificates used at handshake time.
 //
 // A CertificateSet is immutable once built: every certificate (chain + key) with the server names
-// it serves and which one is the default. The CertStore holds the current set behind a
-// shared_ptr and swaps a whole new set atomically (the gRPC API and the watched directory commit
-// through Swap()). A connection pins the set current at accept time for its whole handshake, so a
-// swap never changes certificates under a running handshake, and live connections are untouched.
+// it serves and which one is the default. Its entries are immutable too and held by
+// shared_ptr<const CertificateEntry>, so the next set is built around the same entries (a commit
+// shares the unchanged certificates, it never copies one). The CertStore holds the current set
+// and swaps a whole new set atomically (the gRPC API and the watched directory commit through
+// Swap()); the store's generation is the one number for "which set is this" that the control
+// plane reports and persists. A connection pins the set current at accept time for its whole
+// handshake, so a swap never changes certificates under a running handshake, and live
+// connections are untouched.
 #ifndef KTLS_AGENT_CERT_STORE_H_
 #define KTLS_AGENT_CERT_STORE_H_
 
@@ -48,12 +52,49 @@ struct CertificateEntry {
   std::string subject;                    // RFC 2253, for logs
   int64_t not_before_unix = 0;
   int64_t not_after_unix = 0;
-  // Handshakes completed with this certificate. Shared by the entry's clones, so a set rebuilt
-  // around an unchanged certificate (CertificateSet::FromEntries) keeps counting where it was.
+  // Handshakes completed with this certificate, counted through a const entry. The entry is
+  // shared by every set built around it (CertificateSet::FromEntries), so the count follows the
+  // certificate across commits.
   std::shared_ptr<std::atomic<uint64_t>> handshakes = std::make_shared<std::atomic<uint64_t>>(0);
+};
 
-  // Another entry holding references on the same OpenSSL objects and the same counter.
-  CertificateEntry Clone() const;
+using CertificateEntryPtr = std::shared_ptr<const CertificateEntry>;
+
+// Parses and validates one source as CertificateSet::Create does for a set of one (so it may
+// lack server names: it would be the default), and wipes source.key_pem in place whatever the
+// outcome. For callers that build sets around shared entries (CertificateSet::FromEntries).
+absl::StatusOr<CertificateEntryPtr> ParseCertificate(CertificateSource& source);
+
+// A set's entries read as `const CertificateEntry&` (range-for, size(), operator[]), while the
+// set holds them by shared_ptr.
+class CertificateEntries {
+ public:
+  using Ptrs = std::vector<CertificateEntryPtr>;
+  class Iterator {
+   public:
+    explicit Iterator(Ptrs::const_iterator it) : it_(it) {}
+    const CertificateEntry& operator*() const { return **it_; }
+    const CertificateEntry* operator->() const { return it_->get(); }
+    Iterator& operator++() {
+      ++it_;
+      return *this;
+    }
+    bool operator==(const Iterator& other) const { return it_ == other.it_; }
+    bool operator!=(const Iterator& other) const { return it_ != other.it_; }
+
+   private:
+    Ptrs::const_iterator it_;
+  };
+
+  explicit CertificateEntries(const Ptrs& ptrs) : ptrs_(ptrs) {}
+  Iterator begin() const { return Iterator(ptrs_.begin()); }
+  Iterator end() const { return Iterator(ptrs_.end()); }
+  size_t size() const { return ptrs_.size(); }
+  bool empty() const { return ptrs_.empty(); }
+  const CertificateEntry& operator[](size_t i) const { return *ptrs_[i]; }
+
+ private:
+  const Ptrs& ptrs_;
 };
 
 class CertificateSet {
@@ -68,10 +109,11 @@ class CertificateSet {
   static absl::StatusOr<std::shared_ptr<const CertificateSet>> CreateWipingKeys(
       std::vector<CertificateSource>& sources);
 
-  // A set from already-parsed entries (e.g. clones of another set's entries plus a newly staged
-  // one), with the same checks on names as Create. `default_index` must be < entries.size().
+  // A set around already-parsed entries (e.g. another set's entries plus a newly staged one,
+  // shared, not copied), with the same checks on names as Create. `default_index` must be
+  // < entries.size().
   static absl::StatusOr<std::shared_ptr<const CertificateSet>> FromEntries(
-      std::vector<CertificateEntry> entries, size_t default_index);
+      std::vector<CertificateEntryPtr> entries, size_t default_index);
 
   // A self-signed ECDSA P-256 certificate for localhost / 127.0.0.1 / ::1, valid for 30 days,
   // generated in memory (never written to disk). For development when nothing is configured.
@@ -82,13 +124,15 @@ class CertificateSet {
   // Returns nullptr only if the set is empty.
   const CertificateEntry* Select(std::string_view sni, bool* matched = nullptr) const;
 
-  const std::vector<CertificateEntry>& entries() const { return entries_; }
+  CertificateEntries entries() const { return CertificateEntries(entries_); }
+  // The same entries as shared pointers, for building the next set around them.
+  const std::vector<CertificateEntryPtr>& shared_entries() const { return entries_; }
   const CertificateEntry* default_entry() const;
   bool is_development() const { return is_development_; }
 
  private:
   CertificateSet() = default;
-  std::vector<CertificateEntry> entries_;
+  std::vector<CertificateEntryPtr> entries_;
   // Lower-case exact names, and wildcard names keyed by their suffix ("*.example.com" ->
   // "example.com"), to indexes in entries_.
   absl::flat_hash_map<std::string, size_t> exact_;
@@ -102,8 +146,13 @@ class CertStore {
   explicit CertStore(std::shared_ptr<const CertificateSet> initial);
 
   std::shared_ptr<const CertificateSet> Current() const;
-  // Replaces the whole set; returns the new generation (starts at 1).
+  // Replaces the whole set; returns the new generation: the current one plus one (it starts at
+  // 1). The control plane is the only caller after start-up and swaps under its own lock, so
+  // the generation it persists before swapping is generation() + 1.
   uint64_t Swap(std::shared_ptr<const CertificateSet> next);
+  // Start-up only, before the first handshake: the set and the generation to continue from
+  // (the control plane persists the generation, so it keeps growing across restarts).
+  void Restore(std::shared_ptr<const CertificateSet> set, uint64_t generation);
   uint64_t generation() const;
 
  private:

@@ -1,7 +1,7 @@
 #include "agent/client_trust.h"
 
 #include <openssl/err.h>
-#include <openssl/pem.h>
+#include <openssl/evp.h>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
@@ -9,29 +9,6 @@
 
 namespace ktls {
 namespace {
-
-std::string TakeOpenSslError() {
-  const unsigned long err = ERR_get_error();
-  std::string text = "unknown OpenSSL error";
-  if (err != 0) {
-    char buf[256];
-    ERR_error_string_n(err, buf, sizeof(buf));
-    text = buf;
-  }
-  ERR_clear_error();
-  return text;
-}
-
-bool IsEndOfInput() {
-  const unsigned long err = ERR_peek_last_error();
-  if (ERR_GET_LIB(err) == ERR_LIB_PEM && ERR_GET_REASON(err) == PEM_R_NO_START_LINE) {
-    ERR_clear_error();
-    return true;
-  }
-  return false;
-}
-
-int RefusePassword(char*, int, int, void*) { return -1; }
 
 // Feeds the DER encoding of an object into the digest.
 template <typename T, int (*ToDer)(const T*, unsigned char**)>
@@ -42,6 +19,63 @@ bool DigestDer(EVP_MD_CTX* md, const T* object) {
   const bool ok = EVP_DigestUpdate(md, der, static_cast<size_t>(len)) == 1;
   OPENSSL_free(der);
   return ok;
+}
+
+// Adds every CA certificate of `pem` to the bundle's store and CA names, and to the digest.
+absl::Status AddCas(std::string_view pem, EVP_MD_CTX* md, TrustBundle& bundle) {
+  int failed = 0;
+  absl::StatusOr<std::vector<X509Ptr>> cas = ParsePemCertificates(pem, &failed);
+  if (!cas.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CA certificate ", failed, ": cannot parse: ", cas.status().message()));
+  }
+  if (cas->empty()) {
+    return absl::InvalidArgumentError("no CA certificate (no BEGIN CERTIFICATE block)");
+  }
+  for (size_t i = 0; i < cas->size(); ++i) {
+    X509* cert = (*cas)[i].get();
+    const size_t index = i + 1;
+    if (X509_STORE_add_cert(bundle.store.get(), cert) != 1) {
+      // A duplicate is harmless (OpenSSL 3 ignores it); anything else is not.
+      return absl::InvalidArgumentError(
+          absl::StrCat("CA certificate ", index, ": ", TakeOpenSslError()));
+    }
+    X509NamePtr name(X509_NAME_dup(X509_get_subject_name(cert)));
+    if (name == nullptr || sk_X509_NAME_push(bundle.ca_names.get(), name.get()) <= 0) {
+      return absl::ResourceExhaustedError("out of memory");
+    }
+    name.release();  // owned by the stack
+    if (!DigestDer<X509, i2d_X509>(md, cert)) {
+      return absl::InternalError(absl::StrCat("CA certificate ", index, ": cannot encode"));
+    }
+    ++bundle.ca_count;
+  }
+  return absl::OkStatus();
+}
+
+// Adds every CRL of `pem` to the bundle's store (and turns CRL checking on), and to the digest.
+absl::Status AddCrls(std::string_view pem, EVP_MD_CTX* md, TrustBundle& bundle) {
+  int failed = 0;
+  absl::StatusOr<std::vector<X509CrlPtr>> crls = ParsePemCrls(pem, &failed);
+  if (!crls.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CRL ", failed, ": cannot parse: ", crls.status().message()));
+  }
+  if (crls->empty()) {
+    return absl::InvalidArgumentError("CRL data given but no BEGIN X509 CRL block found");
+  }
+  for (size_t i = 0; i < crls->size(); ++i) {
+    X509_CRL* crl = (*crls)[i].get();
+    if (X509_STORE_add_crl(bundle.store.get(), crl) != 1) {
+      return absl::InvalidArgumentError(absl::StrCat("CRL ", i + 1, ": ", TakeOpenSslError()));
+    }
+    if (!DigestDer<X509_CRL, i2d_X509_CRL>(md, crl)) {
+      return absl::InternalError(absl::StrCat("CRL ", i + 1, ": cannot encode"));
+    }
+    ++bundle.crl_count;
+  }
+  X509_STORE_set_flags(bundle.store.get(), X509_V_FLAG_CRL_CHECK);
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -61,56 +95,9 @@ absl::StatusOr<std::shared_ptr<const TrustBundle>> TrustBundle::Create(std::stri
     return absl::ResourceExhaustedError(absl::StrCat("out of memory: ", TakeOpenSslError()));
   }
 
-  BioPtr ca_bio(BIO_new_mem_buf(ca_pem.data(), static_cast<int>(ca_pem.size())));
-  if (ca_bio == nullptr) return absl::ResourceExhaustedError("out of memory");
-  for (int index = 1;; ++index) {
-    X509Ptr cert(PEM_read_bio_X509(ca_bio.get(), nullptr, RefusePassword, nullptr));
-    if (cert == nullptr) {
-      if (IsEndOfInput()) break;
-      return absl::InvalidArgumentError(
-          absl::StrCat("CA certificate ", index, ": cannot parse: ", TakeOpenSslError()));
-    }
-    if (X509_STORE_add_cert(bundle->store.get(), cert.get()) != 1) {
-      // A duplicate is harmless (OpenSSL 3 ignores it); anything else is not.
-      return absl::InvalidArgumentError(
-          absl::StrCat("CA certificate ", index, ": ", TakeOpenSslError()));
-    }
-    X509NamePtr name(X509_NAME_dup(X509_get_subject_name(cert.get())));
-    if (name == nullptr || sk_X509_NAME_push(bundle->ca_names.get(), name.get()) <= 0) {
-      return absl::ResourceExhaustedError("out of memory");
-    }
-    name.release();  // owned by the stack
-    if (!DigestDer<X509, i2d_X509>(md.get(), cert.get())) {
-      return absl::InternalError(absl::StrCat("CA certificate ", index, ": cannot encode"));
-    }
-    ++bundle->ca_count;
-  }
-  if (bundle->ca_count == 0) {
-    return absl::InvalidArgumentError("no CA certificate (no BEGIN CERTIFICATE block)");
-  }
-
+  if (absl::Status s = AddCas(ca_pem, md.get(), *bundle); !s.ok()) return s;
   if (!crl_pem.empty()) {
-    BioPtr crl_bio(BIO_new_mem_buf(crl_pem.data(), static_cast<int>(crl_pem.size())));
-    if (crl_bio == nullptr) return absl::ResourceExhaustedError("out of memory");
-    for (int index = 1;; ++index) {
-      X509CrlPtr crl(PEM_read_bio_X509_CRL(crl_bio.get(), nullptr, RefusePassword, nullptr));
-      if (crl == nullptr) {
-        if (IsEndOfInput()) break;
-        return absl::InvalidArgumentError(
-            absl::StrCat("CRL ", index, ": cannot parse: ", TakeOpenSslError()));
-      }
-      if (X509_STORE_add_crl(bundle->store.get(), crl.get()) != 1) {
-        return absl::InvalidArgumentError(absl::StrCat("CRL ", index, ": ", TakeOpenSslError()));
-      }
-      if (!DigestDer<X509_CRL, i2d_X509_CRL>(md.get(), crl.get())) {
-        return absl::InternalError(absl::StrCat("CRL ", index, ": cannot encode"));
-      }
-      ++bundle->crl_count;
-    }
-    if (bundle->crl_count == 0) {
-      return absl::InvalidArgumentError("CRL data given but no BEGIN X509 CRL block found");
-    }
-    X509_STORE_set_flags(bundle->store.get(), X509_V_FLAG_CRL_CHECK);
+    if (absl::Status s = AddCrls(crl_pem, md.get(), *bundle); !s.ok()) return s;
   }
   const unsigned char flag = require_client_cert ? 1 : 0;
   unsigned int len = 0;

@@ -19,10 +19,9 @@
 
 #include "absl/status/statusor.h"
 #include "agent/openssl_ptr.h"
+#include "agent/pem.h"
 
 namespace ktls {
-
-using X509CrlPtr = std::unique_ptr<X509_CRL, OpenSslDeleter<X509_CRL_free>>;
 
 struct TrustBundle {
   X509StorePtr store;         // CAs and CRLs; CRL checking (leaf) is on when there are CRLs

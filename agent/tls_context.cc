@@ -21,6 +21,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "agent/ktls_crypto_info.h"
+#include "agent/pem.h"
 
 namespace ktls {
 namespace {
@@ -32,19 +33,6 @@ constexpr char kDefaultTls12Ciphers[] =
 constexpr char kDefaultTls13Suites[] =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 constexpr unsigned char kSessionIdContext[] = "ktls-agent";
-
-// The first (oldest) queued OpenSSL error as text, then an empty queue.
-std::string TakeOpenSslError() {
-  const unsigned long err = ERR_get_error();
-  std::string text = "unknown OpenSSL error";
-  if (err != 0) {
-    char buf[256];
-    ERR_error_string_n(err, buf, sizeof(buf));
-    text = buf;
-  }
-  ERR_clear_error();
-  return text;
-}
 
 // One process-wide SSL ex_data slot for TlsConnectionState*; created on first use (C++ static
 // initialisation is thread-safe) and never freed. The state is not owned by the SSL.
@@ -292,30 +280,29 @@ TlsConnectionState* TlsContext::StateOf(const SSL* ssl) {
   return static_cast<TlsConnectionState*>(SSL_get_ex_data(ssl, StateIndex()));
 }
 
-absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsOptions& options,
-                                                               const KernelProbeResult& probe) {
-  ERR_clear_error();
-  absl::Cleanup clear_errors = [] { ERR_clear_error(); };
-  const auto openssl_fail = [](absl::string_view what) {
-    return absl::InternalError(absl::StrCat(what, ": ", TakeOpenSslError()));
-  };
-  if (StateIndex() < 0 || AlpnIndex() < 0) return openssl_fail("cannot allocate ex_data indexes");
+namespace {
+
+absl::Status OpenSslFailure(absl::string_view what) {
+  return absl::InternalError(absl::StrCat(what, ": ", TakeOpenSslError()));
+}
+
+absl::Status CheckOptions(const TlsOptions& options) {
   if (options.min_version != TlsVersion::kTls12 && options.min_version != TlsVersion::kTls13) {
     return absl::InvalidArgumentError("min_version must be TLS 1.2 or TLS 1.3");
   }
   if (options.require_client_cert && options.client_ca_file.empty()) {
     return absl::InvalidArgumentError("require_client_cert needs client_ca_file");
   }
+  return absl::OkStatus();
+}
 
-  std::unique_ptr<TlsContext> context(new TlsContext());
-  context->options_ = options;
-  context->ctx_.reset(SSL_CTX_new(TLS_server_method()));
-  SSL_CTX* ctx = context->ctx_.get();
-  if (ctx == nullptr) return openssl_fail("SSL_CTX_new");
-
+// Protocol versions and cipher lists (the configured ones or our AEAD defaults), restricted to
+// what the kernel probe found working when offload is required.
+absl::Status ConfigureProtocols(SSL_CTX* ctx, const TlsOptions& options,
+                                const KernelProbeResult& probe) {
   if (SSL_CTX_set_min_proto_version(ctx, static_cast<int>(options.min_version)) != 1 ||
       SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1) {
-    return openssl_fail("cannot set protocol versions");
+    return OpenSslFailure("cannot set protocol versions");
   }
   const std::string tls12 =
       options.tls12_ciphers.empty() ? kDefaultTls12Ciphers : options.tls12_ciphers;
@@ -329,10 +316,13 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsOptions&
     return absl::InvalidArgumentError(
         absl::StrCat("invalid TLS 1.3 cipher suites '", tls13, "': ", TakeOpenSslError()));
   }
-  if (options.restrict_to_probe) {
-    if (absl::Status s = RestrictToProbe(ctx, options, probe); !s.ok()) return s;
-  }
+  if (options.restrict_to_probe) return RestrictToProbe(ctx, options, probe);
+  return absl::OkStatus();
+}
 
+// Options, record-layer modes and the session id context: the settings kTLS and the handoff
+// depend on.
+absl::Status ConfigureRecordLayer(SSL_CTX* ctx, const TlsOptions& options) {
   uint64_t ssl_options =
       SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_COMPRESSION;
   if (options.enable_ktls) ssl_options |= SSL_OP_ENABLE_KTLS;
@@ -353,63 +343,95 @@ absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsOptions&
   // Server-side session cache with tickets (OpenSSL's defaults). The id context is required for
   // resumption once client certificates are verified, and harmless otherwise.
   if (SSL_CTX_set_session_id_context(ctx, kSessionIdContext, sizeof(kSessionIdContext) - 1) != 1) {
-    return openssl_fail("cannot set the session id context");
+    return OpenSslFailure("cannot set the session id context");
   }
+  return absl::OkStatus();
+}
 
-  // Session tickets under keys the control plane can set and rotate; one random key to start.
-  {
-    absl::StatusOr<SessionTicketKey> first = SessionTicketKeys::RandomKey();
-    if (!first.ok()) return first.status();
-    absl::StatusOr<std::shared_ptr<const SessionTicketKeys>> keys =
-        SessionTicketKeys::FromKeys({*first});
-    if (!keys.ok()) return keys.status();
-    auto holder = std::make_unique<TicketKeyHolder>();
-    {
-      absl::MutexLock lock(&holder->mu);
-      holder->keys = *std::move(keys);
-    }
-    if (TicketIndex() < 0 || SSL_CTX_set_ex_data(ctx, TicketIndex(), holder.get()) != 1) {
-      return openssl_fail("cannot attach the session ticket keys");
-    }
-    // Ownership moved into the SSL_CTX (FreeTicketKeyHolder deletes it).
-    context->tickets_ = holder.release();
-    if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, OnTicketKey) != 1) {
-      return openssl_fail("cannot install the session ticket callback");
-    }
-  }
-
+// The per-handshake callbacks: SNI, certificate selection, keylog, and ALPN when configured.
+absl::Status InstallCallbacks(SSL_CTX* ctx, const TlsOptions& options) {
   SSL_CTX_set_tlsext_servername_callback(ctx, OnServerName);
   SSL_CTX_set_cert_cb(ctx, OnCertificate, nullptr);
   SSL_CTX_set_keylog_callback(ctx, OnKeylogLine);
-
-  if (!options.alpn.empty()) {
-    absl::StatusOr<std::vector<uint8_t>> wire = AlpnWire(options.alpn);
-    if (!wire.ok()) return wire.status();
-    auto owned = std::make_unique<std::vector<uint8_t>>(*std::move(wire));
-    if (SSL_CTX_set_ex_data(ctx, AlpnIndex(), owned.get()) != 1) {
-      return openssl_fail("cannot attach the ALPN list");
-    }
-    // Ownership moved into the SSL_CTX (FreeAlpnList deletes it).
-    std::vector<uint8_t>* list = owned.release();
-    SSL_CTX_set_alpn_select_cb(ctx, OnAlpnSelect, list);
+  if (options.alpn.empty()) return absl::OkStatus();
+  absl::StatusOr<std::vector<uint8_t>> wire = AlpnWire(options.alpn);
+  if (!wire.ok()) return wire.status();
+  auto owned = std::make_unique<std::vector<uint8_t>>(*std::move(wire));
+  if (SSL_CTX_set_ex_data(ctx, AlpnIndex(), owned.get()) != 1) {
+    return OpenSslFailure("cannot attach the ALPN list");
   }
+  // Ownership moved into the SSL_CTX (FreeAlpnList deletes it).
+  std::vector<uint8_t>* list = owned.release();
+  SSL_CTX_set_alpn_select_cb(ctx, OnAlpnSelect, list);
+  return absl::OkStatus();
+}
 
-  if (!options.client_ca_file.empty()) {
-    const std::string& file = options.client_ca_file;
-    if (SSL_CTX_load_verify_locations(ctx, file.c_str(), nullptr) != 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("cannot load client CA file ", file, ": ", TakeOpenSslError()));
-    }
-    X509NameStackPtr names(SSL_load_client_CA_file(file.c_str()));
-    if (names == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("cannot read CA names from client CA file ",
-                                                     file, ": ", TakeOpenSslError()));
-    }
-    SSL_CTX_set_client_CA_list(ctx, names.release());  // ownership moves into the SSL_CTX
-    SSL_CTX_set_verify(
-        ctx, SSL_VERIFY_PEER | (options.require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-        nullptr);
+// Client certificates from the configuration's CA file (the control plane can replace this
+// trust per handshake, see NewServerSsl).
+absl::Status LoadClientCaFile(SSL_CTX* ctx, const TlsOptions& options) {
+  if (options.client_ca_file.empty()) return absl::OkStatus();
+  const std::string& file = options.client_ca_file;
+  if (SSL_CTX_load_verify_locations(ctx, file.c_str(), nullptr) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot load client CA file ", file, ": ", TakeOpenSslError()));
   }
+  X509NameStackPtr names(SSL_load_client_CA_file(file.c_str()));
+  if (names == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot read CA names from client CA file ",
+                                                   file, ": ", TakeOpenSslError()));
+  }
+  SSL_CTX_set_client_CA_list(ctx, names.release());  // ownership moves into the SSL_CTX
+  SSL_CTX_set_verify(
+      ctx, SSL_VERIFY_PEER | (options.require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+      nullptr);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// Session tickets under keys the control plane can set and rotate; one random key to start.
+absl::Status TlsContext::InstallTicketKeys() {
+  SSL_CTX* ctx = ctx_.get();
+  absl::StatusOr<SessionTicketKey> first = SessionTicketKeys::RandomKey();
+  if (!first.ok()) return first.status();
+  absl::StatusOr<std::shared_ptr<const SessionTicketKeys>> keys =
+      SessionTicketKeys::FromKeys({*first});
+  if (!keys.ok()) return keys.status();
+  auto holder = std::make_unique<TicketKeyHolder>();
+  {
+    absl::MutexLock lock(&holder->mu);
+    holder->keys = *std::move(keys);
+  }
+  if (TicketIndex() < 0 || SSL_CTX_set_ex_data(ctx, TicketIndex(), holder.get()) != 1) {
+    return OpenSslFailure("cannot attach the session ticket keys");
+  }
+  // Ownership moved into the SSL_CTX (FreeTicketKeyHolder deletes it).
+  tickets_ = holder.release();
+  if (SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, OnTicketKey) != 1) {
+    return OpenSslFailure("cannot install the session ticket callback");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<TlsContext>> TlsContext::Create(const TlsOptions& options,
+                                                               const KernelProbeResult& probe) {
+  ERR_clear_error();
+  absl::Cleanup clear_errors = [] { ERR_clear_error(); };
+  if (StateIndex() < 0 || AlpnIndex() < 0) {
+    return OpenSslFailure("cannot allocate ex_data indexes");
+  }
+  if (absl::Status s = CheckOptions(options); !s.ok()) return s;
+
+  std::unique_ptr<TlsContext> context(new TlsContext());
+  context->options_ = options;
+  context->ctx_.reset(SSL_CTX_new(TLS_server_method()));
+  SSL_CTX* ctx = context->ctx_.get();
+  if (ctx == nullptr) return OpenSslFailure("SSL_CTX_new");
+  if (absl::Status s = ConfigureProtocols(ctx, options, probe); !s.ok()) return s;
+  if (absl::Status s = ConfigureRecordLayer(ctx, options); !s.ok()) return s;
+  if (absl::Status s = context->InstallTicketKeys(); !s.ok()) return s;
+  if (absl::Status s = InstallCallbacks(ctx, options); !s.ok()) return s;
+  if (absl::Status s = LoadClientCaFile(ctx, options); !s.ok()) return s;
   return context;
 }
 

@@ -79,6 +79,9 @@ class TlsContext {
 
  private:
   TlsContext() = default;
+  // Attaches one random session-ticket key and the ticket callback to ctx_.
+  absl::Status InstallTicketKeys();
+
   SslCtxPtr ctx_;
   TlsOptions options_;
   mutable absl::Mutex trust_mu_;

@@ -15,6 +15,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "agent/log.h"
+#include "agent/openssl_ptr.h"
+#include "base/file.h"
+#include "server/cert_manager.h"
 #include "server/secrets.h"
 #include "server/state_store.h"
 
@@ -33,44 +36,27 @@ std::string Basename(std::string path) {
 }
 
 std::string Digest(const std::string& a, const std::string& b) {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  EVP_DigestUpdate(ctx, a.data(), a.size());
-  EVP_DigestUpdate(ctx, "\0", 1);
-  EVP_DigestUpdate(ctx, b.data(), b.size());
-  EVP_DigestFinal_ex(ctx, md, &len);
-  EVP_MD_CTX_free(ctx);
+  if (ctx == nullptr || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1 ||
+      EVP_DigestUpdate(ctx.get(), a.data(), a.size()) != 1 ||
+      EVP_DigestUpdate(ctx.get(), "\0", 1) != 1 ||
+      EVP_DigestUpdate(ctx.get(), b.data(), b.size()) != 1 ||
+      EVP_DigestFinal_ex(ctx.get(), md, &len) != 1) {
+    return std::string();  // no digest: the files count as changed (applied again)
+  }
   return std::string(reinterpret_cast<char*>(md), len);
 }
 
 // Reads through symlinks (the Secret layout is symlinks all the way).
-absl::Status ReadFollowing(const std::string& path, std::string* out) {
-  out->clear();
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": ", strerror(errno)));
-  std::string buf(kMaxFileBytes + 1, '\0');
-  size_t used = 0;
-  while (used < buf.size()) {
-    const ssize_t n = ::read(fd, buf.data() + used, buf.size() - used);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      WipeAndClear(buf);
-      return absl::FailedPreconditionError(absl::StrCat(path, ": ", strerror(err)));
-    }
-    if (n == 0) break;
-    used += static_cast<size_t>(n);
-  }
-  ::close(fd);
-  if (used > kMaxFileBytes) {
-    WipeAndClear(buf);
-    return absl::FailedPreconditionError(absl::StrCat(path, " is larger than 1 MiB"));
-  }
-  buf.resize(used);  // shrinks in place
-  out->swap(buf);
+absl::Status ReadFollowing(const std::string& path, bool secret, std::string* out) {
+  base::ReadFileOptions options;
+  options.max_bytes = kMaxFileBytes;
+  options.secret = secret;
+  absl::StatusOr<std::string> bytes = base::ReadFile(path, options);
+  if (!bytes.ok()) return bytes.status();
+  *out = *std::move(bytes);  // moves the buffer: no copy of a key is left behind
   return absl::OkStatus();
 }
 
@@ -136,8 +122,8 @@ void CertDirWatcher::ScanDir(Dir& dir) {
     if (::access(c.key_path.c_str(), F_OK) != 0) continue;  // ca.crt and friends
     names.push_back(c.name);
     ScopedWipe wipe_key(c.key_pem);
-    absl::Status read = ReadFollowing(c.cert_path, &c.chain_pem);
-    if (read.ok()) read = ReadFollowing(c.key_path, &c.key_pem);
+    absl::Status read = ReadFollowing(c.cert_path, false, &c.chain_pem);
+    if (read.ok()) read = ReadFollowing(c.key_path, true, &c.key_pem);
     if (!read.ok()) {
       // Typically a swap in progress; the next event or poll sees the finished state.
       KTLS_LOG(kDebug, "cert_dir: ", read.message());
@@ -145,7 +131,7 @@ void CertDirWatcher::ScanDir(Dir& dir) {
     }
     std::string digest = Digest(c.chain_pem, c.key_pem);
     auto it = seen_.find(c.cert_path);
-    if (it != seen_.end() && it->second == digest) continue;
+    if (!digest.empty() && it != seen_.end() && it->second == digest) continue;
     seen_[c.cert_path] = std::move(digest);
     absl::Status applied = callback_(c);
     if (applied.ok()) {
@@ -254,6 +240,21 @@ std::vector<WatchedDirectoryStatus> CertDirWatcher::Status() const {
 uint64_t CertDirWatcher::scans() const {
   absl::MutexLock lock(&mu_);
   return scans_;
+}
+
+CertDirWatcher::Callback CommitThrough(CertManager& certs) {
+  return [&certs](WatchedCertificate& c) {
+    CertificateSource source;
+    source.name = c.name;
+    source.chain_pem = c.chain_pem;
+    source.key_pem.swap(c.key_pem);  // Apply wipes it
+    absl::StatusOr<CertificateChange> r = certs.Apply(source, 0, ReloadSource::kCertDir);
+    if (!r.ok()) {
+      certs.ReportRejectedReload(c.name, ReloadSource::kCertDir,
+                                 absl::StrCat(c.cert_path, ": ", r.status().message()));
+    }
+    return r.status();
+  };
 }
 
 }  // namespace ktls

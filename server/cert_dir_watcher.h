@@ -18,9 +18,10 @@
 // This is what kubelet-aware reloaders do (fsnotify + periodic resync).
 //
 // An update is handed to the callback, which validates and commits it through the same path as
-// the API (CertManager::Apply, source "cert_dir"); a rejected update (key and certificate from
-// different versions, an expired certificate ...) keeps the previous certificate, is reported
-// (log, RELOAD_FAILED event, metric) and retried when the files change again. A certificate whose
+// the API (CommitThrough: CertManager::Apply with a CertificateSource, source "cert_dir"); a
+// rejected update (key and certificate from different versions, an expired certificate ...)
+// keeps the previous certificate, is reported (log, RELOAD_FAILED event, metric) and retried
+// when the files change again. A certificate whose
 // files disappear is kept (never lose a certificate; delete it through the API).
 #ifndef KTLS_SERVER_CERT_DIR_WATCHER_H_
 #define KTLS_SERVER_CERT_DIR_WATCHER_H_
@@ -45,6 +46,8 @@ struct WatchedCertificate {
   std::string chain_pem;
   std::string key_pem;  // secret: the callback must wipe it (CertManager::Apply does)
 };
+
+class CertManager;
 
 struct WatchedDirectoryStatus {
   std::string path;
@@ -103,6 +106,10 @@ class CertDirWatcher {
   int wake_fd_ = -1;  // eventfd: Stop() wakes the thread
   std::thread thread_;
 };
+
+// The callback that commits each update through `certs` (CertManager::Apply, source
+// "cert_dir") and reports a rejected one (RELOAD_FAILED event). `certs` must outlive the watcher.
+CertDirWatcher::Callback CommitThrough(CertManager& certs);
 
 }  // namespace ktls
 

@@ -55,6 +55,13 @@ absl::Status KeyPem(EVP_PKEY* key, std::string* out) {
   return absl::OkStatus();
 }
 
+CertificateEvent Event(CertificateEvent::Type type, const std::string& name) {
+  CertificateEvent event;
+  event.type = type;
+  event.name = name;
+  return event;
+}
+
 bool Covers(absl::string_view have, absl::string_view want) {
   if (have == want) return true;
   if (absl::StartsWith(want, "*.") || !absl::StartsWith(have, "*.")) return false;
@@ -62,10 +69,30 @@ bool Covers(absl::string_view have, absl::string_view want) {
   return dot != absl::string_view::npos && dot > 0 && want.substr(dot + 1) == have.substr(2);
 }
 
+// Names `name` serves that no other committed certificate covers.
+std::vector<std::string> OrphanedNames(const std::vector<CommittedCertificate>& committed,
+                                       const std::string& name) {
+  std::vector<std::string> orphaned;
+  for (const CommittedCertificate& c : committed) {
+    if (c.entry->name != name) continue;
+    for (const std::string& mine : c.entry->server_names) {
+      bool served = false;
+      for (const CommittedCertificate& other : committed) {
+        if (other.entry->name == name) continue;
+        for (const std::string& theirs : other.entry->server_names) {
+          served = served || Covers(theirs, mine);
+        }
+      }
+      if (!served) orphaned.push_back(mine);
+    }
+  }
+  return orphaned;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-void CertificateEventQueue::Push(const v1::CertificateEvent& event) {
+void CertificateEventQueue::Push(const CertificateEvent& event) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (closed_) return;
@@ -78,7 +105,7 @@ void CertificateEventQueue::Push(const v1::CertificateEvent& event) {
   cv_.notify_all();
 }
 
-bool CertificateEventQueue::Pop(absl::Duration timeout, v1::CertificateEvent* event) {
+bool CertificateEventQueue::Pop(absl::Duration timeout, CertificateEvent* event) {
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait_for(lock, absl::ToChronoMilliseconds(timeout),
                [this] { return closed_ || overflowed_ || !events_.empty(); });
@@ -113,7 +140,7 @@ CertManager::~CertManager() {
 
 int CertManager::IndexOf(const std::string& name) const {
   for (size_t i = 0; i < committed_.size(); ++i) {
-    if (committed_[i].entry.name == name) return static_cast<int>(i);
+    if (committed_[i].entry->name == name) return static_cast<int>(i);
   }
   return -1;
 }
@@ -124,8 +151,9 @@ absl::Status CertManager::Rejected(const Rejection& r) {
 }
 
 absl::Status CertManager::CheckGeneration(uint64_t expected) const {
-  if (expected != 0 && expected != generation_) {
-    return absl::AbortedError(absl::StrCat("generation is ", generation_, ", expected ", expected,
+  const uint64_t generation = store_.generation();
+  if (expected != 0 && expected != generation) {
+    return absl::AbortedError(absl::StrCat("generation is ", generation, ", expected ", expected,
                                            ": the certificates changed since you read them; "
                                            "read them again and retry"));
   }
@@ -136,24 +164,48 @@ void CertManager::Initialize(StateStore::Loaded& loaded, std::vector<StateStore:
   absl::MutexLock lock(&mu_);
   const std::shared_ptr<const CertificateSet> initial = store_.Current();
   const absl::Time now = absl::Now();
-  for (const CertificateEntry& e : initial->entries()) {
+  for (const CertificateEntryPtr& e : initial->shared_entries()) {
     committed_.push_back(
-        Committed{e.Clone(), initial->is_development() ? kDevelopment : "config", 0, now});
+        CommittedCertificate{e, initial->is_development() ? kDevelopment : "config", 0, now});
   }
   if (const CertificateEntry* d = initial->default_entry()) default_name_ = d->name;
-  generation_ = std::max<uint64_t>(1, loaded.meta.certificate_generation());
+  uint64_t generation = std::max<uint64_t>(1, loaded.meta.certificate_generation());
+  if (!LoadRecords(loaded, issues, &generation)) {
+    store_.Restore(initial, generation);
+    return;
+  }
+  const bool has_real =
+      std::any_of(committed_.begin(), committed_.end(),
+                  [](const CommittedCertificate& c) { return c.source != kDevelopment; });
+  if (has_real) {
+    committed_.erase(
+        std::remove_if(committed_.begin(), committed_.end(),
+                       [](const CommittedCertificate& c) { return c.source == kDevelopment; }),
+        committed_.end());
+  }
+  if (IndexOf(loaded.meta.default_certificate()) >= 0) {
+    default_name_ = loaded.meta.default_certificate();
+  } else if (IndexOf(default_name_) < 0) {
+    default_name_ = committed_.front().entry->name;
+  }
+  store_.Restore(BuildInitialSet(issues), generation);
+  KTLS_LOG(kInfo, "certificates after loading the state directory: ", committed_.size(),
+           " (default '", default_name_, "', generation ", generation, ")");
+}
 
+bool CertManager::LoadRecords(StateStore::Loaded& loaded, std::vector<StateStore::Issue>* issues,
+                              uint64_t* generation) {
+  const absl::Time now = absl::Now();
   bool changed = false;
   for (v1::state::CertificateRecord& record : loaded.certificates) {
     const std::string path = state_ != nullptr ? state_->CertificatePath(record.name()) : "";
-    std::vector<CertificateSource> sources(1);
-    sources[0].name = record.name();
-    sources[0].chain_pem = record.cert_chain_pem();
-    sources[0].key_pem.swap(*record.mutable_private_key_pem());  // wiped by CreateWipingKeys
-    sources[0].server_names.assign(record.server_names().begin(), record.server_names().end());
-    absl::StatusOr<std::shared_ptr<const CertificateSet>> set =
-        CertificateSet::CreateWipingKeys(sources);
-    absl::Status s = set.ok() ? ValidateCertificateName(record.name()) : set.status();
+    CertificateSource source;
+    source.name = record.name();
+    source.chain_pem = record.cert_chain_pem();
+    source.key_pem.swap(*record.mutable_private_key_pem());  // wiped by ParseCertificate
+    source.server_names.assign(record.server_names().begin(), record.server_names().end());
+    absl::StatusOr<CertificateEntryPtr> entry = ParseCertificate(source);
+    absl::Status s = entry.ok() ? ValidateCertificateName(record.name()) : entry.status();
     if (!s.ok()) {
       issues->push_back({path, std::string(s.message())});
       metrics_.state_files_skipped.fetch_add(1, std::memory_order_relaxed);
@@ -161,14 +213,14 @@ void CertManager::Initialize(StateStore::Loaded& loaded, std::vector<StateStore:
       KTLS_LOG(kWarning, "state: skipping ", path, ": ", s.message());
       continue;
     }
-    Committed c{(*set)->entries()[0].Clone(), "state", record.generation(),
-                absl::FromUnixSeconds(record.committed_at_unix())};
-    if (now > absl::FromUnixSeconds(c.entry.not_after_unix)) {
+    CommittedCertificate c{*std::move(entry), "state", record.generation(),
+                           absl::FromUnixSeconds(record.committed_at_unix())};
+    if (now > absl::FromUnixSeconds(c.entry->not_after_unix)) {
       KTLS_LOG(kWarning, "state: certificate '", record.name(), "' expired at ",
-               FormatRfc3339(absl::FromUnixSeconds(c.entry.not_after_unix)),
+               FormatRfc3339(absl::FromUnixSeconds(c.entry->not_after_unix)),
                "; serving it anyway until it is replaced");
     }
-    generation_ = std::max(generation_, record.generation());
+    *generation = std::max(*generation, record.generation());
     const int idx = IndexOf(record.name());
     if (idx >= 0) {
       committed_[idx] = std::move(c);
@@ -178,57 +230,44 @@ void CertManager::Initialize(StateStore::Loaded& loaded, std::vector<StateStore:
     metrics_.CountReload(ReloadSource::kState, true);
     changed = true;
   }
-  if (!changed) return;
-  const bool has_real = std::any_of(committed_.begin(), committed_.end(),
-                                    [](const Committed& c) { return c.source != kDevelopment; });
-  if (has_real) {
-    committed_.erase(std::remove_if(committed_.begin(), committed_.end(),
-                                    [](const Committed& c) { return c.source == kDevelopment; }),
-                     committed_.end());
-  }
-  if (IndexOf(loaded.meta.default_certificate()) >= 0) {
-    default_name_ = loaded.meta.default_certificate();
-  } else if (IndexOf(default_name_) < 0) {
-    default_name_ = committed_.front().entry.name;
-  }
+  return changed;
+}
+
+std::shared_ptr<const CertificateSet> CertManager::BuildInitialSet(
+    std::vector<StateStore::Issue>* issues) {
   // Names two records both claim (which only a hand-edited state directory can produce) fail
   // the set: then the later records are dropped one by one until it builds.
   for (;;) {
-    std::vector<CertificateEntry> entries;
-    for (const Committed& c : committed_) entries.push_back(c.entry.Clone());
+    std::vector<CertificateEntryPtr> entries;
+    for (const CommittedCertificate& c : committed_) entries.push_back(c.entry);
     const size_t def = static_cast<size_t>(std::max(0, IndexOf(default_name_)));
     absl::StatusOr<std::shared_ptr<const CertificateSet>> set =
         CertificateSet::FromEntries(std::move(entries), def);
-    if (set.ok()) {
-      store_.Swap(*std::move(set));
-      break;
-    }
-    const Committed& last = committed_.back();
-    issues->push_back({state_ != nullptr ? state_->CertificatePath(last.entry.name) : "",
+    if (set.ok()) return *std::move(set);
+    const CommittedCertificate& last = committed_.back();
+    issues->push_back({state_ != nullptr ? state_->CertificatePath(last.entry->name) : "",
                        std::string(set.status().message())});
-    KTLS_LOG(kWarning, "state: dropping certificate '", last.entry.name, "': ",
+    KTLS_LOG(kWarning, "state: dropping certificate '", last.entry->name, "': ",
              set.status().message());
     committed_.pop_back();
-    if (IndexOf(default_name_) < 0) default_name_ = committed_.front().entry.name;
+    if (IndexOf(default_name_) < 0) default_name_ = committed_.front().entry->name;
   }
-  KTLS_LOG(kInfo, "certificates after loading the state directory: ",
-           committed_.size(), " (default '", default_name_, "', generation ", generation_, ")");
 }
 
-absl::Status CertManager::PersistCertificate(const Committed& c) {
+absl::Status CertManager::PersistCertificate(const CommittedCertificate& c) {
   if (state_ == nullptr || c.source == "config" || c.source == kDevelopment) {
     return absl::OkStatus();
   }
   v1::state::CertificateRecord record;
   absl::Cleanup wipe = [&record] { WipeAndClear(*record.mutable_private_key_pem()); };
-  record.set_name(c.entry.name);
-  absl::StatusOr<std::string> chain = ChainPem(c.entry);
+  record.set_name(c.entry->name);
+  absl::StatusOr<std::string> chain = ChainPem(*c.entry);
   if (!chain.ok()) return chain.status();
   record.set_cert_chain_pem(*std::move(chain));
-  if (absl::Status s = KeyPem(c.entry.key.get(), record.mutable_private_key_pem()); !s.ok()) {
+  if (absl::Status s = KeyPem(c.entry->key.get(), record.mutable_private_key_pem()); !s.ok()) {
     return s;
   }
-  for (const std::string& n : c.entry.server_names) record.add_server_names(n);
+  for (const std::string& n : c.entry->server_names) record.add_server_names(n);
   record.set_generation(c.generation);
   record.set_committed_at_unix(absl::ToUnixSeconds(c.committed_at));
   record.set_source(c.source);
@@ -243,20 +282,23 @@ absl::Status CertManager::PersistMeta(uint64_t generation, const std::string& de
   return state_->PutMeta(meta);
 }
 
-absl::Status CertManager::Install(std::vector<Committed> next, const std::string& default_name,
+absl::Status CertManager::Install(std::vector<CommittedCertificate> next,
+                                  const std::string& default_name,
                                   const std::function<absl::Status(uint64_t)>& persist) {
   if (next.empty()) return absl::FailedPreconditionError("no certificate would be left");
   if (next.size() > options_.max_certificates) {
     return absl::ResourceExhaustedError(
         absl::StrCat("at most ", options_.max_certificates, " certificates"));
   }
-  const uint64_t new_generation = generation_ + 1;
-  std::vector<CertificateEntry> entries;
+  // Only this manager swaps the store, under mu_: the swap below makes exactly this generation.
+  const uint64_t new_generation = store_.generation() + 1;
+  std::vector<CertificateEntryPtr> entries;
+  entries.reserve(next.size());
   size_t default_index = 0;
   for (size_t i = 0; i < next.size(); ++i) {
     if (next[i].generation == 0) next[i].generation = new_generation;
-    if (next[i].entry.name == default_name) default_index = i;
-    entries.push_back(next[i].entry.Clone());
+    if (next[i].entry->name == default_name) default_index = i;
+    entries.push_back(next[i].entry);  // shared, not copied
   }
   absl::StatusOr<std::shared_ptr<const CertificateSet>> set =
       CertificateSet::FromEntries(std::move(entries), default_index);
@@ -273,112 +315,98 @@ absl::Status CertManager::Install(std::vector<Committed> next, const std::string
   store_.Swap(*std::move(set));
   committed_ = std::move(next);
   default_name_ = default_name;
-  generation_ = new_generation;
   return absl::OkStatus();
 }
 
-v1::Certificate CertManager::Describe(const Committed& c) const {
-  v1::Certificate d = DescribeCertificate(c.entry);
-  d.set_is_default(c.entry.name == default_name_);
-  d.set_generation(c.generation);
-  d.set_source(c.source);
-  SetTimestamp(c.committed_at, d.mutable_committed_at());
-  return d;
+CommittedCertificate CertManager::Describe(size_t index) const {
+  CommittedCertificate c = committed_[index];
+  c.is_default = c.entry->name == default_name_;
+  return c;
 }
 
-v1::StagedCertificate CertManager::Describe(const std::string& name, const Staged& s) const {
-  v1::StagedCertificate d;
-  *d.mutable_certificate() = DescribeCertificate(s.entry);
-  d.mutable_certificate()->set_source(s.source);
-  d.mutable_certificate()->set_is_default(s.set_default);
-  for (const std::string& w : s.warnings) d.add_warnings(w);
-  d.set_base_generation(s.base_generation);
-  SetTimestamp(s.staged_at, d.mutable_staged_at());
-  return d;
+std::vector<CommittedCertificate> CertManager::DescribeAll() const {
+  std::vector<CommittedCertificate> out;
+  out.reserve(committed_.size());
+  for (size_t i = 0; i < committed_.size(); ++i) out.push_back(Describe(i));
+  return out;
 }
 
-void CertManager::Publish(v1::CertificateEvent event) {
-  SetTimestamp(absl::Now(), event.mutable_time());
-  event.set_generation(generation_);
+void CertManager::Publish(CertificateEvent event) {
+  event.time = absl::Now();
+  event.generation = store_.generation();
   for (auto& w : watchers_) w->Push(event);
 }
 
-absl::StatusOr<v1::StagedCertificate> CertManager::Stage(v1::StageCertificateRequest& request,
-                                                         ReloadSource source) {
-  absl::Cleanup wipe = [&request] { WipeAndClear(*request.mutable_private_key_pem()); };
+absl::StatusOr<StagedCertificate> CertManager::Stage(CertificateSource& certificate,
+                                                     ReloadSource source) {
+  absl::Cleanup wipe = [&certificate] { WipeAndClear(certificate.key_pem); };
   absl::MutexLock lock(&mu_);
-  return StageLocked(request, source);
+  return StageLocked(certificate, source);
 }
 
-absl::StatusOr<v1::StagedCertificate> CertManager::StageLocked(
-    v1::StageCertificateRequest& request, ReloadSource source) {
-  absl::Cleanup wipe = [&request] { WipeAndClear(*request.mutable_private_key_pem()); };
-  if (std::optional<Rejection> r = CheckStageRequest(request)) return Rejected(*r);
-  const std::string& name = request.name();
-  if (staged_.size() >= options_.max_staged && staged_.count(name) == 0) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "at most ", options_.max_staged, " certificates may be staged; commit or abort some"));
-  }
-  std::vector<CertificateSource> sources(1);
-  sources[0].name = name;
-  sources[0].chain_pem = request.cert_chain_pem();
-  sources[0].key_pem.swap(*request.mutable_private_key_pem());  // wiped by CreateWipingKeys
-  sources[0].server_names.assign(request.server_names().begin(), request.server_names().end());
-  sources[0].is_default = request.set_default();
-  absl::StatusOr<std::shared_ptr<const CertificateSet>> parsed =
-      CertificateSet::CreateWipingKeys(sources);
-  if (!parsed.ok()) return Rejected({ClassifyParseError(parsed.status()), parsed.status()});
-
-  Staged staged;
-  staged.entry = (*parsed)->entries()[0].Clone();
-  staged.requested_names.assign(request.server_names().begin(), request.server_names().end());
-  staged.set_default = request.set_default();
-  staged.staged_at = absl::Now();
-  staged.source = SourceName(source);
-  if (std::optional<Rejection> r = ValidateForServing(staged.entry, staged.requested_names,
-                                                      staged.staged_at, &staged.warnings)) {
-    return Rejected(*r);
-  }
-  // The names must not collide with another committed certificate's (checked again at commit).
-  const int idx = IndexOf(name);
-  for (const Committed& c : committed_) {
+std::optional<Rejection> CertManager::CheckNameConflicts(const CertificateEntry& entry) const {
+  for (const CommittedCertificate& c : committed_) {
     // The development certificate is dropped by the first real commit: no conflict with it.
-    if (c.entry.name == name || c.source == kDevelopment) continue;
-    for (const std::string& mine : staged.entry.server_names) {
-      for (const std::string& theirs : c.entry.server_names) {
+    if (c.entry->name == entry.name || c.source == kDevelopment) continue;
+    for (const std::string& mine : entry.server_names) {
+      for (const std::string& theirs : c.entry->server_names) {
         if (mine == theirs) {
-          return Rejected({ValidationFailure::kNameConflict,
+          return Rejection{ValidationFailure::kNameConflict,
                            absl::FailedPreconditionError(absl::StrCat(
                                "server name '", mine, "' is already served by certificate '",
-                               c.entry.name, "'; remove it there first or pick other names"))});
+                               c.entry->name, "'; remove it there first or pick other names"))};
         }
       }
     }
   }
-  staged.base_generation = idx >= 0 ? committed_[idx].generation : 0;
-  v1::StagedCertificate out = Describe(name, staged);
-  staged_[name] = std::move(staged);
-  v1::CertificateEvent event;
-  event.set_type(v1::CertificateEvent::STAGED);
-  event.set_name(name);
-  event.set_source(SourceName(source));
-  *event.add_certificates() = out.certificate();
-  Publish(std::move(event));
-  KTLS_LOG(kInfo, "certificate '", name, "' staged (", out.certificate().subject(), ", ",
-           out.warnings_size(), " warnings)");
-  return out;
+  return std::nullopt;
 }
 
-absl::StatusOr<v1::CommitResponse> CertManager::Commit(const std::string& name,
-                                                       uint64_t expected_generation,
-                                                       ReloadSource source) {
+absl::StatusOr<StagedCertificate> CertManager::StageLocked(CertificateSource& certificate,
+                                                           ReloadSource source) {
+  absl::Cleanup wipe = [&certificate] { WipeAndClear(certificate.key_pem); };
+  if (std::optional<Rejection> r = CheckStageRequest(certificate)) return Rejected(*r);
+  const std::string name = certificate.name;
+  if (staged_.size() >= options_.max_staged && staged_.count(name) == 0) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "at most ", options_.max_staged, " certificates may be staged; commit or abort some"));
+  }
+  StagedCertificate staged;
+  staged.requested_names = certificate.server_names;
+  staged.set_default = certificate.is_default;
+  absl::StatusOr<CertificateEntryPtr> parsed = ParseCertificate(certificate);
+  if (!parsed.ok()) return Rejected({ClassifyParseError(parsed.status()), parsed.status()});
+  staged.entry = *std::move(parsed);
+  staged.staged_at = absl::Now();
+  staged.source = SourceName(source);
+  if (std::optional<Rejection> r = ValidateForServing(*staged.entry, staged.requested_names,
+                                                      staged.staged_at, &staged.warnings)) {
+    return Rejected(*r);
+  }
+  // The names must not collide with another committed certificate's (checked again at commit).
+  if (std::optional<Rejection> r = CheckNameConflicts(*staged.entry)) return Rejected(*r);
+  const int idx = IndexOf(name);
+  staged.base_generation = idx >= 0 ? committed_[idx].generation : 0;
+  staged_[name] = staged;
+  CertificateEvent event = Event(CertificateEvent::Type::kStaged, name);
+  event.source = SourceName(source);
+  event.staged = staged;
+  Publish(std::move(event));
+  KTLS_LOG(kInfo, "certificate '", name, "' staged (", staged.entry->subject, ", ",
+           staged.warnings.size(), " warnings)");
+  return staged;
+}
+
+absl::StatusOr<CertificateChange> CertManager::Commit(const std::string& name,
+                                                      uint64_t expected_generation,
+                                                      ReloadSource source) {
   absl::MutexLock lock(&mu_);
   return CommitLocked(name, expected_generation, source);
 }
 
-absl::StatusOr<v1::CommitResponse> CertManager::CommitLocked(const std::string& name,
-                                                             uint64_t expected_generation,
-                                                             ReloadSource source) {
+absl::StatusOr<CertificateChange> CertManager::CommitLocked(const std::string& name,
+                                                            uint64_t expected_generation,
+                                                            ReloadSource source) {
   if (absl::Status s = CheckGeneration(expected_generation); !s.ok()) return s;
   auto it = staged_.find(name);
   if (it == staged_.end()) {
@@ -388,7 +416,7 @@ absl::StatusOr<v1::CommitResponse> CertManager::CommitLocked(const std::string& 
     return absl::FailedPreconditionError(
         absl::StrCat("nothing is staged under '", name, "'; stage it first"));
   }
-  Staged& staged = it->second;
+  const StagedCertificate& staged = it->second;
   const int idx = IndexOf(name);
   const uint64_t current = idx >= 0 ? committed_[idx].generation : 0;
   if (staged.base_generation != current) {
@@ -397,36 +425,33 @@ absl::StatusOr<v1::CommitResponse> CertManager::CommitLocked(const std::string& 
         " (generation ", current, ") after this version was staged (over generation ",
         staged.base_generation, "); stage it again"));
   }
-  std::vector<std::string> warnings;
-  if (std::optional<Rejection> r =
-          ValidateForServing(staged.entry, staged.requested_names, absl::Now(), &warnings)) {
+  CertificateChange change;
+  if (std::optional<Rejection> r = ValidateForServing(*staged.entry, staged.requested_names,
+                                                      absl::Now(), &change.warnings)) {
     metrics_.CountReload(source, false);
     return Rejected({r->reason, absl::FailedPreconditionError(r->status.message())});
   }
 
-  std::vector<Committed> next;
-  for (const Committed& c : committed_) {
-    if (c.source == kDevelopment) continue;  // dropped once a real certificate exists
-    next.push_back(Committed{c.entry.Clone(), c.source, c.generation, c.committed_at});
-  }
-  Committed fresh{staged.entry.Clone(), staged.source, 0, absl::Now()};
+  // The next set: every committed certificate (shared) with this one in place of its namesake.
+  const CommittedCertificate fresh{staged.entry, staged.source, 0, absl::Now()};
+  std::vector<CommittedCertificate> next;
   bool replaced = false;
-  for (Committed& c : next) {
-    if (c.entry.name == name) {
-      c = std::move(fresh);
-      replaced = true;
-      break;
-    }
+  for (const CommittedCertificate& c : committed_) {
+    if (c.source == kDevelopment) continue;  // dropped once a real certificate exists
+    const bool namesake = c.entry->name == name;
+    next.push_back(namesake ? fresh : c);
+    replaced = replaced || namesake;
   }
-  if (!replaced) next.push_back(std::move(fresh));
+  if (!replaced) next.push_back(fresh);
   std::string default_name = default_name_;
-  const bool default_left = std::any_of(next.begin(), next.end(), [&](const Committed& c) {
-    return c.entry.name == default_name;
+  const bool default_left = std::any_of(next.begin(), next.end(), [&](const auto& c) {
+    return c.entry->name == default_name;
   });
   if (staged.set_default || !default_left) default_name = name;
 
   absl::Status installed = Install(std::move(next), default_name, [&](uint64_t generation) {
-    Committed record{staged.entry.Clone(), staged.source, generation, absl::Now()};
+    CommittedCertificate record = fresh;
+    record.generation = generation;
     if (absl::Status s = PersistCertificate(record); !s.ok()) return s;
     return PersistMeta(generation, default_name);
   });
@@ -435,22 +460,17 @@ absl::StatusOr<v1::CommitResponse> CertManager::CommitLocked(const std::string& 
     return installed;
   }
   metrics_.CountReload(source, true);
-  v1::CommitResponse response;
-  response.set_generation(generation_);
-  const int now_idx = IndexOf(name);
-  *response.mutable_certificate() = Describe(committed_[now_idx]);
-  for (const std::string& w : warnings) response.add_warnings(w);
+  change.generation = store_.generation();
+  change.certificate = Describe(static_cast<size_t>(IndexOf(name)));
   staged_.erase(it);
-  v1::CertificateEvent event;
-  event.set_type(v1::CertificateEvent::COMMITTED);
-  event.set_name(name);
-  event.set_source(SourceName(source));
-  *event.add_certificates() = response.certificate();
+  CertificateEvent event = Event(CertificateEvent::Type::kCommitted, name);
+  event.source = SourceName(source);
+  event.certificates.push_back(change.certificate);
   Publish(std::move(event));
-  KTLS_LOG(kInfo, "certificate '", name, "' committed (generation ", generation_, ", ",
-           response.certificate().subject(), ", names ",
-           absl::StrJoin(response.certificate().server_names(), ","), ")");
-  return response;
+  KTLS_LOG(kInfo, "certificate '", name, "' committed (generation ", change.generation, ", ",
+           change.certificate.entry->subject, ", names ",
+           absl::StrJoin(change.certificate.entry->server_names, ","), ")");
+  return change;
 }
 
 absl::Status CertManager::Abort(const std::string& name) {
@@ -460,47 +480,43 @@ absl::Status CertManager::Abort(const std::string& name) {
     return absl::NotFoundError(absl::StrCat("nothing is staged under '", name, "'"));
   }
   staged_.erase(it);
-  v1::CertificateEvent event;
-  event.set_type(v1::CertificateEvent::ABORTED);
-  event.set_name(name);
-  Publish(std::move(event));
+  Publish(Event(CertificateEvent::Type::kAborted, name));
   return absl::OkStatus();
 }
 
-absl::StatusOr<v1::CommitResponse> CertManager::Apply(v1::StageCertificateRequest& request,
-                                                      ReloadSource source) {
-  absl::Cleanup wipe = [&request] { WipeAndClear(*request.mutable_private_key_pem()); };
+absl::StatusOr<CertificateChange> CertManager::Apply(CertificateSource& certificate,
+                                                     uint64_t expected_generation,
+                                                     ReloadSource source) {
+  absl::Cleanup wipe = [&certificate] { WipeAndClear(certificate.key_pem); };
   absl::MutexLock lock(&mu_);
-  if (absl::Status s = CheckGeneration(request.expected_generation()); !s.ok()) return s;
-  const std::string name = request.name();
+  if (absl::Status s = CheckGeneration(expected_generation); !s.ok()) return s;
+  const std::string name = certificate.name;
   // A version staged earlier under this name is replaced by this one (and restored if this one
   // is rejected), so Apply never commits something other than what it was given.
-  std::optional<Staged> previous;
+  std::optional<StagedCertificate> previous;
   if (auto it = staged_.find(name); it != staged_.end()) previous = std::move(it->second);
-  absl::StatusOr<v1::StagedCertificate> staged = StageLocked(request, source);
+  absl::StatusOr<StagedCertificate> staged = StageLocked(certificate, source);
   if (!staged.ok()) {
     if (previous.has_value()) staged_[name] = std::move(*previous);
     metrics_.CountReload(source, false);
     return staged.status();
   }
-  absl::StatusOr<v1::CommitResponse> committed = CommitLocked(name, 0, source);
+  absl::StatusOr<CertificateChange> committed = CommitLocked(name, 0, source);
   if (!committed.ok()) {
     staged_.erase(name);
     if (previous.has_value()) staged_[name] = std::move(*previous);
     return committed.status();
   }
   // Commit re-validated and repeated the date/usage warnings; add the others staging found.
-  for (const std::string& w : staged->warnings()) {
-    if (std::find(committed->warnings().begin(), committed->warnings().end(), w) ==
-        committed->warnings().end()) {
-      committed->add_warnings(w);
-    }
+  std::vector<std::string>& warnings = committed->warnings;
+  for (const std::string& w : staged->warnings) {
+    if (std::find(warnings.begin(), warnings.end(), w) == warnings.end()) warnings.push_back(w);
   }
   return committed;
 }
 
-absl::StatusOr<v1::CommitResponse> CertManager::Delete(const std::string& name, bool force,
-                                                       uint64_t expected_generation) {
+absl::StatusOr<CertificateChange> CertManager::Delete(const std::string& name, bool force,
+                                                      uint64_t expected_generation) {
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckGeneration(expected_generation); !s.ok()) return s;
   const int idx = IndexOf(name);
@@ -516,31 +532,21 @@ absl::StatusOr<v1::CommitResponse> CertManager::Delete(const std::string& name, 
         "another one the default first, or force (the first remaining certificate becomes the "
         "default)"));
   }
-  if (!force) {
-    std::vector<std::string> orphaned;
-    for (const std::string& mine : committed_[idx].entry.server_names) {
-      bool served = false;
-      for (const Committed& c : committed_) {
-        if (c.entry.name == name) continue;
-        for (const std::string& theirs : c.entry.server_names) served = served || Covers(theirs, mine);
-      }
-      if (!served) orphaned.push_back(mine);
-    }
-    if (!orphaned.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "'", name, "' is bound to ", absl::StrJoin(orphaned, ", "),
-          ", which no other certificate serves (those clients would get the default "
-          "certificate); force to delete anyway"));
-    }
+  if (std::vector<std::string> orphaned = OrphanedNames(committed_, name);
+      !force && !orphaned.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "'", name, "' is bound to ", absl::StrJoin(orphaned, ", "),
+        ", which no other certificate serves (those clients would get the default "
+        "certificate); force to delete anyway"));
   }
-  v1::CommitResponse response;
-  *response.mutable_certificate() = Describe(committed_[idx]);
-  const std::string source = committed_[idx].source;
-  std::vector<Committed> next;
-  for (const Committed& c : committed_) {
-    if (c.entry.name != name) next.push_back(Committed{c.entry.Clone(), c.source, c.generation, c.committed_at});
+  CertificateChange change;
+  change.certificate = Describe(static_cast<size_t>(idx));
+  const std::string source = change.certificate.source;
+  std::vector<CommittedCertificate> next;
+  for (const CommittedCertificate& c : committed_) {
+    if (c.entry->name != name) next.push_back(c);
   }
-  const std::string default_name = is_default ? next.front().entry.name : default_name_;
+  const std::string default_name = is_default ? next.front().entry->name : default_name_;
   absl::Status s = Install(std::move(next), default_name, [&](uint64_t generation) {
     if (state_ != nullptr && source != "config" && source != kDevelopment) {
       if (absl::Status r = state_->RemoveCertificate(name); !r.ok()) return r;
@@ -548,87 +554,68 @@ absl::StatusOr<v1::CommitResponse> CertManager::Delete(const std::string& name, 
     return PersistMeta(generation, default_name);
   });
   if (!s.ok()) return s;
-  response.set_generation(generation_);
+  change.generation = store_.generation();
   if (source == "config") {
-    response.add_warnings("it comes from the configuration file or flags: it is back after a restart "
-                          "unless removed there");
+    change.warnings.push_back(
+        "it comes from the configuration file or flags: it is back after a restart unless "
+        "removed there");
   }
-  v1::CertificateEvent event;
-  event.set_type(v1::CertificateEvent::DELETED);
-  event.set_name(name);
-  Publish(event);
-  if (is_default) {
-    v1::CertificateEvent d;
-    d.set_type(v1::CertificateEvent::DEFAULT_CHANGED);
-    d.set_name(default_name);
-    Publish(std::move(d));
-  }
-  KTLS_LOG(kInfo, "certificate '", name, "' deleted (generation ", generation_, ")");
-  return response;
+  Publish(Event(CertificateEvent::Type::kDeleted, name));
+  if (is_default) Publish(Event(CertificateEvent::Type::kDefaultChanged, default_name));
+  KTLS_LOG(kInfo, "certificate '", name, "' deleted (generation ", change.generation, ")");
+  return change;
 }
 
-absl::StatusOr<v1::CommitResponse> CertManager::SetDefault(const std::string& name,
-                                                           uint64_t expected_generation) {
+absl::StatusOr<CertificateChange> CertManager::SetDefault(const std::string& name,
+                                                          uint64_t expected_generation) {
   absl::MutexLock lock(&mu_);
   if (absl::Status s = CheckGeneration(expected_generation); !s.ok()) return s;
-  const int idx = IndexOf(name);
-  if (idx < 0) return absl::NotFoundError(absl::StrCat("no certificate named '", name, "'"));
-  v1::CommitResponse response;
+  if (IndexOf(name) < 0) {
+    return absl::NotFoundError(absl::StrCat("no certificate named '", name, "'"));
+  }
   if (name != default_name_) {
-    std::vector<Committed> next;
-    for (const Committed& c : committed_) {
-      next.push_back(Committed{c.entry.Clone(), c.source, c.generation, c.committed_at});
-    }
-    absl::Status s = Install(std::move(next), name,
+    absl::Status s = Install(committed_, name,
                              [&](uint64_t generation) { return PersistMeta(generation, name); });
     if (!s.ok()) return s;
-    v1::CertificateEvent event;
-    event.set_type(v1::CertificateEvent::DEFAULT_CHANGED);
-    event.set_name(name);
-    Publish(std::move(event));
-    KTLS_LOG(kInfo, "certificate '", name, "' is now the default (generation ", generation_, ")");
+    Publish(Event(CertificateEvent::Type::kDefaultChanged, name));
+    KTLS_LOG(kInfo, "certificate '", name, "' is now the default (generation ",
+             store_.generation(), ")");
   }
-  response.set_generation(generation_);
-  *response.mutable_certificate() = Describe(committed_[IndexOf(name)]);
-  return response;
+  CertificateChange change;
+  change.generation = store_.generation();
+  change.certificate = Describe(static_cast<size_t>(IndexOf(name)));
+  return change;
 }
 
-v1::ListCertificatesResponse CertManager::List() const {
+CertificateListing CertManager::List() const {
   absl::MutexLock lock(&mu_);
-  v1::ListCertificatesResponse out;
-  out.set_generation(generation_);
-  out.set_default_certificate(default_name_);
-  for (const Committed& c : committed_) *out.add_certificates() = Describe(c);
-  for (const auto& [name, s] : staged_) *out.add_staged() = Describe(name, s);
+  CertificateListing out;
+  out.generation = store_.generation();
+  out.default_name = default_name_;
+  out.committed = DescribeAll();
+  for (const auto& [name, s] : staged_) out.staged.push_back(s);
   return out;
 }
 
-absl::StatusOr<v1::GetCertificateResponse> CertManager::Get(const std::string& name) const {
+absl::StatusOr<CertificateLookup> CertManager::Get(const std::string& name) const {
   absl::MutexLock lock(&mu_);
-  v1::GetCertificateResponse out;
-  const int idx = IndexOf(name);
-  if (idx >= 0) *out.mutable_certificate() = Describe(committed_[idx]);
-  if (auto it = staged_.find(name); it != staged_.end()) {
-    *out.mutable_staged() = Describe(name, it->second);
-  }
-  if (idx < 0 && !out.has_staged()) {
+  CertificateLookup out;
+  if (const int idx = IndexOf(name); idx >= 0) out.committed = Describe(static_cast<size_t>(idx));
+  if (auto it = staged_.find(name); it != staged_.end()) out.staged = it->second;
+  if (!out.committed.has_value() && !out.staged.has_value()) {
     return absl::NotFoundError(absl::StrCat("no certificate named '", name, "'"));
   }
   return out;
 }
 
-uint64_t CertManager::generation() const {
-  absl::MutexLock lock(&mu_);
-  return generation_;
-}
+uint64_t CertManager::generation() const { return store_.generation(); }
 
-std::shared_ptr<CertificateEventQueue> CertManager::Watch(v1::CertificateEvent* snapshot) {
+std::shared_ptr<CertificateEventQueue> CertManager::Watch(CertificateEvent* snapshot) {
   absl::MutexLock lock(&mu_);
-  snapshot->set_type(v1::CertificateEvent::SNAPSHOT);
-  snapshot->set_generation(generation_);
-  SetTimestamp(absl::Now(), snapshot->mutable_time());
-  snapshot->set_name(default_name_);
-  for (const Committed& c : committed_) *snapshot->add_certificates() = Describe(c);
+  *snapshot = Event(CertificateEvent::Type::kSnapshot, default_name_);
+  snapshot->generation = store_.generation();
+  snapshot->time = absl::Now();
+  snapshot->certificates = DescribeAll();
   auto queue = std::make_shared<CertificateEventQueue>();
   watchers_.push_back(queue);
   return queue;
@@ -642,18 +629,16 @@ void CertManager::Unwatch(const std::shared_ptr<CertificateEventQueue>& queue) {
 void CertManager::ReportRejectedReload(const std::string& name, ReloadSource source,
                                        const std::string& message) {
   absl::MutexLock lock(&mu_);
-  v1::CertificateEvent event;
-  event.set_type(v1::CertificateEvent::RELOAD_FAILED);
-  event.set_name(name);
-  event.set_source(SourceName(source));
-  event.set_message(message);
+  CertificateEvent event = Event(CertificateEvent::Type::kReloadFailed, name);
+  event.source = SourceName(source);
+  event.message = message;
   Publish(std::move(event));
 }
 
 std::map<std::string, std::string> CertManager::Sources() const {
   absl::MutexLock lock(&mu_);
   std::map<std::string, std::string> out;
-  for (const Committed& c : committed_) out[c.entry.name] = c.source;
+  for (const CommittedCertificate& c : committed_) out[c.entry->name] = c.source;
   return out;
 }
 

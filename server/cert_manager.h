@@ -11,10 +11,17 @@
 //           that could not be persisted changes nothing.
 //   Abort, Delete, SetDefault, List, Get, Watch.
 //
-// Optimistic concurrency: every change moves `generation` by one (persisted, so it keeps
-// growing across restarts); a request carrying expected_generation fails with ABORTED when it
-// moved. A staged certificate remembers the generation of the certificate it replaces and
-// refuses to commit over a newer one.
+// Optimistic concurrency: every change moves the generation by one; a request carrying
+// expected_generation fails with ABORTED when it moved. There is one generation: the CertStore's
+// (the number of the set being served). The manager persists it with each change and restores
+// it at start-up, so it keeps growing across restarts. A staged certificate remembers the
+// generation of the certificate it replaces and refuses to commit over a newer one.
+//
+// Domain types in, domain types out: the gRPC edge (services.cc) turns requests into a
+// CertificateSource and these results into v1 messages; the manager never sees a proto except
+// the state directory's records. Committed and staged certificates hold the parsed entry by
+// shared_ptr<const CertificateEntry>, the very object the served set holds: a commit builds the
+// next set around the same entries and copies none.
 //
 // One mutex serializes every change (changes are rare and each is a few milliseconds of
 // parsing); readers (List, Get, the metrics) take it briefly. The data plane never waits on it.
@@ -23,9 +30,11 @@
 
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,27 +42,88 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/cert_store.h"
-#include "ktls/v1/control.pb.h"
 #include "server/cert_validation.h"
 #include "server/control_metrics.h"
 #include "server/state_store.h"
 
 namespace ktls {
 
+// A certificate being served.
+struct CommittedCertificate {
+  CertificateEntryPtr entry;  // shared with the served CertificateSet
+  std::string source;         // "api", "config", "state", "cert_dir", "development"
+  uint64_t generation = 0;    // the generation that committed it (0: from the configuration)
+  absl::Time committed_at;
+  // In what the manager returns: whether it is the default (the manager keeps the default by
+  // name, so this is filled on the way out).
+  bool is_default = false;
+};
+
+// A certificate validated and kept under its name, not served yet.
+struct StagedCertificate {
+  CertificateEntryPtr entry;
+  std::vector<std::string> requested_names;  // as given; empty: the names came from the SANs
+  bool set_default = false;
+  std::vector<std::string> warnings;
+  uint64_t base_generation = 0;  // the generation of the certificate it replaces (0: new name)
+  absl::Time staged_at;
+  std::string source;
+};
+
+// What a commit, delete or default change did.
+struct CertificateChange {
+  uint64_t generation = 0;            // the generation after the change
+  CommittedCertificate certificate;   // the one committed / made default / deleted
+  std::vector<std::string> warnings;
+};
+
+struct CertificateListing {
+  uint64_t generation = 0;
+  std::string default_name;
+  std::vector<CommittedCertificate> committed;  // in set order
+  std::vector<StagedCertificate> staged;        // by name
+};
+
+// GetCertificate: either or both.
+struct CertificateLookup {
+  std::optional<CommittedCertificate> committed;
+  std::optional<StagedCertificate> staged;
+};
+
+struct CertificateEvent {
+  enum class Type {
+    kSnapshot,        // certificates = every committed one; name = the default
+    kCommitted,       // certificates = [the committed one]
+    kDeleted,         // name
+    kDefaultChanged,  // name = the new default
+    kStaged,          // staged
+    kAborted,         // name
+    kReloadFailed,    // a watched-directory update was rejected; message says why
+  };
+  Type type = Type::kSnapshot;
+  uint64_t generation = 0;
+  absl::Time time;
+  std::string name;
+  std::vector<CommittedCertificate> certificates;
+  std::optional<StagedCertificate> staged;
+  std::string source;
+  std::string message;
+};
+
 // Events for WatchCertificates: a bounded queue per watcher.
 class CertificateEventQueue {
  public:
   static constexpr size_t kMaxQueued = 256;
-  void Push(const v1::CertificateEvent& event);
+  void Push(const CertificateEvent& event);
   // Waits up to `timeout` for an event. false: none (or closed).
-  bool Pop(absl::Duration timeout, v1::CertificateEvent* event);
+  bool Pop(absl::Duration timeout, CertificateEvent* event);
   bool overflowed() const;
   void Close();
 
  private:
   mutable std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<v1::CertificateEvent> events_;
+  std::deque<CertificateEvent> events_;
   bool overflowed_ = false;
   bool closed_ = false;
 };
@@ -70,29 +140,31 @@ class CertManager {
   // Start-up, before the data plane runs: takes the data plane's initial set (from the
   // configuration, source "config", or the development certificate), then the state
   // directory's certificates (replacing configuration ones of the same name, each re-validated;
-  // a record that fails is added to `issues` and skipped), and swaps the result in.
+  // a record that fails is added to `issues` and skipped), and restores the store with the
+  // result and the persisted generation.
   void Initialize(StateStore::Loaded& loaded, std::vector<StateStore::Issue>* issues);
 
-  // The request's private_key_pem is wiped (and cleared) on every path.
-  absl::StatusOr<v1::StagedCertificate> Stage(v1::StageCertificateRequest& request,
-                                              ReloadSource source);
-  absl::StatusOr<v1::CommitResponse> Commit(const std::string& name, uint64_t expected_generation,
-                                            ReloadSource source);
+  // `certificate.is_default` asks to make it the default at commit. Its key_pem is wiped (and
+  // cleared) on every path.
+  absl::StatusOr<StagedCertificate> Stage(CertificateSource& certificate, ReloadSource source);
+  absl::StatusOr<CertificateChange> Commit(const std::string& name, uint64_t expected_generation,
+                                           ReloadSource source);
   absl::Status Abort(const std::string& name);
   // Stage + commit under one lock (no other change can come between).
-  absl::StatusOr<v1::CommitResponse> Apply(v1::StageCertificateRequest& request,
-                                           ReloadSource source);
-  absl::StatusOr<v1::CommitResponse> Delete(const std::string& name, bool force,
-                                            uint64_t expected_generation);
-  absl::StatusOr<v1::CommitResponse> SetDefault(const std::string& name,
-                                                uint64_t expected_generation);
+  absl::StatusOr<CertificateChange> Apply(CertificateSource& certificate,
+                                          uint64_t expected_generation, ReloadSource source);
+  absl::StatusOr<CertificateChange> Delete(const std::string& name, bool force,
+                                           uint64_t expected_generation);
+  absl::StatusOr<CertificateChange> SetDefault(const std::string& name,
+                                               uint64_t expected_generation);
 
-  v1::ListCertificatesResponse List() const;
-  absl::StatusOr<v1::GetCertificateResponse> Get(const std::string& name) const;
+  CertificateListing List() const;
+  absl::StatusOr<CertificateLookup> Get(const std::string& name) const;
+  // The store's generation.
   uint64_t generation() const;
 
   // A queue that receives every event from now on, and the snapshot to send first.
-  std::shared_ptr<CertificateEventQueue> Watch(v1::CertificateEvent* snapshot);
+  std::shared_ptr<CertificateEventQueue> Watch(CertificateEvent* snapshot);
   void Unwatch(const std::shared_ptr<CertificateEventQueue>& queue);
   // A watched-directory update that was rejected (published as RELOAD_FAILED).
   void ReportRejectedReload(const std::string& name, ReloadSource source,
@@ -102,40 +174,36 @@ class CertManager {
   std::map<std::string, std::string> Sources() const;
 
  private:
-  struct Committed {
-    CertificateEntry entry;
-    std::string source;  // "api", "config", "state", "cert_dir", "development"
-    uint64_t generation = 0;
-    absl::Time committed_at;
-  };
-  struct Staged {
-    CertificateEntry entry;
-    std::vector<std::string> requested_names;
-    bool set_default = false;
-    std::vector<std::string> warnings;
-    uint64_t base_generation = 0;
-    absl::Time staged_at;
-    std::string source;
-  };
-
-  absl::StatusOr<v1::StagedCertificate> StageLocked(v1::StageCertificateRequest& request,
-                                                    ReloadSource source)
+  absl::StatusOr<StagedCertificate> StageLocked(CertificateSource& certificate,
+                                                ReloadSource source)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::StatusOr<v1::CommitResponse> CommitLocked(const std::string& name,
-                                                  uint64_t expected_generation, ReloadSource source)
+  absl::StatusOr<CertificateChange> CommitLocked(const std::string& name,
+                                                 uint64_t expected_generation, ReloadSource source)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckGeneration(uint64_t expected) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Builds the data-plane set from `next` (default by name), persists via `persist`, swaps, and
-  // makes `next` current with generation + 1.
-  absl::Status Install(std::vector<Committed> next, const std::string& default_name,
+  // The staged entry's names against the other committed certificates'.
+  std::optional<Rejection> CheckNameConflicts(const CertificateEntry& entry) const
+      ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // Initialize: the state directory's records on top of the initial set (raising *generation to
+  // the highest record's); true if any was taken.
+  bool LoadRecords(StateStore::Loaded& loaded, std::vector<StateStore::Issue>* issues,
+                   uint64_t* generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Initialize: the set built from committed_ (records dropped from the end until it builds).
+  std::shared_ptr<const CertificateSet> BuildInitialSet(std::vector<StateStore::Issue>* issues)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Builds the data-plane set from `next` (default by name), persists via `persist` with the
+  // next generation, swaps, and makes `next` current.
+  absl::Status Install(std::vector<CommittedCertificate> next, const std::string& default_name,
                        const std::function<absl::Status(uint64_t generation)>& persist)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status PersistCertificate(const Committed& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PersistCertificate(const CommittedCertificate& c)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PersistMeta(uint64_t generation, const std::string& default_name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  v1::Certificate Describe(const Committed& c) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  v1::StagedCertificate Describe(const std::string& name, const Staged& s) const;
-  void Publish(v1::CertificateEvent event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // committed_[index] with is_default filled in.
+  CommittedCertificate Describe(size_t index) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  std::vector<CommittedCertificate> DescribeAll() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void Publish(CertificateEvent event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   int IndexOf(const std::string& name) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status Rejected(const Rejection& r);
 
@@ -145,10 +213,9 @@ class CertManager {
   const Options options_;
 
   mutable absl::Mutex mu_;
-  std::vector<Committed> committed_ ABSL_GUARDED_BY(mu_);  // in set order
+  std::vector<CommittedCertificate> committed_ ABSL_GUARDED_BY(mu_);  // in set order
   std::string default_name_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, Staged> staged_ ABSL_GUARDED_BY(mu_);
-  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<std::string, StagedCertificate> staged_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<CertificateEventQueue>> watchers_ ABSL_GUARDED_BY(mu_);
 };
 

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "agent/openssl_ptr.h"
+#include "agent/pem.h"
 
 namespace ktls {
 namespace {
@@ -158,49 +159,49 @@ absl::Status ValidateCertificateName(const std::string& name) {
   return absl::OkStatus();
 }
 
-std::optional<Rejection> CheckStageRequest(const v1::StageCertificateRequest& r) {
-  if (absl::Status s = ValidateCertificateName(r.name()); !s.ok()) {
+std::optional<Rejection> CheckStageRequest(const CertificateSource& r) {
+  if (absl::Status s = ValidateCertificateName(r.name); !s.ok()) {
     return Rejection{ValidationFailure::kInvalidName, s};
   }
-  if (r.cert_chain_pem().size() > kMaxChainPemBytes) {
+  if (r.chain_pem.size() > kMaxChainPemBytes) {
     return Reject(ValidationFailure::kTooLarge,
-                  absl::StrCat("cert_chain_pem: ", r.cert_chain_pem().size(),
+                  absl::StrCat("cert_chain_pem: ", r.chain_pem.size(),
                                " bytes exceeds the limit of ", kMaxChainPemBytes));
   }
-  if (r.private_key_pem().size() > kMaxKeyPemBytes) {
+  if (r.key_pem.size() > kMaxKeyPemBytes) {
     return Reject(ValidationFailure::kTooLarge,
-                  absl::StrCat("private_key_pem: ", r.private_key_pem().size(),
+                  absl::StrCat("private_key_pem: ", r.key_pem.size(),
                                " bytes exceeds the limit of ", kMaxKeyPemBytes));
   }
-  if (static_cast<size_t>(r.server_names_size()) > kMaxServerNames) {
+  if (static_cast<size_t>(r.server_names.size()) > kMaxServerNames) {
     return Reject(ValidationFailure::kTooLarge,
-                  absl::StrCat("server_names: ", r.server_names_size(),
+                  absl::StrCat("server_names: ", r.server_names.size(),
                                " names exceeds the limit of ", kMaxServerNames));
   }
-  for (const std::string& n : r.server_names()) {
+  for (const std::string& n : r.server_names) {
     if (n.size() > kMaxServerNameBytes) {
       return Reject(ValidationFailure::kTooLarge,
                     absl::StrCat("server_names: a name of ", n.size(),
                                  " bytes exceeds the limit of ", kMaxServerNameBytes));
     }
   }
-  if (r.cert_chain_pem().empty()) {
+  if (r.chain_pem.empty()) {
     return Reject(ValidationFailure::kBadCertificatePem, "cert_chain_pem: required");
   }
-  if (!absl::StrContains(r.cert_chain_pem(), "-----BEGIN CERTIFICATE-----")) {
+  if (!absl::StrContains(r.chain_pem, "-----BEGIN CERTIFICATE-----")) {
     return Reject(ValidationFailure::kBadCertificatePem,
                   "cert_chain_pem: not a PEM certificate (no -----BEGIN CERTIFICATE----- block)");
   }
-  if (r.private_key_pem().empty()) {
+  if (r.key_pem.empty()) {
     return Reject(ValidationFailure::kBadPrivateKey, "private_key_pem: required");
   }
-  if (absl::StrContains(r.private_key_pem(), "-----BEGIN ENCRYPTED PRIVATE KEY-----") ||
-      absl::StrContains(r.private_key_pem(), "Proc-Type: 4,ENCRYPTED")) {
+  if (absl::StrContains(r.key_pem, "-----BEGIN ENCRYPTED PRIVATE KEY-----") ||
+      absl::StrContains(r.key_pem, "Proc-Type: 4,ENCRYPTED")) {
     return Reject(ValidationFailure::kEncryptedPrivateKey,
                   "private_key_pem: the key is encrypted; give it unencrypted (the agent never "
                   "asks for a passphrase)");
   }
-  if (!absl::StrContains(r.private_key_pem(), "PRIVATE KEY-----")) {
+  if (!absl::StrContains(r.key_pem, "PRIVATE KEY-----")) {
     return Reject(ValidationFailure::kBadPrivateKey,
                   "private_key_pem: not a PEM private key (no -----BEGIN ... PRIVATE KEY----- "
                   "block)");
@@ -319,20 +320,12 @@ v1::Certificate DescribeCertificate(const CertificateEntry& entry) {
   return c;
 }
 
-std::optional<Rejection> ValidateTrustBundle(const std::string& ca_pem, const std::string& crl_pem,
-                                             const TrustBundle& bundle, absl::Time now,
-                                             std::vector<std::string>* warnings,
-                                             v1::TrustBundle* description) {
-  description->set_require_client_cert(bundle.require_client_cert);
-  description->set_sha256(Hex(bundle.digest.data(), bundle.digest.size()));
-  std::vector<X509Ptr> cas;
-  BioPtr ca_bio(BIO_new_mem_buf(ca_pem.data(), static_cast<int>(ca_pem.size())));
-  for (;;) {
-    X509Ptr cert(PEM_read_bio_X509(ca_bio.get(), nullptr, nullptr, nullptr));
-    if (cert == nullptr) break;
-    cas.push_back(std::move(cert));
-  }
-  ERR_clear_error();
+namespace {
+
+// Dates and CA flags of every CA certificate; fills description->cas.
+std::optional<Rejection> ValidateCas(const std::vector<X509Ptr>& cas, absl::Time now,
+                                     std::vector<std::string>* warnings,
+                                     v1::TrustBundle* description) {
   for (size_t i = 0; i < cas.size(); ++i) {
     X509* ca = cas[i].get();
     const std::string subject = NameText(X509_get_subject_name(ca));
@@ -361,53 +354,80 @@ std::optional<Rejection> ValidateTrustBundle(const std::string& ca_pem, const st
                                        Days(not_after - now)));
     }
   }
-  std::vector<bool> ca_has_crl(cas.size(), false);
-  if (!crl_pem.empty()) {
-    BioPtr crl_bio(BIO_new_mem_buf(crl_pem.data(), static_cast<int>(crl_pem.size())));
-    for (int index = 1;; ++index) {
-      X509CrlPtr crl(PEM_read_bio_X509_CRL(crl_bio.get(), nullptr, nullptr, nullptr));
-      if (crl == nullptr) break;
-      const std::string issuer = NameText(X509_CRL_get_issuer(crl.get()));
-      auto* d = description->add_crls();
-      d->set_issuer(issuer);
-      SetTimestamp(AsnTime(X509_CRL_get0_lastUpdate(crl.get())), d->mutable_last_update());
-      const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
-      if (next != nullptr) SetTimestamp(AsnTime(next), d->mutable_next_update());
-      STACK_OF(X509_REVOKED)* revoked = X509_CRL_get_REVOKED(crl.get());
-      d->set_revoked(revoked == nullptr ? 0 : static_cast<uint32_t>(sk_X509_REVOKED_num(revoked)));
-      int signer = -1;
-      for (size_t i = 0; i < cas.size() && signer < 0; ++i) {
-        if (X509_NAME_cmp(X509_get_subject_name(cas[i].get()), X509_CRL_get_issuer(crl.get())) ==
-                0 &&
-            X509_CRL_verify(crl.get(), X509_get0_pubkey(cas[i].get())) == 1) {
-          signer = static_cast<int>(i);
-        }
-      }
-      ERR_clear_error();
-      if (signer < 0) {
-        return Reject(ValidationFailure::kBadCrl,
-                      absl::StrCat("crl_pem: CRL ", index, " (issuer ", issuer,
-                                   ") is not signed by any CA in ca_pem"));
-      }
-      ca_has_crl[signer] = true;
-      if (next != nullptr && now > AsnTime(next)) {
-        return Reject(ValidationFailure::kBadCrl,
-                      absl::StrCat("crl_pem: CRL ", index, " (issuer ", issuer,
-                                   ") expired at ", FormatRfc3339(AsnTime(next)),
-                                   " (nextUpdate); every client certificate of that CA would be "
-                                   "refused"));
-      }
+  return std::nullopt;
+}
+
+// The index of the CA in `cas` that issued and signed `crl`, or -1.
+int CrlSigner(const std::vector<X509Ptr>& cas, X509_CRL* crl) {
+  int signer = -1;
+  for (size_t i = 0; i < cas.size() && signer < 0; ++i) {
+    if (X509_NAME_cmp(X509_get_subject_name(cas[i].get()), X509_CRL_get_issuer(crl)) == 0 &&
+        X509_CRL_verify(crl, X509_get0_pubkey(cas[i].get())) == 1) {
+      signer = static_cast<int>(i);
     }
-    ERR_clear_error();
-    for (size_t i = 0; i < cas.size(); ++i) {
-      if (!ca_has_crl[i] && (X509_get_extension_flags(cas[i].get()) & EXFLAG_CA) != 0) {
-        warnings->push_back(absl::StrCat(
-            "CA certificate ", i + 1, " (", NameText(X509_get_subject_name(cas[i].get())),
-            ") has no CRL: with CRL checking on, client certificates it issued are refused"));
-      }
+  }
+  ERR_clear_error();
+  return signer;
+}
+
+// Every CRL signed by one of the CAs and not past its nextUpdate; fills description->crls and
+// warns about CAs left without a CRL.
+std::optional<Rejection> ValidateCrls(const std::vector<X509Ptr>& cas,
+                                      const std::vector<X509CrlPtr>& crls, absl::Time now,
+                                      std::vector<std::string>* warnings,
+                                      v1::TrustBundle* description) {
+  std::vector<bool> ca_has_crl(cas.size(), false);
+  for (size_t index = 1; index <= crls.size(); ++index) {
+    X509_CRL* crl = crls[index - 1].get();
+    const std::string issuer = NameText(X509_CRL_get_issuer(crl));
+    auto* d = description->add_crls();
+    d->set_issuer(issuer);
+    SetTimestamp(AsnTime(X509_CRL_get0_lastUpdate(crl)), d->mutable_last_update());
+    const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl);
+    if (next != nullptr) SetTimestamp(AsnTime(next), d->mutable_next_update());
+    STACK_OF(X509_REVOKED)* revoked = X509_CRL_get_REVOKED(crl);
+    d->set_revoked(revoked == nullptr ? 0 : static_cast<uint32_t>(sk_X509_REVOKED_num(revoked)));
+    const int signer = CrlSigner(cas, crl);
+    if (signer < 0) {
+      return Reject(ValidationFailure::kBadCrl,
+                    absl::StrCat("crl_pem: CRL ", index, " (issuer ", issuer,
+                                 ") is not signed by any CA in ca_pem"));
+    }
+    ca_has_crl[signer] = true;
+    if (next != nullptr && now > AsnTime(next)) {
+      return Reject(ValidationFailure::kBadCrl,
+                    absl::StrCat("crl_pem: CRL ", index, " (issuer ", issuer,
+                                 ") expired at ", FormatRfc3339(AsnTime(next)),
+                                 " (nextUpdate); every client certificate of that CA would be "
+                                 "refused"));
+    }
+  }
+  for (size_t i = 0; i < cas.size(); ++i) {
+    if (!ca_has_crl[i] && (X509_get_extension_flags(cas[i].get()) & EXFLAG_CA) != 0) {
+      warnings->push_back(absl::StrCat(
+          "CA certificate ", i + 1, " (", NameText(X509_get_subject_name(cas[i].get())),
+          ") has no CRL: with CRL checking on, client certificates it issued are refused"));
     }
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Rejection> ValidateTrustBundle(const std::string& ca_pem, const std::string& crl_pem,
+                                             const TrustBundle& bundle, absl::Time now,
+                                             std::vector<std::string>* warnings,
+                                             v1::TrustBundle* description) {
+  description->set_require_client_cert(bundle.require_client_cert);
+  description->set_sha256(Hex(bundle.digest.data(), bundle.digest.size()));
+  // `bundle` was built from the same PEM, so both parse; a failure here leaves nothing to check.
+  absl::StatusOr<std::vector<X509Ptr>> cas = ParsePemCertificates(ca_pem, nullptr);
+  if (!cas.ok()) cas = std::vector<X509Ptr>();
+  if (std::optional<Rejection> r = ValidateCas(*cas, now, warnings, description)) return r;
+  if (crl_pem.empty()) return std::nullopt;
+  absl::StatusOr<std::vector<X509CrlPtr>> crls = ParsePemCrls(crl_pem, nullptr);
+  if (!crls.ok()) crls = std::vector<X509CrlPtr>();
+  return ValidateCrls(*cas, *crls, now, warnings, description);
 }
 
 }  // namespace ktls

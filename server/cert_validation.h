@@ -41,9 +41,10 @@ struct Rejection {
 // Certificate names: [A-Za-z0-9][A-Za-z0-9._-]{0,63} (they are file names in the state dir).
 absl::Status ValidateCertificateName(const std::string& name);
 
-// Field sizes and counts of a stage request, and the PEM armor of the chain and key (an
-// encrypted key is refused here, with its own message). OK or the rejection.
-std::optional<Rejection> CheckStageRequest(const v1::StageCertificateRequest& request);
+// Field sizes and counts of a certificate to stage, and the PEM armor of the chain and key (an
+// encrypted key is refused here, with its own message). Messages name the API's fields
+// (cert_chain_pem, private_key_pem, server_names). OK or the rejection.
+std::optional<Rejection> CheckStageRequest(const CertificateSource& certificate);
 
 // The label for an error returned by CertificateSet::Create/FromEntries (their messages are
 // specific; this only classifies them for the counter).

@@ -345,19 +345,7 @@ void ControlPlane::ScanCertDirs() {
   CertDirWatcher::Options wo;
   wo.dirs = o.cert_dirs;
   wo.poll_interval = o.cert_dir_poll_interval;
-  CertManager* certs = certs_.get();
-  watcher_ = std::make_unique<CertDirWatcher>(wo, [certs](WatchedCertificate& c) {
-    v1::StageCertificateRequest request;
-    request.set_name(c.name);
-    request.set_cert_chain_pem(c.chain_pem);
-    request.mutable_private_key_pem()->swap(c.key_pem);  // Apply wipes it
-    absl::StatusOr<v1::CommitResponse> r = certs->Apply(request, ReloadSource::kCertDir);
-    if (!r.ok()) {
-      certs->ReportRejectedReload(c.name, ReloadSource::kCertDir,
-                                  absl::StrCat(c.cert_path, ": ", r.status().message()));
-    }
-    return r.status();
-  });
+  watcher_ = std::make_unique<CertDirWatcher>(wo, CommitThrough(*certs_));
   watcher_->ScanNow();
 }
 

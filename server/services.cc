@@ -115,13 +115,99 @@ grpc::Status ToGrpc(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
+namespace {
+
+// --- Certificates: v1 messages <-> the manager's domain types ----------------------------------
+
+// The request as the certificate to stage. The key's bytes move (no copy) and the request's
+// field is wiped; the manager wipes the source's key_pem.
+CertificateSource TakeStageRequest(v1::StageCertificateRequest& r) {
+  CertificateSource source;
+  source.name = r.name();
+  source.chain_pem = r.cert_chain_pem();
+  source.key_pem.swap(*r.mutable_private_key_pem());
+  WipeAndClear(*r.mutable_private_key_pem());
+  source.server_names.assign(r.server_names().begin(), r.server_names().end());
+  source.is_default = r.set_default();
+  return source;
+}
+
+v1::Certificate ToProto(const CommittedCertificate& c) {
+  v1::Certificate d = DescribeCertificate(*c.entry);
+  d.set_is_default(c.is_default);
+  d.set_generation(c.generation);
+  d.set_source(c.source);
+  SetTimestamp(c.committed_at, d.mutable_committed_at());
+  return d;
+}
+
+v1::StagedCertificate ToProto(const StagedCertificate& s) {
+  v1::StagedCertificate d;
+  v1::Certificate* c = d.mutable_certificate();
+  *c = DescribeCertificate(*s.entry);
+  c->set_source(s.source);
+  c->set_is_default(s.set_default);
+  for (const std::string& w : s.warnings) d.add_warnings(w);
+  d.set_base_generation(s.base_generation);
+  SetTimestamp(s.staged_at, d.mutable_staged_at());
+  return d;
+}
+
+v1::CommitResponse ToProto(const CertificateChange& change) {
+  v1::CommitResponse r;
+  r.set_generation(change.generation);
+  *r.mutable_certificate() = ToProto(change.certificate);
+  for (const std::string& w : change.warnings) r.add_warnings(w);
+  return r;
+}
+
+v1::CertificateEvent::Type ToProto(CertificateEvent::Type type) {
+  switch (type) {
+    case CertificateEvent::Type::kSnapshot: return v1::CertificateEvent::SNAPSHOT;
+    case CertificateEvent::Type::kCommitted: return v1::CertificateEvent::COMMITTED;
+    case CertificateEvent::Type::kDeleted: return v1::CertificateEvent::DELETED;
+    case CertificateEvent::Type::kDefaultChanged: return v1::CertificateEvent::DEFAULT_CHANGED;
+    case CertificateEvent::Type::kStaged: return v1::CertificateEvent::STAGED;
+    case CertificateEvent::Type::kAborted: return v1::CertificateEvent::ABORTED;
+    case CertificateEvent::Type::kReloadFailed: return v1::CertificateEvent::RELOAD_FAILED;
+  }
+  return v1::CertificateEvent::TYPE_UNSPECIFIED;
+}
+
+v1::CertificateEvent ToProto(const CertificateEvent& e) {
+  v1::CertificateEvent out;
+  out.set_type(ToProto(e.type));
+  out.set_generation(e.generation);
+  SetTimestamp(e.time, out.mutable_time());
+  out.set_name(e.name);
+  for (const CommittedCertificate& c : e.certificates) *out.add_certificates() = ToProto(c);
+  if (e.staged.has_value()) *out.add_certificates() = ToProto(*e.staged).certificate();
+  out.set_source(e.source);
+  out.set_message(e.message);
+  return out;
+}
+
+// A manager result as the RPC's response.
+template <typename Response, typename Result>
+grpc::Status Reply(const absl::StatusOr<Result>& result, Response* response) {
+  if (!result.ok()) return ToGrpc(result.status());
+  *response = ToProto(*result);
+  return grpc::Status::OK;
+}
+
+}  // namespace
+
 // --- CertificateService -----------------------------------------------------------------------
 grpc::ServerUnaryReactor* CertificateServiceImpl::StageCertificate(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
   return RunRaw<v1::StageCertificateRequest>(
-      context, request, response, [this](v1::StageCertificateRequest& r) {
-        return certs_.Stage(r, ReloadSource::kApi);
+      context, request, response,
+      [this](v1::StageCertificateRequest& r) -> absl::StatusOr<v1::StagedCertificate> {
+        CertificateSource source = TakeStageRequest(r);
+        absl::StatusOr<StagedCertificate> staged = certs_.Stage(source, ReloadSource::kApi);
+        if (!staged.ok()) return staged.status();
+        return ToProto(*staged);
       });
 }
 
@@ -129,19 +215,21 @@ grpc::ServerUnaryReactor* CertificateServiceImpl::ApplyCertificate(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* request,
     grpc::ByteBuffer* response) {
   return RunRaw<v1::StageCertificateRequest>(
-      context, request, response, [this](v1::StageCertificateRequest& r) {
-        return certs_.Apply(r, ReloadSource::kApi);
+      context, request, response,
+      [this](v1::StageCertificateRequest& r) -> absl::StatusOr<v1::CommitResponse> {
+        CertificateSource source = TakeStageRequest(r);
+        absl::StatusOr<CertificateChange> change =
+            certs_.Apply(source, r.expected_generation(), ReloadSource::kApi);
+        if (!change.ok()) return change.status();
+        return ToProto(*change);
       });
 }
 
 grpc::Status CertificateServiceImpl::CommitCertificate(grpc::ServerContext*,
                                                        const v1::CommitCertificateRequest* request,
                                                        v1::CommitResponse* response) {
-  absl::StatusOr<v1::CommitResponse> r =
-      certs_.Commit(request->name(), request->expected_generation(), ReloadSource::kApi);
-  if (!r.ok()) return ToGrpc(r.status());
-  *response = *std::move(r);
-  return grpc::Status::OK;
+  return Reply(certs_.Commit(request->name(), request->expected_generation(), ReloadSource::kApi),
+               response);
 }
 
 grpc::Status CertificateServiceImpl::AbortCertificate(grpc::ServerContext*,
@@ -153,37 +241,37 @@ grpc::Status CertificateServiceImpl::AbortCertificate(grpc::ServerContext*,
 grpc::Status CertificateServiceImpl::ListCertificates(grpc::ServerContext*,
                                                       const v1::ListCertificatesRequest*,
                                                       v1::ListCertificatesResponse* response) {
-  *response = certs_.List();
+  const CertificateListing listing = certs_.List();
+  response->set_generation(listing.generation);
+  response->set_default_certificate(listing.default_name);
+  for (const CommittedCertificate& c : listing.committed) {
+    *response->add_certificates() = ToProto(c);
+  }
+  for (const StagedCertificate& s : listing.staged) *response->add_staged() = ToProto(s);
   return grpc::Status::OK;
 }
 
 grpc::Status CertificateServiceImpl::GetCertificate(grpc::ServerContext*,
                                                     const v1::GetCertificateRequest* request,
                                                     v1::GetCertificateResponse* response) {
-  absl::StatusOr<v1::GetCertificateResponse> r = certs_.Get(request->name());
+  absl::StatusOr<CertificateLookup> r = certs_.Get(request->name());
   if (!r.ok()) return ToGrpc(r.status());
-  *response = *std::move(r);
+  if (r->committed.has_value()) *response->mutable_certificate() = ToProto(*r->committed);
+  if (r->staged.has_value()) *response->mutable_staged() = ToProto(*r->staged);
   return grpc::Status::OK;
 }
 
 grpc::Status CertificateServiceImpl::DeleteCertificate(grpc::ServerContext*,
                                                        const v1::DeleteCertificateRequest* request,
                                                        v1::CommitResponse* response) {
-  absl::StatusOr<v1::CommitResponse> r =
-      certs_.Delete(request->name(), request->force(), request->expected_generation());
-  if (!r.ok()) return ToGrpc(r.status());
-  *response = *std::move(r);
-  return grpc::Status::OK;
+  return Reply(certs_.Delete(request->name(), request->force(), request->expected_generation()),
+               response);
 }
 
 grpc::Status CertificateServiceImpl::SetDefaultCertificate(
     grpc::ServerContext*, const v1::SetDefaultCertificateRequest* request,
     v1::CommitResponse* response) {
-  absl::StatusOr<v1::CommitResponse> r =
-      certs_.SetDefault(request->name(), request->expected_generation());
-  if (!r.ok()) return ToGrpc(r.status());
-  *response = *std::move(r);
-  return grpc::Status::OK;
+  return Reply(certs_.SetDefault(request->name(), request->expected_generation()), response);
 }
 
 grpc::Status CertificateServiceImpl::WatchCertificates(
@@ -195,14 +283,14 @@ grpc::Status CertificateServiceImpl::WatchCertificates(
                         absl::StrCat("at most ", kMaxStreams, " watch streams at a time"));
   }
   absl::Cleanup release = [this] { streams_.fetch_sub(1); };
-  v1::CertificateEvent snapshot;
+  CertificateEvent snapshot;
   std::shared_ptr<CertificateEventQueue> queue = certs_.Watch(&snapshot);
   absl::Cleanup unwatch = [this, &queue] { certs_.Unwatch(queue); };
-  if (!writer->Write(snapshot)) return grpc::Status::OK;
+  if (!writer->Write(ToProto(snapshot))) return grpc::Status::OK;
   while (!context->IsCancelled() && !stopping_.load()) {
-    v1::CertificateEvent event;
+    CertificateEvent event;
     if (queue->Pop(absl::Milliseconds(200), &event)) {
-      if (!writer->Write(event)) return grpc::Status::OK;
+      if (!writer->Write(ToProto(event))) return grpc::Status::OK;
     } else if (queue->overflowed()) {
       return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                           "the watcher fell behind by more than 256 events; watch again");

@@ -1,6 +1,8 @@
 // The gRPC services of proto/ktls/v1/control.proto: thin adapters from requests to the managers
 // (cert_manager.h, trust_manager.h, ticket_key_manager.h) and the data plane's telemetry, with
-// absl::Status mapped one to one onto gRPC status codes (their numbering is the same).
+// absl::Status mapped one to one onto gRPC status codes (their numbering is the same). This is
+// the certificate API's edge: requests become a CertificateSource here and the manager's domain
+// results become v1 messages here; the manager itself never sees a v1 message.
 //
 // The RPCs that carry secrets (StageCertificate, ApplyCertificate, SetSessionTicketKeys,
 // RotateSessionTicketKeys) are served raw: the handler receives the serialized request,

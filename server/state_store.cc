@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <system_error>
 
 #include "absl/cleanup/cleanup.h"
@@ -116,6 +117,48 @@ void WipeRecord(v1::state::SessionTicketKeysRecord& r) {
 bool FileExists(const std::string& path) {
   struct stat st {};
   return ::lstat(path.c_str(), &st) == 0;
+}
+
+using IssueFn = std::function<void(const std::string& path, const absl::Status& s)>;
+
+// The certificate names in `cert_dir` ("NAME.state"); removes temporary files a crash left
+// behind, and reports other files and a directory it cannot list through `issue`.
+std::vector<std::string> ListCertificateFiles(const std::string& cert_dir, const IssueFn& issue) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(cert_dir.c_str());
+  if (d == nullptr) {
+    issue(cert_dir, ErrnoStatus(errno, "cannot list"));
+    return names;
+  }
+  while (dirent* e = ::readdir(d)) {
+    const std::string file = e->d_name;
+    if (file == "." || file == "..") continue;
+    const std::string path = absl::StrCat(cert_dir, "/", file);
+    if (absl::StrContains(file, kTempMarker)) {
+      // A write that never reached its rename (crash): the old file is still in place.
+      ::unlink(path.c_str());
+      KTLS_LOG(kInfo, "state: removed unfinished temporary file ", path);
+      continue;
+    }
+    if (!absl::EndsWith(file, kStateSuffix)) {
+      issue(path, absl::InvalidArgumentError("not a .state file"));
+      continue;
+    }
+    names.push_back(file.substr(0, file.size() - strlen(kStateSuffix)));
+  }
+  ::closedir(d);
+  return names;
+}
+
+// Leftover temporary files at the top level of the state directory.
+void RemoveTemporaryFiles(const std::string& dir) {
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      const std::string file = e->d_name;
+      if (absl::StrContains(file, kTempMarker)) ::unlink(absl::StrCat(dir, "/", file).c_str());
+    }
+    ::closedir(d);
+  }
 }
 
 }  // namespace
@@ -270,29 +313,8 @@ StateStore::Loaded StateStore::Load() const {
   };
 
   // Certificates: one file each.
-  const std::string cert_dir = absl::StrCat(dir_, "/", kCertificateDir);
-  std::vector<std::string> names;
-  if (DIR* d = ::opendir(cert_dir.c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      const std::string file = e->d_name;
-      if (file == "." || file == "..") continue;
-      const std::string path = absl::StrCat(cert_dir, "/", file);
-      if (absl::StrContains(file, kTempMarker)) {
-        // A write that never reached its rename (crash): the old file is still in place.
-        ::unlink(path.c_str());
-        KTLS_LOG(kInfo, "state: removed unfinished temporary file ", path);
-        continue;
-      }
-      if (!absl::EndsWith(file, kStateSuffix)) {
-        issue(path, absl::InvalidArgumentError("not a .state file"));
-        continue;
-      }
-      names.push_back(file.substr(0, file.size() - strlen(kStateSuffix)));
-    }
-    ::closedir(d);
-  } else {
-    issue(cert_dir, ErrnoStatus(errno, "cannot list"));
-  }
+  std::vector<std::string> names =
+      ListCertificateFiles(absl::StrCat(dir_, "/", kCertificateDir), issue);
   std::sort(names.begin(), names.end());
   for (const std::string& name : names) {
     const std::string path = CertificatePath(name);
@@ -341,14 +363,7 @@ StateStore::Loaded StateStore::Load() const {
       issue(meta_path, s);
     }
   }
-  // Leftover temporary files at the top level.
-  if (DIR* d = ::opendir(dir_.c_str())) {
-    while (dirent* e = ::readdir(d)) {
-      const std::string file = e->d_name;
-      if (absl::StrContains(file, kTempMarker)) ::unlink(absl::StrCat(dir_, "/", file).c_str());
-    }
-    ::closedir(d);
-  }
+  RemoveTemporaryFiles(dir_);
   return loaded;
 }
 

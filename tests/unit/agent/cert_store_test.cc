@@ -531,6 +531,39 @@ TEST_F(CertStoreTest, SwapIncrementsGenerationAndOldSnapshotStaysUsable) {
   EXPECT_EQ(store.generation(), 3u);
 }
 
+TEST_F(CertStoreTest, RestoreContinuesFromAPersistedGeneration) {
+  TestCert a = Leaf("a", {"a.example.com"});
+  TestCert b = Leaf("b", {"b.example.com"});
+  CertStore store(MustCreate({Source("a", a)}));
+  store.Restore(MustCreate({Source("b", b)}), 41);
+  EXPECT_EQ(store.generation(), 41u);
+  EXPECT_EQ(CommonName(store.Current()->Select("b.example.com")), "b");
+  EXPECT_EQ(store.Swap(MustCreate({Source("a", a)})), 42u);
+}
+
+TEST_F(CertStoreTest, ASetBuiltFromEntriesSharesThemAndParseCertificateWipesTheKey) {
+  TestCert a = Leaf("a", {"a.example.com"});
+  TestCert b = Leaf("b", {"b.example.com"});
+  std::shared_ptr<const CertificateSet> first = MustCreate({Source("a", a)});
+  CertificateSource source = Source("b", b);
+  const size_t key_size = source.key_pem.size();
+  absl::StatusOr<CertificateEntryPtr> parsed = ParseCertificate(source);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(source.key_pem, std::string(key_size, '\0')) << "the key was not wiped in place";
+
+  auto next = CertificateSet::FromEntries({first->shared_entries()[0], *parsed}, 1);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ((*next)->Select("a.example.com"), first->default_entry()) << "the entry was copied";
+  EXPECT_EQ((*next)->Select("b.example.com"), parsed->get());
+  EXPECT_EQ((*next)->default_entry(), parsed->get());
+  EXPECT_EQ(2u, (*next)->entries().size());
+  EXPECT_EQ("a", (*next)->entries()[0].name);
+
+  // The same entry twice is one name claimed twice.
+  auto twice = CertificateSet::FromEntries({*parsed, *parsed}, 0);
+  EXPECT_FALSE(twice.ok());
+}
+
 TEST_F(CertStoreTest, ConcurrentSwapAndCurrent) {
   TestCert a = Leaf("a", {"a.example.com"});
   auto set = MustCreate({Source("a", a)});

@@ -13,6 +13,9 @@
 
 #include <gtest/gtest.h>
 
+#include "server/cert_manager.h"
+#include "tests/unit/agent/test_certs.h"
+
 namespace ktls {
 namespace {
 
@@ -167,6 +170,47 @@ TEST_F(CertDirWatcherTest, ARejectedUpdateIsReportedAndRetriedOnlyWhenTheFilesCh
   Write("a.key", "K2");
   w.ScanNow();
   EXPECT_EQ(2u, SeenNow().size());
+}
+
+// The production callback: updates go through CertManager::Apply (source cert_dir), a rejected
+// one is published as RELOAD_FAILED and the served certificate stays.
+TEST_F(CertDirWatcherTest, CommitThroughAppliesToTheManagerAndReportsRejections) {
+  const testcerts::TestCert ca = testcerts::MakeCa("watch CA");
+  const testcerts::TestCert good = testcerts::MakeCert({"web", {"web.test"}}, &ca);
+  const testcerts::TestCert other = testcerts::MakeCert({"other", {"web.test"}}, &ca);
+  CertStore store(*CertificateSet::CreateDevelopment());
+  ControlMetrics metrics;
+  CertManager manager(store, nullptr, metrics, CertManager::Options{});
+  StateStore::Loaded loaded;
+  std::vector<StateStore::Issue> issues;
+  manager.Initialize(loaded, &issues);
+  CertificateEvent snapshot;
+  std::shared_ptr<CertificateEventQueue> events = manager.Watch(&snapshot);
+
+  Write("web.crt", good.cert_pem);
+  Write("web.key", good.key_pem);
+  CertDirWatcher::Options o;
+  o.dirs = {dir_};
+  CertDirWatcher w(o, CommitThrough(manager));
+  w.ScanNow();
+  EXPECT_TRUE(w.Status()[0].last_error.empty()) << w.Status()[0].last_error;
+  ASSERT_NE(store.Current()->Select("web.test"), nullptr);
+  EXPECT_EQ("web", store.Current()->Select("web.test")->name);
+  EXPECT_EQ("cert_dir", manager.Sources()["web"]);
+  const uint64_t generation = store.generation();
+
+  Write("web.key", other.key_pem);  // a key from another certificate
+  w.ScanNow();
+  EXPECT_NE(w.Status()[0].last_error.find("does not match"), std::string::npos)
+      << w.Status()[0].last_error;
+  EXPECT_EQ(generation, store.generation()) << "a rejected update changed the served set";
+  CertificateEvent e;
+  bool reported = false;
+  while (events->Pop(absl::Milliseconds(10), &e)) {
+    reported = reported || e.type == CertificateEvent::Type::kReloadFailed;
+  }
+  EXPECT_TRUE(reported);
+  manager.Unwatch(events);
 }
 
 }  // namespace

@@ -28,11 +28,11 @@ TestCert Leaf(const TestCert& ca, const std::string& cn, std::vector<std::string
   return MakeCert(spec, &ca);
 }
 
-v1::StageCertificateRequest Req(const std::string& name, const TestCert& c) {
-  v1::StageCertificateRequest r;
-  r.set_name(name);
-  r.set_cert_chain_pem(c.cert_pem);
-  r.set_private_key_pem(c.key_pem);
+CertificateSource Req(const std::string& name, const TestCert& c) {
+  CertificateSource r;
+  r.name = name;
+  r.chain_pem = c.cert_pem;
+  r.key_pem = c.key_pem;
   return r;
 }
 
@@ -74,23 +74,23 @@ TEST_F(CertManagerTest, StageValidatesAndWipesTheKeyCommitSwapsAndDropsTheDevelo
   Boot();
   EXPECT_EQ("development", Served("localhost"));
   const TestCert api = Leaf(ca_, "api", {"api.test", "*.api.test"});
-  v1::StageCertificateRequest r = Req("api", api);
-  absl::StatusOr<v1::StagedCertificate> staged = manager_->Stage(r, ReloadSource::kApi);
+  CertificateSource r = Req("api", api);
+  absl::StatusOr<StagedCertificate> staged = manager_->Stage(r, ReloadSource::kApi);
   ASSERT_TRUE(staged.ok()) << staged.status();
-  EXPECT_TRUE(r.private_key_pem().empty()) << "the request's key was not wiped";
+  EXPECT_TRUE(r.key_pem.empty()) << "the request's key was not wiped";
   EXPECT_EQ("development", Served("api.test")) << "staged but already served";
-  EXPECT_EQ("ECDSA P-256", staged->certificate().key_type());
-  EXPECT_THAT(staged->certificate().server_names(), ::testing::ElementsAre("api.test", "*.api.test"));
-  EXPECT_EQ(0u, staged->certificate().generation());
+  EXPECT_EQ("ECDSA P-256", DescribeCertificate(*staged->entry).key_type());
+  EXPECT_THAT(staged->entry->server_names, ::testing::ElementsAre("api.test", "*.api.test"));
+  EXPECT_EQ(0u, staged->base_generation);
 
-  absl::StatusOr<v1::CommitResponse> c = manager_->Commit("api", 1, ReloadSource::kApi);
+  absl::StatusOr<CertificateChange> c = manager_->Commit("api", 1, ReloadSource::kApi);
   ASSERT_TRUE(c.ok()) << c.status();
-  EXPECT_EQ(2u, c->generation());
+  EXPECT_EQ(2u, c->generation);
   EXPECT_EQ("api", Served("api.test"));
   EXPECT_EQ("api", Served("x.api.test"));
   EXPECT_EQ("api", Served("localhost")) << "the development certificate should be gone";
   EXPECT_EQ(1u, store_->Current()->entries().size());
-  EXPECT_TRUE(c->certificate().is_default());
+  EXPECT_TRUE(c->certificate.is_default);
   EXPECT_EQ(1u, metrics_.reloads[0][0].load());
 }
 
@@ -98,31 +98,31 @@ TEST_F(CertManagerTest, RejectionsCarryTheirReasonAndLeaveEverythingAsItWas) {
   Boot();
   const TestCert good = Leaf(ca_, "good", {"good.test"});
   auto req = Req("good", good);
-  ASSERT_TRUE(manager_->Apply(req, ReloadSource::kApi).ok());
+  ASSERT_TRUE(manager_->Apply(req, 0, ReloadSource::kApi).ok());
   const uint64_t generation = manager_->generation();
 
   const TestCert expired = Leaf(ca_, "old", {"old.test"}, -60);
   auto r1 = Req("old", expired);
-  absl::StatusOr<v1::StagedCertificate> s = manager_->Stage(r1, ReloadSource::kApi);
+  absl::StatusOr<StagedCertificate> s = manager_->Stage(r1, ReloadSource::kApi);
   EXPECT_EQ(absl::StatusCode::kInvalidArgument, s.status().code());
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("certificate expired at"));
   EXPECT_EQ(1u, metrics_.validation_failures[static_cast<size_t>(ValidationFailure::kExpired)].load());
 
   auto r2 = Req("mismatch", Leaf(ca_, "m", {"m.test"}));
-  r2.set_private_key_pem(good.key_pem);
+  r2.key_pem = good.key_pem;
   s = manager_->Stage(r2, ReloadSource::kApi);
   EXPECT_EQ("certificate 'mismatch': private key does not match certificate", s.status().message());
-  EXPECT_TRUE(r2.private_key_pem().empty()) << "a rejected request's key was not wiped";
+  EXPECT_TRUE(r2.key_pem.empty()) << "a rejected request's key was not wiped";
   EXPECT_EQ(1u, metrics_.validation_failures[static_cast<size_t>(ValidationFailure::kKeyMismatch)].load());
 
   auto r3 = Req("apply-bad", expired);
-  absl::StatusOr<v1::CommitResponse> a = manager_->Apply(r3, ReloadSource::kCertDir);
+  absl::StatusOr<CertificateChange> a = manager_->Apply(r3, 0, ReloadSource::kCertDir);
   EXPECT_FALSE(a.ok());
   EXPECT_EQ(1u, metrics_.reloads[static_cast<size_t>(ReloadSource::kCertDir)][1].load());
 
   EXPECT_EQ(generation, manager_->generation());
   EXPECT_EQ("good", Served("good.test"));
-  EXPECT_EQ(0, manager_->List().staged_size());
+  EXPECT_EQ(0, manager_->List().staged.size());
 }
 
 TEST_F(CertManagerTest, OptimisticConcurrencyAndStaleStagedVersions) {
@@ -131,9 +131,9 @@ TEST_F(CertManagerTest, OptimisticConcurrencyAndStaleStagedVersions) {
   const TestCert v2 = Leaf(ca_, "v2", {"svc.test"});
   const TestCert v3 = Leaf(ca_, "v3", {"svc.test"});
   auto r = Req("svc", v1);
-  ASSERT_TRUE(manager_->Apply(r, ReloadSource::kApi).ok());
+  ASSERT_TRUE(manager_->Apply(r, 0, ReloadSource::kApi).ok());
   auto keep = Req("keep", Leaf(ca_, "keep", {"keep.test"}));
-  ASSERT_TRUE(manager_->Apply(keep, ReloadSource::kApi).ok());
+  ASSERT_TRUE(manager_->Apply(keep, 0, ReloadSource::kApi).ok());
   auto r2 = Req("svc", v2);
   ASSERT_TRUE(manager_->Stage(r2, ReloadSource::kApi).ok());
   // Someone else deletes svc in between: the staged v2 was based on the committed v1.
@@ -144,11 +144,11 @@ TEST_F(CertManagerTest, OptimisticConcurrencyAndStaleStagedVersions) {
   EXPECT_THAT(std::string(c.status().message()), HasSubstr("stage it again"));
   // Apply supersedes whatever was staged under its name.
   auto r3 = Req("svc", v3);
-  ASSERT_TRUE(manager_->Apply(r3, ReloadSource::kApi).ok());
-  EXPECT_EQ(0, manager_->List().staged_size());
+  ASSERT_TRUE(manager_->Apply(r3, 0, ReloadSource::kApi).ok());
+  EXPECT_EQ(0, manager_->List().staged.size());
   auto r4 = Req("svc", v2);
-  r4.set_expected_generation(manager_->generation() - 1);
-  EXPECT_EQ(absl::StatusCode::kAborted, manager_->Apply(r4, ReloadSource::kApi).status().code());
+  EXPECT_EQ(absl::StatusCode::kAborted,
+            manager_->Apply(r4, manager_->generation() - 1, ReloadSource::kApi).status().code());
   EXPECT_EQ(absl::StatusCode::kFailedPrecondition,
             manager_->Commit("nothing", 0, ReloadSource::kApi).status().code());
   EXPECT_EQ(absl::StatusCode::kNotFound, manager_->Abort("nothing").code());
@@ -157,26 +157,74 @@ TEST_F(CertManagerTest, OptimisticConcurrencyAndStaleStagedVersions) {
 TEST_F(CertManagerTest, UnchangedCertificatesKeepTheirObjectsAndCounters) {
   Boot(false);
   auto a = Req("a", Leaf(ca_, "a", {"a.test"}));
-  ASSERT_TRUE(manager_->Apply(a, ReloadSource::kApi).ok());
+  ASSERT_TRUE(manager_->Apply(a, 0, ReloadSource::kApi).ok());
   const CertificateEntry* before = store_->Current()->Select("a.test");
   before->handshakes->fetch_add(5);
   X509* leaf = before->leaf.get();
   auto b = Req("b", Leaf(ca_, "b", {"b.test"}));
-  ASSERT_TRUE(manager_->Apply(b, ReloadSource::kApi).ok());
+  ASSERT_TRUE(manager_->Apply(b, 0, ReloadSource::kApi).ok());
   const CertificateEntry* after = store_->Current()->Select("a.test");
   EXPECT_EQ(leaf, after->leaf.get()) << "an unchanged certificate was re-parsed";
   EXPECT_EQ(5u, after->handshakes->load());
   auto got = manager_->Get("a");
   ASSERT_TRUE(got.ok());
-  EXPECT_EQ(5u, got->certificate().handshakes());
+  ASSERT_TRUE(got->committed.has_value());
+  EXPECT_EQ(5u, got->committed->entry->handshakes->load());
+}
+
+TEST_F(CertManagerTest, ACommitSharesEntriesAndCopiesNone) {
+  Boot(false);
+  auto a = Req("a", Leaf(ca_, "a", {"a.test"}));
+  ASSERT_TRUE(manager_->Apply(a, 0, ReloadSource::kApi).ok());
+  auto b = Req("b", Leaf(ca_, "b", {"b.test"}));
+  absl::StatusOr<StagedCertificate> staged = manager_->Stage(b, ReloadSource::kApi);
+  ASSERT_TRUE(staged.ok()) << staged.status();
+  const CertificateEntryPtr a_before = store_->Current()->shared_entries().front();
+  ASSERT_TRUE(manager_->Commit("b", 0, ReloadSource::kApi).ok());
+  // The served set holds the very entry that was staged, and the unchanged one as it was.
+  EXPECT_EQ(staged->entry.get(), store_->Current()->Select("b.test"));
+  EXPECT_EQ(a_before.get(), store_->Current()->Select("a.test"));
+  // And the manager's view is the served set's entries, not copies of them.
+  const CertificateListing listing = manager_->List();
+  ASSERT_EQ(2u, listing.committed.size());
+  EXPECT_EQ(a_before.get(), listing.committed[0].entry.get());
+  EXPECT_EQ(staged->entry.get(), listing.committed[1].entry.get());
+}
+
+TEST_F(CertManagerTest, OneGenerationTheStoresAcrossChangesAndRestarts) {
+  Boot();
+  EXPECT_EQ(store_->generation(), manager_->generation());
+  auto a = Req("a", Leaf(ca_, "a", {"a.test"}));
+  absl::StatusOr<CertificateChange> applied = manager_->Apply(a, 0, ReloadSource::kApi);
+  ASSERT_TRUE(applied.ok()) << applied.status();
+  EXPECT_EQ(store_->generation(), applied->generation);
+  EXPECT_EQ(store_->generation(), applied->certificate.generation);
+  auto b = Req("b", Leaf(ca_, "b", {"b.test"}));
+  ASSERT_TRUE(manager_->Apply(b, 0, ReloadSource::kApi).ok());
+  absl::StatusOr<CertificateChange> made_default = manager_->SetDefault("b", 0);
+  ASSERT_TRUE(made_default.ok());
+  EXPECT_EQ(store_->generation(), made_default->generation);
+  EXPECT_EQ(store_->generation(), manager_->List().generation);
+  const uint64_t generation = store_->generation();
+  EXPECT_EQ(4u, generation);
+
+  // A new process continues from the persisted generation, in the store itself.
+  Boot();
+  EXPECT_EQ(generation, store_->generation());
+  EXPECT_EQ(generation, manager_->generation());
+  // An expected_generation names the store's generation.
+  auto c = Req("c", Leaf(ca_, "c", {"c.test"}));
+  absl::StatusOr<CertificateChange> next = manager_->Apply(c, generation, ReloadSource::kApi);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(generation + 1, store_->generation());
 }
 
 TEST_F(CertManagerTest, PersistedStateComesBackAfterARestart) {
   Boot();
   auto a = Req("a", Leaf(ca_, "a", {"a.test"}));
   auto b = Req("b", Leaf(ca_, "b", {"b.test"}));
-  ASSERT_TRUE(manager_->Apply(a, ReloadSource::kApi).ok());
-  ASSERT_TRUE(manager_->Apply(b, ReloadSource::kApi).ok());
+  ASSERT_TRUE(manager_->Apply(a, 0, ReloadSource::kApi).ok());
+  ASSERT_TRUE(manager_->Apply(b, 0, ReloadSource::kApi).ok());
   ASSERT_TRUE(manager_->SetDefault("b", 0).ok());
   const uint64_t generation = manager_->generation();
 
@@ -186,12 +234,12 @@ TEST_F(CertManagerTest, PersistedStateComesBackAfterARestart) {
   EXPECT_EQ("a", Served("a.test"));
   EXPECT_EQ("b", Served("b.test"));
   EXPECT_EQ("b", Served("other.test")) << "default lost";
-  EXPECT_EQ("state", manager_->Get("a")->certificate().source());
+  EXPECT_EQ("state", manager_->Get("a")->committed->source);
   // A further commit continues the generation.
   auto c = Req("c", Leaf(ca_, "c", {"c.test"}));
-  auto done = manager_->Apply(c, ReloadSource::kApi);
+  auto done = manager_->Apply(c, 0, ReloadSource::kApi);
   ASSERT_TRUE(done.ok());
-  EXPECT_EQ(generation + 1, done->generation());
+  EXPECT_EQ(generation + 1, done->generation);
 
   // Delete persists too.
   auto refused = manager_->Delete("c", false, 0);
@@ -204,7 +252,7 @@ TEST_F(CertManagerTest, PersistedStateComesBackAfterARestart) {
 TEST_F(CertManagerTest, ARecordThatNoLongerParsesIsReportedAndSkipped) {
   Boot();
   auto a = Req("a", Leaf(ca_, "a", {"a.test"}));
-  ASSERT_TRUE(manager_->Apply(a, ReloadSource::kApi).ok());
+  ASSERT_TRUE(manager_->Apply(a, 0, ReloadSource::kApi).ok());
   // A record with a valid envelope but a key from another certificate (written by hand).
   v1::state::CertificateRecord bad;
   bad.set_name("bad");
@@ -222,21 +270,22 @@ TEST_F(CertManagerTest, ARecordThatNoLongerParsesIsReportedAndSkipped) {
 
 TEST_F(CertManagerTest, WatchersGetEveryChangeAndOverflowIsDetected) {
   Boot(false);
-  v1::CertificateEvent snapshot;
+  CertificateEvent snapshot;
   auto q = manager_->Watch(&snapshot);
-  EXPECT_EQ(v1::CertificateEvent::SNAPSHOT, snapshot.type());
-  ASSERT_EQ(1, snapshot.certificates_size());
+  EXPECT_EQ(CertificateEvent::Type::kSnapshot, snapshot.type);
+  ASSERT_EQ(1u, snapshot.certificates.size());
   auto a = Req("a", Leaf(ca_, "a", {"a.test"}));
-  ASSERT_TRUE(manager_->Apply(a, ReloadSource::kApi).ok());
+  ASSERT_TRUE(manager_->Apply(a, 0, ReloadSource::kApi).ok());
   manager_->ReportRejectedReload("a", ReloadSource::kCertDir, "bad update");
-  v1::CertificateEvent e;
+  CertificateEvent e;
   ASSERT_TRUE(q->Pop(absl::Milliseconds(100), &e));
-  EXPECT_EQ(v1::CertificateEvent::STAGED, e.type());
+  EXPECT_EQ(CertificateEvent::Type::kStaged, e.type);
   ASSERT_TRUE(q->Pop(absl::Milliseconds(100), &e));
-  EXPECT_EQ(v1::CertificateEvent::COMMITTED, e.type());
+  EXPECT_EQ(CertificateEvent::Type::kCommitted, e.type);
+  EXPECT_EQ(manager_->generation(), e.generation);
   ASSERT_TRUE(q->Pop(absl::Milliseconds(100), &e));
-  EXPECT_EQ(v1::CertificateEvent::RELOAD_FAILED, e.type());
-  EXPECT_EQ("bad update", e.message());
+  EXPECT_EQ(CertificateEvent::Type::kReloadFailed, e.type);
+  EXPECT_EQ("bad update", e.message);
   EXPECT_FALSE(q->Pop(absl::Milliseconds(10), &e));
   for (size_t i = 0; i < CertificateEventQueue::kMaxQueued + 1; ++i) {
     manager_->ReportRejectedReload("a", ReloadSource::kCertDir, "again");

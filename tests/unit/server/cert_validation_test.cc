@@ -19,15 +19,15 @@ using testcerts::MakeCert;
 using testcerts::TestCert;
 using ::testing::HasSubstr;
 
-CertificateEntry Parse(const TestCert& c, std::vector<std::string> names = {}) {
-  std::vector<CertificateSource> sources(1);
-  sources[0].name = "t";
-  sources[0].chain_pem = c.cert_pem;
-  sources[0].key_pem = c.key_pem;
-  sources[0].server_names = std::move(names);
-  auto set = CertificateSet::CreateWipingKeys(sources);
-  EXPECT_TRUE(set.ok()) << set.status();
-  return (*set)->entries()[0].Clone();
+CertificateEntryPtr Parse(const TestCert& c, std::vector<std::string> names = {}) {
+  CertificateSource source;
+  source.name = "t";
+  source.chain_pem = c.cert_pem;
+  source.key_pem = c.key_pem;
+  source.server_names = std::move(names);
+  absl::StatusOr<CertificateEntryPtr> entry = ParseCertificate(source);
+  EXPECT_TRUE(entry.ok()) << entry.status();
+  return entry.ok() ? *entry : std::make_shared<const CertificateEntry>();
 }
 
 // A CRL issued by `ca`, valid from an hour ago for `days` (negative: already expired).
@@ -64,17 +64,17 @@ TEST(CertValidationTest, CertificateNames) {
 TEST(CertValidationTest, StageRequestLimitsAndArmor) {
   const TestCert ca = MakeCa("v CA");
   const TestCert c = MakeCert({"leaf", {"leaf.test"}}, &ca);
-  v1::StageCertificateRequest r;
-  r.set_name("ok");
-  r.set_cert_chain_pem(c.cert_pem);
-  r.set_private_key_pem(c.key_pem);
+  CertificateSource r;
+  r.name = "ok";
+  r.chain_pem = c.cert_pem;
+  r.key_pem = c.key_pem;
   EXPECT_FALSE(CheckStageRequest(r).has_value());
-  r.set_private_key_pem(testcerts::KeyToEncryptedPem(c.key.get(), "pw"));
+  r.key_pem = testcerts::KeyToEncryptedPem(c.key.get(), "pw");
   auto rej = CheckStageRequest(r);
   ASSERT_TRUE(rej.has_value());
   EXPECT_EQ(ValidationFailure::kEncryptedPrivateKey, rej->reason);
-  r.set_private_key_pem(c.key_pem);
-  r.set_cert_chain_pem(std::string(kMaxChainPemBytes + 1, 'x'));
+  r.key_pem = c.key_pem;
+  r.chain_pem = std::string(kMaxChainPemBytes + 1, 'x');
   rej = CheckStageRequest(r);
   ASSERT_TRUE(rej.has_value());
   EXPECT_EQ(ValidationFailure::kTooLarge, rej->reason);
@@ -85,12 +85,12 @@ TEST(CertValidationTest, SanCoverageFollowsTheOneLabelWildcardRule) {
   const TestCert ca = MakeCa("v CA");
   const TestCert c = MakeCert({"leaf", {"exact.test", "*.wild.test"}}, &ca);
   std::vector<std::string> warnings;
-  const CertificateEntry e = Parse(c);
-  EXPECT_FALSE(ValidateForServing(e, {"exact.test", "a.wild.test", "*.wild.test", "EXACT.test"},
+  const CertificateEntryPtr e = Parse(c);
+  EXPECT_FALSE(ValidateForServing(*e, {"exact.test", "a.wild.test", "*.wild.test", "EXACT.test"},
                                   absl::Now(), &warnings)
                    .has_value());
   for (const char* uncovered : {"wild.test", "a.b.wild.test", "*.exact.test", "other.test"}) {
-    auto rej = ValidateForServing(e, {uncovered}, absl::Now(), &warnings);
+    auto rej = ValidateForServing(*e, {uncovered}, absl::Now(), &warnings);
     ASSERT_TRUE(rej.has_value()) << uncovered;
     EXPECT_EQ(ValidationFailure::kNameNotCovered, rej->reason);
   }
@@ -101,26 +101,26 @@ TEST(CertValidationTest, DatesUsageAndWarnings) {
   CertSpec soon{"soon", {"soon.test"}};
   soon.not_after_offset_s = 3 * 86400;
   std::vector<std::string> warnings;
-  EXPECT_FALSE(ValidateForServing(Parse(MakeCert(soon, &ca)), {}, absl::Now(), &warnings).has_value());
+  EXPECT_FALSE(ValidateForServing(*Parse(MakeCert(soon, &ca)), {}, absl::Now(), &warnings).has_value());
   ASSERT_EQ(1u, warnings.size());
   EXPECT_THAT(warnings[0], HasSubstr("expires in 2 days"));
 
   warnings.clear();
   const TestCert self = MakeCert({"self", {"self.test"}}, nullptr);
-  EXPECT_FALSE(ValidateForServing(Parse(self), {}, absl::Now(), &warnings).has_value());
+  EXPECT_FALSE(ValidateForServing(*Parse(self), {}, absl::Now(), &warnings).has_value());
   EXPECT_THAT(warnings, ::testing::Contains(HasSubstr("self-signed")));
 
-  const CertificateEntry e = Parse(MakeCert({"e", {"e.test"}}, &ca));
-  auto rej = ValidateForServing(e, {}, absl::Now() + absl::Hours(24 * 40), &warnings);
+  const CertificateEntryPtr e = Parse(MakeCert({"e", {"e.test"}}, &ca));
+  auto rej = ValidateForServing(*e, {}, absl::Now() + absl::Hours(24 * 40), &warnings);
   ASSERT_TRUE(rej.has_value());
   EXPECT_EQ(ValidationFailure::kExpired, rej->reason);
-  rej = ValidateForServing(e, {}, absl::Now() - absl::Hours(2), &warnings);
+  rej = ValidateForServing(*e, {}, absl::Now() - absl::Hours(2), &warnings);
   ASSERT_TRUE(rej.has_value());
   EXPECT_EQ(ValidationFailure::kNotYetValid, rej->reason);
 
   CertSpec client{"client", {"client.test"}};
   client.client_auth = true;
-  rej = ValidateForServing(Parse(MakeCert(client, &ca)), {}, absl::Now(), &warnings);
+  rej = ValidateForServing(*Parse(MakeCert(client, &ca)), {}, absl::Now(), &warnings);
   ASSERT_TRUE(rej.has_value());
   EXPECT_EQ(ValidationFailure::kNotServerAuth, rej->reason);
 }
@@ -130,7 +130,7 @@ TEST(CertValidationTest, DescribeShowsEverythingButTheKey) {
   CertSpec spec{"describe me", {"d.test"}};
   spec.key_kind = testcerts::KeyKind::kRsa2048;
   const TestCert c = MakeCert(spec, &ca);
-  v1::Certificate d = DescribeCertificate(Parse(c));
+  v1::Certificate d = DescribeCertificate(*Parse(c));
   EXPECT_EQ("CN=describe me", d.subject());
   EXPECT_EQ("CN=describe CA", d.issuer());
   EXPECT_EQ("RSA 2048", d.key_type());
