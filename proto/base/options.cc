@@ -325,8 +325,8 @@ std::vector<std::string> OptionParser::GivenOptions() const {
 }
 
 std::string OptionParser::Help() const {
-  std::string out = summary_;
-  if (!out.empty() && out.back() != '\n') out.push_back('\n');
+  std::string out = summary_.empty() ? absl::StrCat("Usage: ", program_, " [options]") : summary_;
+  if (out.back() != '\n') out.push_back('\n');
   std::string group = "\x01";  // no group has this title: the first option opens its group
   for (const auto& o : options_) {
     if (o->group_ != group) {

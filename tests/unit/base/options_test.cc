@@ -190,6 +190,7 @@ TEST_F(OptionsTest, LongHelpTextIsWrapped) {
   p.Add("long", &s, std::string(30, 'a') + " " + std::string(40, 'b') + " " + std::string(40, 'c'));
   const std::string help = p.Help();
   for (absl::string_view line : absl::StrSplit(help, '\n')) EXPECT_LE(line.size(), 100u) << line;
+  EXPECT_EQ(help.rfind("Usage: prog [options]\n", 0), 0u) << help;  // no summary given
   EXPECT_THAT(help, HasSubstr("\n      " + std::string(40, 'c') + "\n"));
 }
 
