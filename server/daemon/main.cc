@@ -37,7 +37,7 @@ constexpr int kExitStartFailure = 1;
 constexpr int kExitConfigError = 2;
 
 constexpr char kSummary[] =
-    "ktls-agent: terminates TLS, installs the keys into the kernel (kTLS) and hands the socket to "
+    "ktls-agent: terminates TLS, installs the keys into the kernel (kTLS) and hands the socket to\n"
     "the application over a Unix socket.\n\n"
     "Usage: ktls-agent [--config=FILE] [options]  (options override the configuration file)\n";
 
