@@ -68,14 +68,9 @@ absl::StatusOr<std::unique_ptr<HandoffBroker>> HandoffBroker::Create(
     SysCalls& sys, HandoffBrokerOptions options, AgentStats& stats) {
   std::unique_ptr<HandoffBroker> b(new HandoffBroker(sys, std::move(options), stats));
   const std::string& path = b->options_.socket_path;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("handoff socket path '", path,
-                                                   "' is empty or longer than ",
-                                                   sizeof(addr.sun_path) - 1, " bytes"));
-  }
-  memcpy(addr.sun_path, path.data(), path.size());
+  absl::StatusOr<sockaddr_un> address = wire::UnixSocketAddress(path, "handoff socket path");
+  if (!address.ok()) return address.status();
+  sockaddr_un addr = *address;
   std::error_code ec;
   std::filesystem::path parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);

@@ -15,6 +15,8 @@
 #include <cerrno>
 #include <cstddef>
 
+#include "base/unique_fd.h"
+
 namespace ktls {
 
 struct SysResult {
@@ -24,9 +26,12 @@ struct SysResult {
   bool would_block() const { return rc < 0 && (err == EAGAIN || err == EWOULDBLOCK); }
 };
 
-class SysCalls {
+// A base::FdCloser, so that base::UniqueFd(sys, fd) closes through this seam too.
+class SysCalls : public base::FdCloser {
  public:
-  virtual ~SysCalls() = default;
+  ~SysCalls() override = default;
+
+  void CloseFd(int fd) final { Close(fd); }
 
   virtual SysResult Socket(int domain, int type, int protocol) = 0;
   virtual SysResult SocketPair(int domain, int type, int protocol, int fds[2]) = 0;

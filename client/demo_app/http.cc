@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <optional>
 
 #include <vector>
 
@@ -75,6 +76,81 @@ bool ParseUint(std::string_view s, uint64_t* out) {
 
 }  // namespace
 
+namespace {
+
+// Request line: METHOD SP target SP HTTP/1.x. An error result, or nullopt when it was fine.
+std::optional<ParseResult> ParseRequestLine(std::string_view line, Request* req) {
+  std::vector<std::string_view> parts = Split(line, " ");
+  if (parts.size() != 3 || !IsToken(parts[0]) || parts[1].empty() ||
+      parts[1].find_first_of("\t\r\n") != std::string_view::npos) {
+    return Error(400, "malformed request line\n");
+  }
+  if (parts[2] == "HTTP/1.1") {
+    req->version_minor = 1;
+  } else if (parts[2] == "HTTP/1.0") {
+    req->version_minor = 0;
+  } else if (parts[2].substr(0, 5) == "HTTP/") {
+    return Error(505, "only HTTP/1.0 and HTTP/1.1 are supported\n");
+  } else {
+    return Error(400, "malformed request line\n");
+  }
+  req->method = std::string(parts[0]);
+  req->target = std::string(parts[1]);
+  req->path = req->target.substr(0, req->target.find('?'));
+  req->keep_alive = req->version_minor == 1;
+  return std::nullopt;
+}
+
+// What the header fields said about the connection and the body, across fields.
+struct FieldState {
+  bool have_length = false;
+  bool connection_close = false;
+  bool connection_keep_alive = false;
+};
+
+// One "name: value" field. An error result, or nullopt when it was fine.
+std::optional<ParseResult> ParseField(std::string_view field, Request* req, FieldState* st) {
+  if (field.front() == ' ' || field.front() == '\t') {
+    return Error(400, "obsolete header line folding is not accepted\n");
+  }
+  const size_t colon = field.find(':');
+  if (colon == std::string_view::npos || !IsToken(field.substr(0, colon))) {
+    return Error(400, "malformed header field\n");
+  }
+  std::string_view name = field.substr(0, colon);
+  std::string_view value = StripWhitespace(field.substr(colon + 1));
+  if (EqualsIgnoreCase(name, "Content-Length")) {
+    uint64_t n;
+    if (!ParseUint(value, &n)) return Error(400, "invalid Content-Length\n");
+    if (st->have_length && n != req->content_length) {
+      return Error(400, "conflicting Content-Length headers\n");
+    }
+    st->have_length = true;
+    req->content_length = n;
+  } else if (EqualsIgnoreCase(name, "Transfer-Encoding")) {
+    if (ContainsIgnoreCase(value, "chunked")) {
+      return Error(411,
+                   "chunked request bodies are not supported: send the body with a "
+                   "Content-Length\n");
+    }
+    return Error(501, absl::StrCat("Transfer-Encoding \"", std::string(value), "\" is not supported\n"));
+  } else if (EqualsIgnoreCase(name, "Connection")) {
+    for (std::string_view token : Split(value, ",")) {
+      token = StripWhitespace(token);
+      if (EqualsIgnoreCase(token, "close")) st->connection_close = true;
+      if (EqualsIgnoreCase(token, "keep-alive")) st->connection_keep_alive = true;
+    }
+  } else if (EqualsIgnoreCase(name, "Expect")) {
+    if (!EqualsIgnoreCase(value, "100-continue")) {
+      return Error(417, "only Expect: 100-continue is supported\n");
+    }
+    req->expect_continue = req->version_minor == 1;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 ParseResult ParseRequestHead(std::string_view in) {
   const size_t end = in.substr(0, kMaxHeaderBytes).find("\r\n\r\n");
   if (end == std::string_view::npos) {
@@ -92,76 +168,20 @@ ParseResult ParseRequestHead(std::string_view in) {
   std::string_view line = head.substr(0, line_end);
   std::string_view fields =
       line_end == std::string_view::npos ? std::string_view() : head.substr(line_end + 2);
+  if (std::optional<ParseResult> error = ParseRequestLine(line, &req)) return *std::move(error);
 
-  // Request line: METHOD SP target SP HTTP/1.x
-  std::vector<std::string_view> parts = Split(line, " ");
-  if (parts.size() != 3 || !IsToken(parts[0]) || parts[1].empty() ||
-      parts[1].find_first_of("\t\r\n") != std::string_view::npos) {
-    return Error(400, "malformed request line\n");
-  }
-  if (parts[2] == "HTTP/1.1") {
-    req.version_minor = 1;
-  } else if (parts[2] == "HTTP/1.0") {
-    req.version_minor = 0;
-  } else if (parts[2].substr(0, 5) == "HTTP/") {
-    return Error(505, "only HTTP/1.0 and HTTP/1.1 are supported\n");
-  } else {
-    return Error(400, "malformed request line\n");
-  }
-  req.method = std::string(parts[0]);
-  req.target = std::string(parts[1]);
-  req.path = req.target.substr(0, req.target.find('?'));
-  req.keep_alive = req.version_minor == 1;
-
-  bool have_length = false;
-  bool connection_close = false;
-  bool connection_keep_alive = false;
+  FieldState st;
   for (std::string_view field : Split(fields, "\r\n")) {
     if (field.empty()) continue;
-    if (field.front() == ' ' || field.front() == '\t') {
-      return Error(400, "obsolete header line folding is not accepted\n");
-    }
-    const size_t colon = field.find(':');
-    if (colon == std::string_view::npos || !IsToken(field.substr(0, colon))) {
-      return Error(400, "malformed header field\n");
-    }
-    std::string_view name = field.substr(0, colon);
-    std::string_view value = StripWhitespace(field.substr(colon + 1));
-    if (EqualsIgnoreCase(name, "Content-Length")) {
-      uint64_t n;
-      if (!ParseUint(value, &n)) return Error(400, "invalid Content-Length\n");
-      if (have_length && n != req.content_length) {
-        return Error(400, "conflicting Content-Length headers\n");
-      }
-      have_length = true;
-      req.content_length = n;
-    } else if (EqualsIgnoreCase(name, "Transfer-Encoding")) {
-      if (ContainsIgnoreCase(value, "chunked")) {
-        return Error(411,
-                     "chunked request bodies are not supported: send the body with a "
-                     "Content-Length\n");
-      }
-      return Error(501, absl::StrCat("Transfer-Encoding \"", std::string(value), "\" is not supported\n"));
-    } else if (EqualsIgnoreCase(name, "Connection")) {
-      for (std::string_view token : Split(value, ",")) {
-        token = StripWhitespace(token);
-        if (EqualsIgnoreCase(token, "close")) connection_close = true;
-        if (EqualsIgnoreCase(token, "keep-alive")) connection_keep_alive = true;
-      }
-    } else if (EqualsIgnoreCase(name, "Expect")) {
-      if (!EqualsIgnoreCase(value, "100-continue")) {
-        return Error(417, "only Expect: 100-continue is supported\n");
-      }
-      req.expect_continue = req.version_minor == 1;
-    }
+    if (std::optional<ParseResult> error = ParseField(field, &req, &st)) return *std::move(error);
   }
   if (req.content_length > kMaxBodyBytes) {
     return Error(413, absl::StrCat("request body of ", req.content_length,
                                    " bytes exceeds the limit of ", kMaxBodyBytes, "\n"));
   }
-  if (connection_close) {
+  if (st.connection_close) {
     req.keep_alive = false;
-  } else if (connection_keep_alive) {
+  } else if (st.connection_keep_alive) {
     req.keep_alive = true;
   }
   r.status = ParseStatus::kComplete;
@@ -202,68 +222,6 @@ std::string ResponseHead(int status, std::string_view content_type, uint64_t con
   out += extra;
   out += "\r\n";
   return out;
-}
-
-namespace {
-
-// Length of the well-formed UTF-8 sequence starting at s[i], or 0.
-size_t Utf8SequenceLength(std::string_view s, size_t i) {
-  const unsigned char c = s[i];
-  size_t n;
-  if (c >= 0xc2 && c <= 0xdf) {
-    n = 2;
-  } else if (c >= 0xe0 && c <= 0xef) {
-    n = 3;
-  } else if (c >= 0xf0 && c <= 0xf4) {
-    n = 4;
-  } else {
-    return 0;
-  }
-  if (i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k) {
-    if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return 0;
-  }
-  return n;
-}
-
-}  // namespace
-
-// Bytes that are not UTF-8 are written as \u00XX (their Latin-1 reading): the output is always
-// valid JSON, and ASCII (every RFC 2253 subject OpenSSL prints by default) passes unchanged.
-void AppendJsonString(std::string* out, std::string_view s) {
-  static const char kHex[] = "0123456789abcdef";
-  out->push_back('"');
-  for (size_t i = 0; i < s.size(); ++i) {
-    const unsigned char c = s[i];
-    if (c >= 0x80) {
-      const size_t n = Utf8SequenceLength(s, i);
-      if (n == 0) {
-        *out += "\\u00";
-        out->push_back(kHex[c >> 4]);
-        out->push_back(kHex[c & 15]);
-      } else {
-        out->append(s.substr(i, n));
-        i += n - 1;
-      }
-      continue;
-    }
-    switch (c) {
-      case '"': *out += "\\\""; break;
-      case '\\': *out += "\\\\"; break;
-      case '\n': *out += "\\n"; break;
-      case '\r': *out += "\\r"; break;
-      case '\t': *out += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          *out += "\\u00";
-          out->push_back(kHex[c >> 4]);
-          out->push_back(kHex[c & 15]);
-        } else {
-          out->push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out->push_back('"');
 }
 
 }  // namespace ktls::demo

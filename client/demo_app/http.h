@@ -46,9 +46,6 @@ const char* StatusText(int status);
 std::string ResponseHead(int status, std::string_view content_type, uint64_t content_length,
                          bool keep_alive, std::string_view extra = {});
 
-// Appends `s` as a JSON string literal (quoted, escaped).
-void AppendJsonString(std::string* out, std::string_view s);
-
 }  // namespace ktls::demo
 
 #endif  // KTLS_CLIENT_DEMO_APP_HTTP_H_

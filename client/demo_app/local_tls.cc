@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "client/lib/openssl_errors.h"
 
 namespace ktls::demo {
 namespace {
@@ -24,23 +25,14 @@ constexpr unsigned char kSessionIdContext[] = "ktls-demo-app";
 // Process-wide, created before fork, never freed (lives as long as the workers).
 SSL_CTX* g_ctx = nullptr;
 
-std::string OpenSslErrors() {
-  std::string s;
-  unsigned long e;
-  while ((e = ERR_get_error()) != 0) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof(buf));
-    if (!s.empty()) s += "; ";
-    s += buf;
-  }
-  return s;
-}
 
 absl::StatusOr<SSL_CTX*> NewServerContext(const Options& o) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
-  if (ctx == nullptr) return absl::InternalError(absl::StrCat("SSL_CTX_new: ", OpenSslErrors()));
+  if (ctx == nullptr) {
+    return absl::InternalError(absl::StrCat("SSL_CTX_new: ", client::DrainOpenSslErrors()));
+  }
   auto fail = [&](const std::string& what) {
-    std::string why = OpenSslErrors();
+    std::string why = client::DrainOpenSslErrors();
     SSL_CTX_free(ctx);
     return absl::InvalidArgumentError(absl::StrCat(what, ": ", why));
   };

@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "local_tls.h"
@@ -35,36 +36,134 @@ void PrintReady(const Options& o) {
   std::fflush(stdout);
 }
 
+// Forks o.workers worker processes; each writes one byte to `ready_fd` once subscribed. False
+// (the ones already started are told to stop) when a fork fails.
+bool ForkWorkers(const Options& o, int static_dir_fd, int ready_fd, int unused_fd,
+                 std::vector<pid_t>* workers) {
+  const pid_t parent = ::getpid();
+  for (int i = 0; i < o.workers; ++i) {
+    const pid_t pid = ::fork();
+    if (pid < 0) {
+      std::fprintf(stderr, "demo-app: fork: %s\n", std::strerror(errno));
+      for (pid_t w : *workers) ::kill(w, SIGTERM);
+      return false;
+    }
+    if (pid == 0) {
+      ::close(unused_fd);
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // do not outlive the supervisor
+      if (::getppid() != parent) ::_exit(1);
+      const int rc = ktls::demo::RunWorker(o, i, static_dir_fd, [ready_fd] {
+        const char b = 'r';
+        (void)!::write(ready_fd, &b, 1);
+      });
+      std::fflush(stdout);
+      std::fflush(stderr);
+      ::_exit(rc);
+    }
+    workers->push_back(pid);
+  }
+  return true;
+}
+
+// The supervisor's state once the workers run: who is alive, whether we are stopping, the exit
+// code so far.
+class Supervisor {
+ public:
+  Supervisor(const Options& o, std::vector<pid_t> workers, int ready_fd)
+      : o_(o), workers_(std::move(workers)), ready_fd_(ready_fd), alive_(o.workers) {}
+
+  int Run(int sfd) {
+    while (alive_ > 0) {
+      pollfd p[2] = {{sfd, POLLIN, 0}, {ready_fd_, POLLIN, 0}};
+      if (::poll(p, ready_fd_ >= 0 ? 2 : 1, -1) < 0) {
+        if (errno == EINTR) continue;
+        std::fprintf(stderr, "demo-app: poll: %s\n", std::strerror(errno));
+        break;
+      }
+      if (ready_fd_ >= 0 && (p[1].revents & (POLLIN | POLLHUP))) OnReady();
+      if (p[0].revents & POLLIN) OnSignal(sfd);
+    }
+    return exit_code_;
+  }
+
+ private:
+  void StopAll() {
+    for (pid_t w : workers_) {
+      if (w > 0) ::kill(w, SIGTERM);
+    }
+  }
+
+  void OnReady() {
+    char buf[64];
+    const ssize_t n = ::read(ready_fd_, buf, sizeof(buf));
+    if (n > 0) {
+      ready_count_ += static_cast<int>(n);
+      if (ready_count_ == o_.workers) PrintReady(o_);
+    } else {
+      ::close(ready_fd_);
+      ready_fd_ = -1;
+    }
+  }
+
+  void OnSignal(int sfd) {
+    signalfd_siginfo si;
+    if (::read(sfd, &si, sizeof(si)) != sizeof(si)) return;
+    if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+      if (!stopping_) {
+        stopping_ = true;
+        StopAll();
+      }
+      return;
+    }
+    // SIGCHLD: reap every worker that exited.
+    int status;
+    pid_t pid;
+    while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      for (pid_t& w : workers_) {
+        if (w != pid) continue;
+        w = -1;
+        --alive_;
+        OnWorkerExit(pid, status);
+      }
+    }
+  }
+
+  // A worker that exits before we stop (or not cleanly) makes the app exit non-zero; the first
+  // one that exits on its own stops the others.
+  void OnWorkerExit(pid_t pid, int status) {
+    const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    if (!stopping_ || !clean) {
+      std::fprintf(stderr, "demo-app: worker %d %s %d%s\n", pid,
+                   WIFEXITED(status) ? "exited with status" : "killed by signal",
+                   WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
+                   stopping_ ? "" : "; stopping the others");
+    }
+    if (!stopping_) {
+      stopping_ = true;
+      exit_code_ = 1;
+      StopAll();
+    } else if (!clean) {
+      exit_code_ = 1;
+    }
+  }
+
+  const Options& o_;
+  std::vector<pid_t> workers_;
+  int ready_fd_;
+  int ready_count_ = 0;
+  int alive_;
+  bool stopping_ = false;
+  int exit_code_ = 0;
+};
+
 int Supervise(const Options& o, int static_dir_fd) {
   int ready[2];
   if (::pipe2(ready, O_CLOEXEC) != 0) {
     std::fprintf(stderr, "demo-app: pipe: %s\n", std::strerror(errno));
     return 1;
   }
-  const pid_t parent = ::getpid();
   std::vector<pid_t> workers;
-  for (int i = 0; i < o.workers; ++i) {
-    const pid_t pid = ::fork();
-    if (pid < 0) {
-      std::fprintf(stderr, "demo-app: fork: %s\n", std::strerror(errno));
-      for (pid_t w : workers) ::kill(w, SIGTERM);
-      return 1;
-    }
-    if (pid == 0) {
-      ::close(ready[0]);
-      ::prctl(PR_SET_PDEATHSIG, SIGTERM);  // do not outlive the supervisor
-      if (::getppid() != parent) ::_exit(1);
-      const int fd = ready[1];
-      const int rc = ktls::demo::RunWorker(o, i, static_dir_fd, [fd] {
-        const char b = 'r';
-        (void)!::write(fd, &b, 1);
-      });
-      std::fflush(stdout);
-      std::fflush(stderr);
-      ::_exit(rc);
-    }
-    workers.push_back(pid);
-  }
+  if (!ForkWorkers(o, static_dir_fd, ready[1], ready[0], &workers)) return 1;
   ::close(ready[1]);
 
   sigset_t mask;
@@ -78,70 +177,7 @@ int Supervise(const Options& o, int static_dir_fd) {
     for (pid_t w : workers) ::kill(w, SIGTERM);
     return 1;
   }
-  int ready_count = 0;
-  int ready_fd = ready[0];
-  int alive = o.workers;
-  bool stopping = false;
-  int exit_code = 0;
-  while (alive > 0) {
-    pollfd p[2] = {{sfd, POLLIN, 0}, {ready_fd, POLLIN, 0}};
-    if (::poll(p, ready_fd >= 0 ? 2 : 1, -1) < 0) {
-      if (errno == EINTR) continue;
-      std::fprintf(stderr, "demo-app: poll: %s\n", std::strerror(errno));
-      break;
-    }
-    if (ready_fd >= 0 && (p[1].revents & (POLLIN | POLLHUP))) {
-      char buf[64];
-      const ssize_t n = ::read(ready_fd, buf, sizeof(buf));
-      if (n > 0) {
-        ready_count += static_cast<int>(n);
-        if (ready_count == o.workers) PrintReady(o);
-      } else {
-        ::close(ready_fd);
-        ready_fd = -1;
-      }
-    }
-    if (p[0].revents & POLLIN) {
-      signalfd_siginfo si;
-      if (::read(sfd, &si, sizeof(si)) != sizeof(si)) continue;
-      if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
-        if (!stopping) {
-          stopping = true;
-          for (pid_t w : workers) {
-            if (w > 0) ::kill(w, SIGTERM);
-          }
-        }
-        continue;
-      }
-      // SIGCHLD: reap every worker that exited.
-      int status;
-      pid_t pid;
-      while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
-        for (pid_t& w : workers) {
-          if (w != pid) continue;
-          w = -1;
-          --alive;
-          const bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-          if (!stopping || !clean) {
-            std::fprintf(stderr, "demo-app: worker %d %s %d%s\n", pid,
-                         WIFEXITED(status) ? "exited with status" : "killed by signal",
-                         WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status),
-                         stopping ? "" : "; stopping the others");
-          }
-          if (!stopping) {
-            stopping = true;
-            exit_code = 1;
-            for (pid_t other : workers) {
-              if (other > 0) ::kill(other, SIGTERM);
-            }
-          } else if (!clean) {
-            exit_code = 1;
-          }
-        }
-      }
-    }
-  }
-  return exit_code;
+  return Supervisor(o, std::move(workers), ready[0]).Run(sfd);
 }
 
 }  // namespace

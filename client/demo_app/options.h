@@ -1,4 +1,4 @@
-// Command-line options of ktls-demo-app (`--name=value`; bare `--debug`).
+// Command-line options of ktls-demo-app, on the shared parser (base/options.h).
 #ifndef KTLS_CLIENT_DEMO_APP_OPTIONS_H_
 #define KTLS_CLIENT_DEMO_APP_OPTIONS_H_
 

@@ -57,10 +57,12 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "base/file_name.h"
+#include "base/json.h"
 #include "http.h"
-#include "ktls/app.h"
+#include "client/lib/app.h"
 #include "local_tls.h"
-#include "ktls/io.h"
+#include "client/lib/io.h"
 #include "ktls/ktls_client.h"
 
 namespace ktls::demo {
@@ -154,18 +156,6 @@ const char* DataPathName(v1::DataPath p) {
   }
 }
 
-// Static file names: one path component of [A-Za-z0-9._-], not starting with '.', so nothing can
-// leave the directory ("..", "/", symlinks are refused by O_NOFOLLOW at open).
-bool IsSafeFileName(std::string_view name) {
-  if (name.empty() || name.size() > 255 || name.front() == '.') return false;
-  for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '_' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 const char* ContentTypeFor(std::string_view name) {
   if (EndsWith(name, ".html") || EndsWith(name, ".htm")) return "text/html";
   if (EndsWith(name, ".txt")) return "text/plain";
@@ -222,6 +212,10 @@ class Worker {
 
   void Drive(Connection* c);
   bool Flush(Connection* c);      // false: the connection was closed
+  // Flush()'s writers, one per chunk kind: the write's result, errno in *err.
+  ssize_t FlushBytes(Connection* c, int* err);
+  ssize_t FlushPattern(Connection* c, int* err);
+  ssize_t FlushFile(Connection* c, int* err, bool* shrank);
   int ReadSome(Connection* c);    // -1 closed, 0 nothing, 1 progress
   bool HandleRequests(Connection* c);
   void Respond(Connection* c, const Request& req, std::string_view body);
@@ -590,70 +584,86 @@ void Worker::Drive(Connection* c) {
   }
 }
 
+// Consecutive byte chunks go out in one writev.
+ssize_t Worker::FlushBytes(Connection* c, int* err) {
+  iovec iov[kMaxIov];
+  int count = 0;
+  for (auto it = c->out.begin();
+       it != c->out.end() && it->kind == OutChunk::Kind::kBytes && count < kMaxIov; ++it) {
+    iov[count++] = {it->bytes.data() + it->offset, it->bytes.size() - it->offset};
+  }
+  const ssize_t n = ConnWritev(c, iov, count);
+  *err = errno;
+  if (n > 0) {
+    size_t left = n;
+    c->out_bytes -= left;
+    while (left > 0) {
+      OutChunk& f = c->out.front();
+      const size_t take = std::min(left, f.bytes.size() - f.offset);
+      f.offset += take;
+      left -= take;
+      if (f.offset == f.bytes.size()) c->out.pop_front();
+    }
+  }
+  return n;
+}
+
+ssize_t Worker::FlushPattern(Connection* c, int* err) {
+  OutChunk& front = c->out.front();
+  const size_t len = static_cast<size_t>(std::min<uint64_t>(front.end - front.pos, kPatternChunk));
+  const ssize_t n = ConnWrite(c, PatternBytes().bytes + front.pos % 26, len);
+  *err = errno;
+  if (n > 0) {
+    front.pos += n;
+    if (front.pos == front.end) c->out.pop_front();
+  }
+  return n;
+}
+
+// sendfile, or a copy through userspace where the descriptor takes none. *shrank: the file
+// ended before the bytes its size promised.
+ssize_t Worker::FlushFile(Connection* c, int* err, bool* shrank) {
+  OutChunk& front = c->out.front();
+  const size_t len = static_cast<size_t>(std::min<uint64_t>(front.file_left, kSendfileChunk));
+  ssize_t n = ConnSendfile(c, front.file.get(), &front.file_offset, len);
+  *err = errno;
+  if (n < 0 && (*err == EINVAL || *err == ENOSYS)) {
+    const ssize_t got = ::pread(front.file.get(), read_buf_.data(),
+                                std::min(len, read_buf_.size()), front.file_offset);
+    if (got <= 0) {
+      n = -1;
+      *err = got == 0 ? ENODATA : errno;
+    } else {
+      n = ConnWrite(c, read_buf_.data(), got);
+      *err = errno;
+      if (n > 0) front.file_offset += n;
+    }
+  }
+  *shrank = n == 0 && len > 0;
+  if (n > 0) {
+    front.file_left -= n;
+    if (front.file_left == 0) c->out.pop_front();
+  }
+  return n;
+}
+
 bool Worker::Flush(Connection* c) {
   while (!c->out.empty()) {
-    OutChunk& front = c->out.front();
     ssize_t n = 0;
     int err = 0;
-    switch (front.kind) {
-      case OutChunk::Kind::kBytes: {
-        iovec iov[kMaxIov];
-        int count = 0;
-        for (auto it = c->out.begin();
-             it != c->out.end() && it->kind == OutChunk::Kind::kBytes && count < kMaxIov; ++it) {
-          iov[count++] = {it->bytes.data() + it->offset, it->bytes.size() - it->offset};
-        }
-        n = ConnWritev(c, iov, count);
-        err = errno;
-        if (n > 0) {
-          size_t left = n;
-          c->out_bytes -= left;
-          while (left > 0) {
-            OutChunk& f = c->out.front();
-            const size_t take = std::min(left, f.bytes.size() - f.offset);
-            f.offset += take;
-            left -= take;
-            if (f.offset == f.bytes.size()) c->out.pop_front();
-          }
-        }
+    switch (c->out.front().kind) {
+      case OutChunk::Kind::kBytes:
+        n = FlushBytes(c, &err);
         break;
-      }
-      case OutChunk::Kind::kPattern: {
-        const size_t len = static_cast<size_t>(std::min<uint64_t>(front.end - front.pos,
-                                                                  kPatternChunk));
-        n = ConnWrite(c, PatternBytes().bytes + front.pos % 26, len);
-        err = errno;
-        if (n > 0) {
-          front.pos += n;
-          if (front.pos == front.end) c->out.pop_front();
-        }
+      case OutChunk::Kind::kPattern:
+        n = FlushPattern(c, &err);
         break;
-      }
       case OutChunk::Kind::kFile: {
-        const size_t len = static_cast<size_t>(std::min<uint64_t>(front.file_left,
-                                                                  kSendfileChunk));
-        n = ConnSendfile(c, front.file.get(), &front.file_offset, len);
-        err = errno;
-        if (n < 0 && (err == EINVAL || err == ENOSYS)) {
-          // No sendfile to this descriptor: copy through userspace.
-          const ssize_t got = ::pread(front.file.get(), read_buf_.data(),
-                                      std::min(len, read_buf_.size()), front.file_offset);
-          if (got <= 0) {
-            n = -1;
-            err = got == 0 ? ENODATA : errno;
-          } else {
-            n = ConnWrite(c, read_buf_.data(), got);
-            err = errno;
-            if (n > 0) front.file_offset += n;
-          }
-        }
-        if (n == 0 && len > 0) {
+        bool shrank = false;
+        n = FlushFile(c, &err, &shrank);
+        if (shrank) {
           Destroy(c, "static file shrank while being sent");
           return false;
-        }
-        if (n > 0) {
-          front.file_left -= n;
-          if (front.file_left == 0) c->out.pop_front();
         }
         break;
       }
@@ -810,7 +820,7 @@ void Worker::Respond(Connection* c, const Request& req, std::string_view body) {
   if (StartsWith(path, "/static/")) {
     if (!get) return Reply(c, req, 405, "text/plain", "method not allowed\n", kGetOnly);
     std::string_view name = std::string_view(path).substr(8);
-    if (static_dir_fd_ < 0 || !IsSafeFileName(name)) {
+    if (static_dir_fd_ < 0 || !base::IsSafeFileName(absl::string_view(name.data(), name.size()))) {
       return Reply(c, req, 404, "text/plain", "not found\n");
     }
     UniqueFd file(::openat(static_dir_fd_, std::string(name).c_str(),
@@ -834,72 +844,54 @@ void Worker::Respond(Connection* c, const Request& req, std::string_view body) {
   return Reply(c, req, 404, "text/plain", "not found\n");
 }
 
+void AddList(base::JsonWriter& w, absl::string_view key,
+             const google::protobuf::RepeatedPtrField<std::string>& v) {
+  w.Key(key).BeginArray();
+  for (const std::string& s : v) w.String(s);
+  w.EndArray();
+}
+
 std::string Worker::ConnInfoJson(const Connection* c) const {
   const v1::ConnectionInfo& i = c->handed.info;
   bool kernel_tx = false;
   bool kernel_rx = false;
   ktls_fd_offload_state(c->fd(), &kernel_tx, &kernel_rx);
-  std::string j = "{";
-  auto key = [&](std::string_view k) {
-    if (j.size() > 1) j += ",";
-    AppendJsonString(&j, k);
-    j += ":";
-  };
-  auto str = [&](std::string_view k, std::string_view v) {
-    key(k);
-    AppendJsonString(&j, v);
-  };
-  auto num = [&](std::string_view k, uint64_t v) {
-    key(k);
-    absl::StrAppend(&j, v);
-  };
-  auto boolean = [&](std::string_view k, bool v) {
-    key(k);
-    j += v ? "true" : "false";
-  };
-  auto list = [&](std::string_view k, const google::protobuf::RepeatedPtrField<std::string>& v) {
-    key(k);
-    j += "[";
-    for (int n = 0; n < v.size(); ++n) {
-      if (n > 0) j += ",";
-      AppendJsonString(&j, v[n]);
-    }
-    j += "]";
-  };
-  num("connection_id", i.connection_id());
-  str("listener", i.listener());
-  str("peer_address", i.peer().address());
-  num("peer_port", i.peer().port());
-  str("local_address", i.local().address());
-  num("local_port", i.local().port());
-  str("sni", i.sni());
-  str("alpn", i.alpn());
-  str("tls_version", i.tls_version());
-  num("tls_version_code", i.tls_version_code());
-  str("cipher", i.cipher());
-  str("data_path", DataPathName(i.data_path()));
-  boolean("ktls_tx", i.ktls_tx() == v1::OFFLOAD_STATE_ACTIVE);
-  boolean("ktls_rx", i.ktls_rx() == v1::OFFLOAD_STATE_ACTIVE);
-  str("fallback_reason", i.fallback_reason());
-  num("initial_data_bytes", c->handed.initial_data_bytes);
-  boolean("resumed", i.resumed());
-  num("handshake_micros", i.handshake_micros());
-  boolean("peer_cert_presented", i.peer_identity().presented());
-  boolean("peer_cert_verified", i.peer_identity().verified());
-  str("peer_subject", i.peer_identity().subject());
-  str("peer_issuer", i.peer_identity().issuer());
-  list("peer_dns_sans", i.peer_identity().dns_sans());
-  list("peer_uri_sans", i.peer_identity().uri_sans());
-  str("peer_sha256_fingerprint", i.peer_identity().sha256_fingerprint());
-  boolean("kernel_tx", kernel_tx);
-  boolean("kernel_rx", kernel_rx);
-  num("worker", index_);
-  num("pid", static_cast<uint64_t>(::getpid()));
-  num("requests_before", c->requests);
-  num("worker_reads", reads_);
-  num("worker_read_bytes", read_bytes_);
-  j += "}\n";
-  return j;
+  base::JsonWriter w;
+  w.BeginObject();
+  w.Field("connection_id", i.connection_id());
+  w.Field("listener", i.listener());
+  w.Field("peer_address", i.peer().address());
+  w.Field("peer_port", i.peer().port());
+  w.Field("local_address", i.local().address());
+  w.Field("local_port", i.local().port());
+  w.Field("sni", i.sni());
+  w.Field("alpn", i.alpn());
+  w.Field("tls_version", i.tls_version());
+  w.Field("tls_version_code", i.tls_version_code());
+  w.Field("cipher", i.cipher());
+  w.Field("data_path", DataPathName(i.data_path()));
+  w.Field("ktls_tx", i.ktls_tx() == v1::OFFLOAD_STATE_ACTIVE);
+  w.Field("ktls_rx", i.ktls_rx() == v1::OFFLOAD_STATE_ACTIVE);
+  w.Field("fallback_reason", i.fallback_reason());
+  w.Field("initial_data_bytes", c->handed.initial_data_bytes);
+  w.Field("resumed", i.resumed());
+  w.Field("handshake_micros", i.handshake_micros());
+  w.Field("peer_cert_presented", i.peer_identity().presented());
+  w.Field("peer_cert_verified", i.peer_identity().verified());
+  w.Field("peer_subject", i.peer_identity().subject());
+  w.Field("peer_issuer", i.peer_identity().issuer());
+  AddList(w, "peer_dns_sans", i.peer_identity().dns_sans());
+  AddList(w, "peer_uri_sans", i.peer_identity().uri_sans());
+  w.Field("peer_sha256_fingerprint", i.peer_identity().sha256_fingerprint());
+  w.Field("kernel_tx", kernel_tx);
+  w.Field("kernel_rx", kernel_rx);
+  w.Field("worker", index_);
+  w.Field("pid", static_cast<uint64_t>(::getpid()));
+  w.Field("requests_before", c->requests);
+  w.Field("worker_reads", reads_);
+  w.Field("worker_read_bytes", read_bytes_);
+  w.EndObject();
+  return w.Take() + "\n";
 }
 
 void Worker::SendCloseNotify(Connection* c) {

@@ -1,6 +1,7 @@
 // Command-line parsing for ktlsctl, kubectl style: `ktlsctl [global flags] GROUP VERB [ARGS]
-// [--flag=value | --flag value | -o json]`, flags anywhere after the program name. Each command
-// declares the flags it takes; an unknown flag or a missing argument is a usage error (exit 2).
+// [--flag=value | --flag value | -o json]`, flags anywhere after the program name. Parsed by the
+// shared option parser (base/options.h); each command then checks that it takes the flags given
+// (main.cc). An unknown flag or a missing argument is a usage error (exit 2).
 #ifndef KTLS_CLIENT_KTLSCTL_ARGS_H_
 #define KTLS_CLIENT_KTLSCTL_ARGS_H_
 
@@ -24,8 +25,11 @@ struct ParsedArgs {
   }
 };
 
-// `boolean_flags` never take a value (so "--force NAME" keeps NAME positional).
-ParsedArgs Parse(int argc, char** argv, const std::set<std::string>& boolean_flags);
+// `boolean_flags` never take a value (so "--force NAME" keeps NAME positional); `value_flags`
+// always do. Names are spelled with '-' ("expected-generation"); "--expected_generation" is the
+// same flag. -o, -s and -h are --output, --socket and --help.
+ParsedArgs Parse(int argc, char** argv, const std::set<std::string>& boolean_flags,
+                 const std::set<std::string>& value_flags);
 
 }  // namespace ktlsctl
 

@@ -252,164 +252,186 @@ uint64_t ExpectedGeneration(const Options& o) {
   return std::strtoull(o.args.Get("expected-generation", "0").c_str(), nullptr, 10);
 }
 
+using CertStub = v1::CertificateService::Stub;
+
+int CertList(const Options& o, CertStub& stub) {
+  v1::ListCertificatesResponse r;
+  grpc::Status s = stub.ListCertificates(Ctx(o).get(), {}, &r);
+  if (!s.ok()) return Fail(o, s);
+  if (o.json) {
+    std::cout << ToJson(r);
+    return kOk;
+  }
+  Table t({"NAME", "DEFAULT", "SERVER NAMES", "NOT AFTER", "KEY", "HANDSHAKES", "GEN", "SOURCE"});
+  for (const v1::Certificate& c : r.certificates()) {
+    t.Add({c.name(), c.is_default() ? "*" : "", Join(c.server_names()),
+           Time(c.not_after()) + " (" + Relative(c.not_after()) + ")", c.key_type(),
+           std::to_string(c.handshakes()), std::to_string(c.generation()), c.source()});
+  }
+  t.Print(std::cout);
+  if (r.staged_size() > 0) {
+    std::cout << "\nstaged (not served until committed):\n";
+    Table st({"NAME", "SUBJECT", "SERVER NAMES", "NOT AFTER", "WARNINGS"});
+    for (const v1::StagedCertificate& s : r.staged()) {
+      st.Add({s.certificate().name(), s.certificate().subject(),
+              Join(s.certificate().server_names()), Time(s.certificate().not_after()),
+              std::to_string(s.warnings_size())});
+    }
+    st.Print(std::cout);
+  }
+  std::cout << "\ngeneration " << r.generation() << "\n";
+  return kOk;
+}
+
+int CertGet(const Options& o, CertStub& stub, const std::string& name) {
+  v1::GetCertificateRequest req;
+  req.set_name(name);
+  v1::GetCertificateResponse r;
+  grpc::Status s = stub.GetCertificate(Ctx(o).get(), req, &r);
+  if (!s.ok()) return Fail(o, s);
+  if (o.json) {
+    std::cout << ToJson(r);
+    return kOk;
+  }
+  if (r.has_certificate()) PrintCertificate(r.certificate());
+  if (r.has_staged()) {
+    std::cout << (r.has_certificate() ? "\n" : "") << "staged version:\n";
+    PrintCertificate(r.staged().certificate());
+    PrintWarnings(r.staged().warnings());
+  }
+  return kOk;
+}
+
+// `cert stage` and `cert apply` (stage + commit in one call): both upload the PEM files.
+int CertStageOrApply(const Options& o, CertStub& stub, const std::string& verb) {
+  v1::StageCertificateRequest req;
+  std::string error;
+  const bool filled = FillStage(o, &req, &error);
+  struct WipeOnExit {
+    v1::StageCertificateRequest& r;
+    ~WipeOnExit() { Wipe(*r.mutable_private_key_pem()); }
+  } wipe{req};
+  if (!filled) return Usage("cert " + verb + ": " + error);
+  if (verb == "stage") {
+    v1::StagedCertificate r;
+    grpc::Status s = stub.StageCertificate(Ctx(o).get(), req, &r);
+    if (!s.ok()) return Fail(o, s);
+    if (o.json) {
+      std::cout << ToJson(r);
+    } else {
+      std::cout << "certificate \"" << req.name() << "\" staged: " << r.certificate().subject()
+                << ", names " << Join(r.certificate().server_names()) << ", expires "
+                << Time(r.certificate().not_after()) << "\n"
+                << "commit it with: ktlsctl cert commit " << req.name() << "\n";
+    }
+    PrintWarnings(r.warnings());
+    return kOk;
+  }
+  req.set_expected_generation(ExpectedGeneration(o));
+  v1::CommitResponse r;
+  grpc::Status s = stub.ApplyCertificate(Ctx(o).get(), req, &r);
+  if (!s.ok()) return Fail(o, s);
+  if (o.json) {
+    std::cout << ToJson(r);
+  } else {
+    std::cout << "certificate \"" << req.name() << "\" committed (generation " << r.generation()
+              << "): new handshakes use it\n";
+  }
+  PrintWarnings(r.warnings());
+  return kOk;
+}
+
+int CertAbort(const Options& o, CertStub& stub, const std::string& name) {
+  v1::AbortCertificateRequest req;
+  req.set_name(name);
+  v1::AbortResponse ar;
+  grpc::Status s = stub.AbortCertificate(Ctx(o).get(), req, &ar);
+  if (!s.ok()) return Fail(o, s);
+  if (o.json) {
+    std::cout << ToJson(ar);
+  } else {
+    std::cout << "staged certificate \"" << name << "\" discarded\n";
+  }
+  return kOk;
+}
+
+int CertWatch(const Options& o, CertStub& stub) {
+  auto ctx = Ctx(o, true);
+  auto reader = stub.WatchCertificates(ctx.get(), {});
+  v1::CertificateEvent e;
+  while (reader->Read(&e)) {
+    if (o.json) {
+      std::cout << ToJson(e) << std::flush;
+      continue;
+    }
+    std::cout << Time(e.time()) << "  " << v1::CertificateEvent::Type_Name(e.type())
+              << "  generation=" << e.generation();
+    if (!e.name().empty()) std::cout << "  name=" << e.name();
+    if (!e.source().empty()) std::cout << "  source=" << e.source();
+    for (const v1::Certificate& c : e.certificates()) {
+      std::cout << "\n    " << c.name() << "  " << Join(c.server_names()) << "  until "
+                << Time(c.not_after()) << "  " << c.sha256_fingerprint().substr(0, 16);
+    }
+    if (!e.message().empty()) std::cout << "\n    " << e.message();
+    std::cout << std::endl;
+  }
+  grpc::Status st = reader->Finish();
+  return st.ok() ? kOk : Fail(o, st);
+}
+
+// `cert commit`, `cert delete`, `cert default`: one name in, a new generation out.
+int CertChange(const Options& o, CertStub& stub, const std::string& verb,
+               const std::string& name) {
+  v1::CommitResponse r;
+  grpc::Status s;
+  std::string done;
+  if (verb == "commit") {
+    v1::CommitCertificateRequest req;
+    req.set_name(name);
+    req.set_expected_generation(ExpectedGeneration(o));
+    s = stub.CommitCertificate(Ctx(o).get(), req, &r);
+    done = "committed";
+  } else if (verb == "delete") {
+    v1::DeleteCertificateRequest req;
+    req.set_name(name);
+    req.set_force(o.args.Has("force"));
+    req.set_expected_generation(ExpectedGeneration(o));
+    s = stub.DeleteCertificate(Ctx(o).get(), req, &r);
+    done = "deleted";
+  } else {
+    v1::SetDefaultCertificateRequest req;
+    req.set_name(name);
+    req.set_expected_generation(ExpectedGeneration(o));
+    s = stub.SetDefaultCertificate(Ctx(o).get(), req, &r);
+    done = "is the default";
+  }
+  if (!s.ok()) return Fail(o, s);
+  if (o.json) {
+    std::cout << ToJson(r);
+  } else {
+    std::cout << "certificate \"" << name << "\" " << done << " (generation " << r.generation()
+              << ")\n";
+  }
+  PrintWarnings(r.warnings());
+  return kOk;
+}
+
 int CertCommand(Options& o) {
   const auto& p = o.args.positional;
   const std::string verb = p.size() > 1 ? p[1] : "";
   auto stub = v1::CertificateService::NewStub(o.channel);
   const bool needs_name = verb != "list" && verb != "watch";
   if (needs_name && p.size() < 3) return Usage("cert " + verb + ": NAME is required");
-  if (verb == "list") {
-    v1::ListCertificatesResponse r;
-    grpc::Status s = stub->ListCertificates(Ctx(o).get(), {}, &r);
-    if (!s.ok()) return Fail(o, s);
-    if (o.json) {
-      std::cout << ToJson(r);
-      return kOk;
-    }
-    Table t({"NAME", "DEFAULT", "SERVER NAMES", "NOT AFTER", "KEY", "HANDSHAKES", "GEN", "SOURCE"});
-    for (const v1::Certificate& c : r.certificates()) {
-      t.Add({c.name(), c.is_default() ? "*" : "", Join(c.server_names()),
-             Time(c.not_after()) + " (" + Relative(c.not_after()) + ")", c.key_type(),
-             std::to_string(c.handshakes()), std::to_string(c.generation()), c.source()});
-    }
-    t.Print(std::cout);
-    if (r.staged_size() > 0) {
-      std::cout << "\nstaged (not served until committed):\n";
-      Table st({"NAME", "SUBJECT", "SERVER NAMES", "NOT AFTER", "WARNINGS"});
-      for (const v1::StagedCertificate& s : r.staged()) {
-        st.Add({s.certificate().name(), s.certificate().subject(),
-                Join(s.certificate().server_names()), Time(s.certificate().not_after()),
-                std::to_string(s.warnings_size())});
-      }
-      st.Print(std::cout);
-    }
-    std::cout << "\ngeneration " << r.generation() << "\n";
-    return kOk;
+  if (verb == "list") return CertList(o, *stub);
+  if (verb == "get") return CertGet(o, *stub, p[2]);
+  if (verb == "stage" || verb == "apply") return CertStageOrApply(o, *stub, verb);
+  if (verb == "abort") return CertAbort(o, *stub, p[2]);
+  if (verb == "watch") return CertWatch(o, *stub);
+  if (verb == "commit" || verb == "delete" || verb == "default") {
+    return CertChange(o, *stub, verb, p[2]);
   }
-  if (verb == "get") {
-    v1::GetCertificateRequest req;
-    req.set_name(p[2]);
-    v1::GetCertificateResponse r;
-    grpc::Status s = stub->GetCertificate(Ctx(o).get(), req, &r);
-    if (!s.ok()) return Fail(o, s);
-    if (o.json) {
-      std::cout << ToJson(r);
-      return kOk;
-    }
-    if (r.has_certificate()) PrintCertificate(r.certificate());
-    if (r.has_staged()) {
-      std::cout << (r.has_certificate() ? "\n" : "") << "staged version:\n";
-      PrintCertificate(r.staged().certificate());
-      PrintWarnings(r.staged().warnings());
-    }
-    return kOk;
-  }
-  if (verb == "stage" || verb == "apply") {
-    v1::StageCertificateRequest req;
-    std::string error;
-    const bool filled = FillStage(o, &req, &error);
-    struct WipeOnExit {
-      v1::StageCertificateRequest& r;
-      ~WipeOnExit() { Wipe(*r.mutable_private_key_pem()); }
-    } wipe{req};
-    if (!filled) return Usage("cert " + verb + ": " + error);
-    if (verb == "stage") {
-      v1::StagedCertificate r;
-      grpc::Status s = stub->StageCertificate(Ctx(o).get(), req, &r);
-      if (!s.ok()) return Fail(o, s);
-      if (o.json) {
-        std::cout << ToJson(r);
-      } else {
-        std::cout << "certificate \"" << req.name() << "\" staged: " << r.certificate().subject()
-                  << ", names " << Join(r.certificate().server_names()) << ", expires "
-                  << Time(r.certificate().not_after()) << "\n"
-                  << "commit it with: ktlsctl cert commit " << req.name() << "\n";
-      }
-      PrintWarnings(r.warnings());
-      return kOk;
-    }
-    req.set_expected_generation(ExpectedGeneration(o));
-    v1::CommitResponse r;
-    grpc::Status s = stub->ApplyCertificate(Ctx(o).get(), req, &r);
-    if (!s.ok()) return Fail(o, s);
-    if (o.json) {
-      std::cout << ToJson(r);
-    } else {
-      std::cout << "certificate \"" << req.name() << "\" committed (generation " << r.generation()
-                << "): new handshakes use it\n";
-    }
-    PrintWarnings(r.warnings());
-    return kOk;
-  }
-  v1::CommitResponse r;
-  grpc::Status s;
-  std::string done;
-  if (verb == "commit") {
-    v1::CommitCertificateRequest req;
-    req.set_name(p[2]);
-    req.set_expected_generation(ExpectedGeneration(o));
-    s = stub->CommitCertificate(Ctx(o).get(), req, &r);
-    done = "committed";
-  } else if (verb == "abort") {
-    v1::AbortCertificateRequest req;
-    req.set_name(p[2]);
-    v1::AbortResponse ar;
-    s = stub->AbortCertificate(Ctx(o).get(), req, &ar);
-    if (!s.ok()) return Fail(o, s);
-    if (o.json) {
-      std::cout << ToJson(ar);
-    } else {
-      std::cout << "staged certificate \"" << p[2] << "\" discarded\n";
-    }
-    return kOk;
-  } else if (verb == "delete") {
-    v1::DeleteCertificateRequest req;
-    req.set_name(p[2]);
-    req.set_force(o.args.Has("force"));
-    req.set_expected_generation(ExpectedGeneration(o));
-    s = stub->DeleteCertificate(Ctx(o).get(), req, &r);
-    done = "deleted";
-  } else if (verb == "default") {
-    v1::SetDefaultCertificateRequest req;
-    req.set_name(p[2]);
-    req.set_expected_generation(ExpectedGeneration(o));
-    s = stub->SetDefaultCertificate(Ctx(o).get(), req, &r);
-    done = "is the default";
-  } else if (verb == "watch") {
-    auto ctx = Ctx(o, true);
-    auto reader = stub->WatchCertificates(ctx.get(), {});
-    v1::CertificateEvent e;
-    while (reader->Read(&e)) {
-      if (o.json) {
-        std::cout << ToJson(e) << std::flush;
-        continue;
-      }
-      std::cout << Time(e.time()) << "  " << v1::CertificateEvent::Type_Name(e.type())
-                << "  generation=" << e.generation();
-      if (!e.name().empty()) std::cout << "  name=" << e.name();
-      if (!e.source().empty()) std::cout << "  source=" << e.source();
-      for (const v1::Certificate& c : e.certificates()) {
-        std::cout << "\n    " << c.name() << "  " << Join(c.server_names()) << "  until "
-                  << Time(c.not_after()) << "  " << c.sha256_fingerprint().substr(0, 16);
-      }
-      if (!e.message().empty()) std::cout << "\n    " << e.message();
-      std::cout << std::endl;
-    }
-    grpc::Status st = reader->Finish();
-    return st.ok() ? kOk : Fail(o, st);
-  } else {
-    return Usage("cert: unknown verb '" + verb + "' (list, get, stage, commit, abort, apply, "
-                 "delete, default, watch)");
-  }
-  if (!s.ok()) return Fail(o, s);
-  if (o.json) {
-    std::cout << ToJson(r);
-  } else {
-    std::cout << "certificate \"" << p[2] << "\" " << done << " (generation " << r.generation()
-              << ")\n";
-  }
-  PrintWarnings(r.warnings());
-  return kOk;
+  return Usage("cert: unknown verb '" + verb + "' (list, get, stage, commit, abort, apply, "
+               "delete, default, watch)");
 }
 
 // --- trust ------------------------------------------------------------------------------------
@@ -429,89 +451,83 @@ void PrintTrust(const v1::TrustBundle& b) {
   }
 }
 
-int TrustCommand(Options& o) {
-  const auto& p = o.args.positional;
-  const std::string verb = p.size() > 1 ? p[1] : "";
-  auto stub = v1::TrustService::NewStub(o.channel);
-  if (verb == "get") {
-    v1::GetTrustBundleResponse r;
-    grpc::Status s = stub->GetTrustBundle(Ctx(o).get(), {}, &r);
-    if (!s.ok()) return Fail(o, s);
-    if (o.json) {
-      std::cout << ToJson(r);
-      return kOk;
-    }
-    if (r.has_bundle()) {
-      PrintTrust(r.bundle());
-    } else {
-      std::cout << "no trust bundle committed through the API; configured client_ca_file: "
-                << (r.configured_client_ca_file().empty() ? "(none: client certificates are not requested)"
-                                                          : r.configured_client_ca_file())
-                << "\n";
-    }
-    if (r.has_staged()) {
-      std::cout << "\nstaged:\n";
-      PrintTrust(r.staged().bundle());
-      PrintWarnings(r.staged().warnings());
-    }
+using TrustStub = v1::TrustService::Stub;
+
+int TrustGet(const Options& o, TrustStub& stub) {
+  v1::GetTrustBundleResponse r;
+  grpc::Status s = stub.GetTrustBundle(Ctx(o).get(), {}, &r);
+  if (!s.ok()) return Fail(o, s);
+  if (o.json) {
+    std::cout << ToJson(r);
     return kOk;
   }
-  if (verb == "stage" || verb == "apply") {
-    v1::StageTrustBundleRequest req;
-    std::string error;
-    if (o.args.Get("ca").empty()) return Usage("trust " + verb + ": --ca=CA.pem is required");
-    if (!ReadFile(o.args.Get("ca"), req.mutable_ca_pem(), &error)) return Usage(error);
-    if (!o.args.Get("crl").empty() && !ReadFile(o.args.Get("crl"), req.mutable_crl_pem(), &error)) {
-      return Usage(error);
-    }
-    req.set_require_client_cert(o.args.Has("require-client-cert"));
-    if (verb == "stage") {
-      v1::StagedTrustBundle r;
-      grpc::Status s = stub->StageTrustBundle(Ctx(o).get(), req, &r);
-      if (!s.ok()) return Fail(o, s);
-      if (o.json) {
-        std::cout << ToJson(r);
-      } else {
-        std::cout << "trust bundle staged: " << r.bundle().cas_size() << " CAs, "
-                  << r.bundle().crls_size() << " CRLs\ncommit it with: ktlsctl trust commit\n";
-      }
-      PrintWarnings(r.warnings());
-      return kOk;
-    }
-    req.set_expected_generation(ExpectedGeneration(o));
-    v1::TrustBundleResponse r;
-    grpc::Status s = stub->ApplyTrustBundle(Ctx(o).get(), req, &r);
+  if (r.has_bundle()) {
+    PrintTrust(r.bundle());
+  } else {
+    std::cout << "no trust bundle committed through the API; configured client_ca_file: "
+              << (r.configured_client_ca_file().empty() ? "(none: client certificates are not requested)"
+                                                        : r.configured_client_ca_file())
+              << "\n";
+  }
+  if (r.has_staged()) {
+    std::cout << "\nstaged:\n";
+    PrintTrust(r.staged().bundle());
+    PrintWarnings(r.staged().warnings());
+  }
+  return kOk;
+}
+
+// `trust stage` and `trust apply` (stage + commit in one call): both upload the PEM files.
+int TrustStageOrApply(const Options& o, TrustStub& stub, const std::string& verb) {
+  v1::StageTrustBundleRequest req;
+  std::string error;
+  if (o.args.Get("ca").empty()) return Usage("trust " + verb + ": --ca=CA.pem is required");
+  if (!ReadFile(o.args.Get("ca"), req.mutable_ca_pem(), &error)) return Usage(error);
+  if (!o.args.Get("crl").empty() && !ReadFile(o.args.Get("crl"), req.mutable_crl_pem(), &error)) {
+    return Usage(error);
+  }
+  req.set_require_client_cert(o.args.Has("require-client-cert"));
+  if (verb == "stage") {
+    v1::StagedTrustBundle r;
+    grpc::Status s = stub.StageTrustBundle(Ctx(o).get(), req, &r);
     if (!s.ok()) return Fail(o, s);
     if (o.json) {
       std::cout << ToJson(r);
     } else {
-      std::cout << "trust bundle committed (generation " << r.generation() << ")\n";
+      std::cout << "trust bundle staged: " << r.bundle().cas_size() << " CAs, "
+                << r.bundle().crls_size() << " CRLs\ncommit it with: ktlsctl trust commit\n";
     }
     PrintWarnings(r.warnings());
     return kOk;
   }
-  if (verb == "abort") {
-    v1::AbortResponse r;
-    grpc::Status s = stub->AbortTrustBundle(Ctx(o).get(), {}, &r);
-    if (!s.ok()) return Fail(o, s);
-    std::cout << (o.json ? ToJson(r) : "staged trust bundle discarded\n");
-    return kOk;
+  req.set_expected_generation(ExpectedGeneration(o));
+  v1::TrustBundleResponse r;
+  grpc::Status s = stub.ApplyTrustBundle(Ctx(o).get(), req, &r);
+  if (!s.ok()) return Fail(o, s);
+  if (o.json) {
+    std::cout << ToJson(r);
+  } else {
+    std::cout << "trust bundle committed (generation " << r.generation() << ")\n";
   }
+  PrintWarnings(r.warnings());
+  return kOk;
+}
+
+// `trust commit`, `trust delete`: a new generation out.
+int TrustChange(const Options& o, TrustStub& stub, const std::string& verb) {
   v1::TrustBundleResponse r;
   grpc::Status s;
   std::string done;
   if (verb == "commit") {
     v1::CommitTrustBundleRequest req;
     req.set_expected_generation(ExpectedGeneration(o));
-    s = stub->CommitTrustBundle(Ctx(o).get(), req, &r);
+    s = stub.CommitTrustBundle(Ctx(o).get(), req, &r);
     done = "committed";
-  } else if (verb == "delete") {
+  } else {
     v1::DeleteTrustBundleRequest req;
     req.set_expected_generation(ExpectedGeneration(o));
-    s = stub->DeleteTrustBundle(Ctx(o).get(), req, &r);
+    s = stub.DeleteTrustBundle(Ctx(o).get(), req, &r);
     done = "deleted";
-  } else {
-    return Usage("trust: unknown verb '" + verb + "' (get, stage, commit, abort, apply, delete)");
   }
   if (!s.ok()) return Fail(o, s);
   if (o.json) {
@@ -521,6 +537,23 @@ int TrustCommand(Options& o) {
   }
   PrintWarnings(r.warnings());
   return kOk;
+}
+
+int TrustCommand(Options& o) {
+  const auto& p = o.args.positional;
+  const std::string verb = p.size() > 1 ? p[1] : "";
+  auto stub = v1::TrustService::NewStub(o.channel);
+  if (verb == "get") return TrustGet(o, *stub);
+  if (verb == "stage" || verb == "apply") return TrustStageOrApply(o, *stub, verb);
+  if (verb == "abort") {
+    v1::AbortResponse r;
+    grpc::Status s = stub->AbortTrustBundle(Ctx(o).get(), {}, &r);
+    if (!s.ok()) return Fail(o, s);
+    std::cout << (o.json ? ToJson(r) : "staged trust bundle discarded\n");
+    return kOk;
+  }
+  if (verb == "commit" || verb == "delete") return TrustChange(o, *stub, verb);
+  return Usage("trust: unknown verb '" + verb + "' (get, stage, commit, abort, apply, delete)");
 }
 
 // --- tickets ----------------------------------------------------------------------------------
@@ -872,47 +905,117 @@ const std::map<std::string, std::set<std::string>>& CommandFlags() {
   return kFlags;
 }
 
+const std::set<std::string>& GlobalFlags() {
+  static const std::set<std::string> kGlobal = {"socket",   "server",  "output",
+                                                "timeout",  "tls-cert", "tls-key",
+                                                "tls-ca",   "tls-server-name", "help", "version"};
+  return kGlobal;
+}
+
+const std::set<std::string>& BooleanFlags() {
+  static const std::set<std::string> kBoolean = {"force", "default", "require-client-cert", "watch",
+                                                 "handoffs", "help", "all", "version"};
+  return kBoolean;
+}
+
+// Every flag some command takes that is not a switch.
+std::set<std::string> ValueFlags() {
+  std::set<std::string> names = GlobalFlags();
+  for (const auto& [command, flags] : CommandFlags()) names.insert(flags.begin(), flags.end());
+  for (const std::string& b : BooleanFlags()) names.erase(b);
+  return names;
+}
+
+// The command ("cert stage", "stats") the positional words name, checked against the flags
+// given; empty with *exit_code set when it is a usage error.
+std::string CheckCommand(const Options& o, int* exit_code) {
+  const auto& p = o.args.positional;
+  std::string command = p[0];
+  const bool grouped = p[0] == "cert" || p[0] == "trust" || p[0] == "tickets";
+  if (grouped && p.size() > 1) command += " " + p[1];
+  if (grouped && p.size() == 1) {
+    *exit_code = Usage(p[0] + ": which verb? (see 'ktlsctl --help')");
+    return "";
+  }
+  auto it = CommandFlags().find(command);
+  if (it == CommandFlags().end()) {
+    *exit_code = Usage(grouped ? "unknown command '" + command + "'"
+                               : "unknown command '" + p[0] + "'");
+    return "";
+  }
+  std::vector<std::string> given;
+  for (const auto& [name, value] : o.args.flags) given.push_back(name);
+  given.insert(given.end(), o.args.switches.begin(), o.args.switches.end());
+  for (const std::string& name : given) {
+    if (!GlobalFlags().count(name) && !it->second.count(name)) {
+      *exit_code = Usage("'" + command + "' has no flag --" + name);
+      return "";
+    }
+  }
+  return command;
+}
+
+// The gRPC channel: the Unix socket, or --server over mutual TLS. kOk or a usage error.
+int Connect(Options& o) {
+  const char* env = std::getenv("KTLSCTL_SOCKET");
+  o.socket = o.args.Get("socket", env != nullptr && *env != '\0' ? env : kDefaultSocket);
+  o.server = o.args.Get("server");
+  grpc::ChannelArguments channel_args;
+  channel_args.SetMaxReceiveMessageSize(64 << 20);
+  if (o.server.empty()) {
+    o.channel = grpc::CreateCustomChannel("unix:" + o.socket, grpc::InsecureChannelCredentials(),
+                                          channel_args);
+    o.target = o.socket;
+    return kOk;
+  }
+  grpc::SslCredentialsOptions ssl;
+  std::string error;
+  if (o.args.Get("tls-ca").empty() || o.args.Get("tls-cert").empty() ||
+      o.args.Get("tls-key").empty()) {
+    return Usage("--server needs --tls-ca, --tls-cert and --tls-key (the TCP API is mutual TLS)");
+  }
+  if (!ReadFile(o.args.Get("tls-ca"), &ssl.pem_root_certs, &error) ||
+      !ReadFile(o.args.Get("tls-cert"), &ssl.pem_cert_chain, &error) ||
+      !ReadFile(o.args.Get("tls-key"), &ssl.pem_private_key, &error)) {
+    return Usage(error);
+  }
+  if (const std::string name = o.args.Get("tls-server-name"); !name.empty()) {
+    channel_args.SetSslTargetNameOverride(name);
+  }
+  o.channel = grpc::CreateCustomChannel(o.server, grpc::SslCredentials(ssl), channel_args);
+  Wipe(ssl.pem_private_key);
+  o.target = o.server;
+  return kOk;
+}
+
+int Dispatch(Options& o) {
+  const std::string& group = o.args.positional[0];
+  if (group == "cert") return CertCommand(o);
+  if (group == "trust") return TrustCommand(o);
+  if (group == "tickets") return TicketsCommand(o);
+  if (group == "stats") return StatsCommand(o);
+  if (group == "conns") return ConnsCommand(o);
+  if (group == "caps") return CapsCommand(o);
+  if (group == "status") return StatusCommand(o);
+  if (group == "health") return HealthCommand(o);
+  return Usage("unknown command '" + group + "'");
+}
+
 int Run(int argc, char** argv) {
   Options o;
-  o.args = Parse(argc, argv,
-                 {"force", "default", "require-client-cert", "watch", "handoffs", "help", "all",
-                  "version"});
+  o.args = Parse(argc, argv, BooleanFlags(), ValueFlags());
   if (!o.args.error.empty()) return Usage(o.args.error);
   if (o.args.Has("help")) {
     std::cout << kUsageText;
     return kOk;
   }
-  const auto& p = o.args.positional;
-  if (p.empty()) {
+  if (o.args.positional.empty()) {
     std::cerr << kUsageText;
     return kUsage;
   }
-  std::string command = p[0];
-  if ((command == "cert" || command == "trust" || command == "tickets") && p.size() > 1) {
-    command += " " + p[1];
-  }
-  if ((p[0] == "cert" || p[0] == "trust" || p[0] == "tickets") && p.size() == 1) {
-    return Usage(p[0] + ": which verb? (see 'ktlsctl --help')");
-  }
-  auto it = CommandFlags().find(command);
-  if (it == CommandFlags().end()) {
-    return Usage(p.size() > 1 && (p[0] == "cert" || p[0] == "trust" || p[0] == "tickets")
-                     ? "unknown command '" + command + "'"
-                     : "unknown command '" + p[0] + "'");
-  }
-  static const std::set<std::string> kGlobal = {"socket",   "server",  "output",
-                                                "timeout",  "tls-cert", "tls-key",
-                                                "tls-ca",   "tls-server-name", "help", "version"};
-  for (const auto& [name, value] : o.args.flags) {
-    if (!kGlobal.count(name) && !it->second.count(name)) {
-      return Usage("'" + command + "' has no flag --" + name);
-    }
-  }
-  for (const std::string& name : o.args.switches) {
-    if (!kGlobal.count(name) && !it->second.count(name)) {
-      return Usage("'" + command + "' has no flag --" + name);
-    }
-  }
+  int exit_code = kUsage;
+  const std::string command = CheckCommand(o, &exit_code);
+  if (command.empty()) return exit_code;
   const std::string output = o.args.Get("output", "table");
   if (output != "table" && output != "json") {
     return Usage("--output must be table or json, not '" + output + "'");
@@ -924,45 +1027,8 @@ int Run(int argc, char** argv) {
   }
   o.timeout_s = std::atoi(o.args.Get("timeout", "10").c_str());
   if (o.timeout_s <= 0) return Usage("--timeout must be a positive number of seconds");
-
-  const char* env = std::getenv("KTLSCTL_SOCKET");
-  o.socket = o.args.Get("socket", env != nullptr && *env != '\0' ? env : kDefaultSocket);
-  o.server = o.args.Get("server");
-  grpc::ChannelArguments channel_args;
-  channel_args.SetMaxReceiveMessageSize(64 << 20);
-  if (!o.server.empty()) {
-    grpc::SslCredentialsOptions ssl;
-    std::string error;
-    if (o.args.Get("tls-ca").empty() || o.args.Get("tls-cert").empty() ||
-        o.args.Get("tls-key").empty()) {
-      return Usage("--server needs --tls-ca, --tls-cert and --tls-key (the TCP API is mutual TLS)");
-    }
-    if (!ReadFile(o.args.Get("tls-ca"), &ssl.pem_root_certs, &error) ||
-        !ReadFile(o.args.Get("tls-cert"), &ssl.pem_cert_chain, &error) ||
-        !ReadFile(o.args.Get("tls-key"), &ssl.pem_private_key, &error)) {
-      return Usage(error);
-    }
-    if (const std::string name = o.args.Get("tls-server-name"); !name.empty()) {
-      channel_args.SetSslTargetNameOverride(name);
-    }
-    o.channel = grpc::CreateCustomChannel(o.server, grpc::SslCredentials(ssl), channel_args);
-    Wipe(ssl.pem_private_key);
-    o.target = o.server;
-  } else {
-    o.channel = grpc::CreateCustomChannel("unix:" + o.socket, grpc::InsecureChannelCredentials(),
-                                          channel_args);
-    o.target = o.socket;
-  }
-
-  if (p[0] == "cert") return CertCommand(o);
-  if (p[0] == "trust") return TrustCommand(o);
-  if (p[0] == "tickets") return TicketsCommand(o);
-  if (p[0] == "stats") return StatsCommand(o);
-  if (p[0] == "conns") return ConnsCommand(o);
-  if (p[0] == "caps") return CapsCommand(o);
-  if (p[0] == "status") return StatusCommand(o);
-  if (p[0] == "health") return HealthCommand(o);
-  return Usage("unknown command '" + p[0] + "'");
+  if (int rc = Connect(o); rc != kOk) return rc;
+  return Dispatch(o);
 }
 
 }  // namespace

@@ -7,7 +7,7 @@
 // socket and an eventfd. The eventfd is non-zero exactly while Receive() has something that is
 // not on the socket (handoffs queued by Dial, an unreported disconnect), so "fd() readable" means
 // "Receive() has an answer" and the app's epoll registration survives Reconnect().
-#include "ktls/app.h"
+#include "client/lib/app.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -123,28 +123,18 @@ struct Subscription {
   v1::Subscribed subscribed;
 };
 
-// Connects to the agent, sends Subscribe and waits for exactly one answer.
-absl::StatusOr<Subscription> ConnectAndSubscribe(const std::string& socket_path,
-                                                 const std::string& app_name,
-                                                 uint32_t initial_credits,
-                                                 absl::Duration timeout) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (socket_path.empty() || socket_path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("agent socket path \"", socket_path,
-                                                   "\" is empty or longer than ",
-                                                   sizeof(addr.sun_path) - 1, " bytes"));
-  }
-  std::memcpy(addr.sun_path, socket_path.data(), socket_path.size());
-  const absl::Time deadline = absl::Now() + timeout;
-
+// A blocking SOCK_SEQPACKET socket connected to the agent. A blocking Unix connect waits while
+// the listener's backlog is full, and a send while its queue is full; both are bounded by the
+// timeout (SO_SNDTIMEO, cleared again once subscribed).
+absl::StatusOr<UniqueFd> ConnectToAgent(const std::string& socket_path, absl::Duration timeout) {
+  absl::StatusOr<sockaddr_un> address = wire::UnixSocketAddress(socket_path, "agent socket path");
+  if (!address.ok()) return address.status();
+  const sockaddr_un addr = *address;
   UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   if (!fd) {
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot create a Unix socket: ", ErrnoText(errno)));
   }
-  // A blocking Unix connect waits while the listener's backlog is full, and a send while its
-  // queue is full; bound both by the timeout (cleared again once subscribed).
   const timeval tv = TimeoutToTimeval(timeout);
   ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   int rc;
@@ -152,22 +142,28 @@ absl::StatusOr<Subscription> ConnectAndSubscribe(const std::string& socket_path,
     rc = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
   } while (rc != 0 && errno == EINTR);
   if (rc != 0) return ConnectError(errno, socket_path);
+  return fd;
+}
 
+absl::Status SendSubscribe(int fd, const std::string& socket_path, const std::string& app_name,
+                           uint32_t initial_credits) {
   v1::AppToAgent subscribe;
   subscribe.mutable_subscribe()->set_protocol_version(wire::kProtocolVersion);
   subscribe.mutable_subscribe()->set_app_name(app_name);
   subscribe.mutable_subscribe()->set_initial_credits(initial_credits);
-  if (absl::Status s = SendMessage(fd.get(), subscribe, 0); !s.ok()) {
-    if (s.code() == absl::StatusCode::kResourceExhausted) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("agent at ", socket_path, " did not take the Subscribe message in time"));
-    }
-    return absl::Status(s.code(), absl::StrCat("subscribing to the agent at ", socket_path,
-                                               ": ", s.message()));
+  absl::Status s = SendMessage(fd, subscribe, 0);
+  if (s.ok()) return s;
+  if (s.code() == absl::StatusCode::kResourceExhausted) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("agent at ", socket_path, " did not take the Subscribe message in time"));
   }
+  return absl::Status(s.code(), absl::StrCat("subscribing to the agent at ", socket_path, ": ",
+                                             s.message()));
+}
 
-  // Wait for exactly one answer: Subscribed or ProtocolError.
-  std::string buffer(wire::kMaxMessageBytes, '\0');
+// Waits until the agent's answer to Subscribe can be read, or the deadline.
+absl::Status WaitForAnswer(int fd, const std::string& socket_path, absl::Time deadline,
+                           absl::Duration timeout) {
   for (;;) {
     const int64_t left_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
     if (left_ms <= 0) {
@@ -175,14 +171,19 @@ absl::StatusOr<Subscription> ConnectAndSubscribe(const std::string& socket_path,
           "agent at ", socket_path, " did not answer Subscribe within ",
           absl::FormatDuration(timeout)));
     }
-    pollfd p{fd.get(), POLLIN, 0};
+    pollfd p{fd, POLLIN, 0};
     const int ready = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms, 1 << 30)));
     if (ready < 0 && errno != EINTR) {
       return absl::InternalError(absl::StrCat("poll on the agent socket: ", ErrnoText(errno)));
     }
-    if (ready > 0) break;
+    if (ready > 0) return absl::OkStatus();
   }
-  Datagram d = ReceiveDatagram(fd.get(), &buffer, MSG_DONTWAIT);
+}
+
+// Reads exactly one answer to Subscribe: Subscribed (returned) or ProtocolError (an error).
+absl::StatusOr<v1::Subscribed> ReadSubscribeAnswer(int fd, const std::string& socket_path) {
+  std::string buffer(wire::kMaxMessageBytes, '\0');
+  Datagram d = ReceiveDatagram(fd, &buffer, MSG_DONTWAIT);
   CloseAll(d.fds);  // nothing before a handoff may carry descriptors
   if (d.n < 0 && (d.err == EAGAIN || d.err == EWOULDBLOCK)) {
     return absl::InternalError("agent socket was readable but held no message");
@@ -223,9 +224,26 @@ absl::StatusOr<Subscription> ConnectAndSubscribe(const std::string& socket_path,
         answer.subscribed().protocol_version(), " (agent ", answer.subscribed().agent_version(),
         "), this library speaks version ", wire::kProtocolVersion));
   }
+  return std::move(*answer.mutable_subscribed());
+}
+
+// Connects to the agent, sends Subscribe and waits for exactly one answer.
+absl::StatusOr<Subscription> ConnectAndSubscribe(const std::string& socket_path,
+                                                 const std::string& app_name,
+                                                 uint32_t initial_credits,
+                                                 absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::StatusOr<UniqueFd> fd = ConnectToAgent(socket_path, timeout);
+  if (!fd.ok()) return fd.status();
+  if (absl::Status s = SendSubscribe(fd->get(), socket_path, app_name, initial_credits); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = WaitForAnswer(fd->get(), socket_path, deadline, timeout); !s.ok()) return s;
+  absl::StatusOr<v1::Subscribed> subscribed = ReadSubscribeAnswer(fd->get(), socket_path);
+  if (!subscribed.ok()) return subscribed.status();
   const timeval zero{};
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof(zero));
-  return Subscription{std::move(fd), std::move(*answer.mutable_subscribed())};
+  ::setsockopt(fd->get(), SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof(zero));
+  return Subscription{*std::move(fd), *std::move(subscribed)};
 }
 
 // Turns the descriptors and metadata of a Handoff or a successful DialResult into a connection:
@@ -428,6 +446,13 @@ AgentSubscription::Incoming AgentSubscription::ReceiveOne(int flags) {
         absl::StrCat("malformed message from the agent: ", s.message()));
     return in;
   }
+  return OnMessage(message, std::move(d.fds));
+}
+
+AgentSubscription::Incoming AgentSubscription::OnMessage(v1::AgentToApp& message,
+                                                         std::vector<int> fds) {
+  Incoming in;
+  in.kind = Incoming::Kind::kError;
   switch (message.msg_case()) {
     case v1::AgentToApp::kHandoff: {
       // Every Handoff uses a credit on the agent's side, whether or not it is usable here.
@@ -437,7 +462,7 @@ AgentSubscription::Incoming AgentSubscription::ReceiveOne(int flags) {
         ++handoffs_beyond_credits_;
       }
       absl::StatusOr<HandedConnection> conn = MakeConnection(
-          message.mutable_handoff()->mutable_connection(), std::move(d.fds), "handoff");
+          message.mutable_handoff()->mutable_connection(), std::move(fds), "handoff");
       if (!conn.ok()) {
         in.status = conn.status();
         return in;
@@ -451,12 +476,12 @@ AgentSubscription::Incoming AgentSubscription::ReceiveOne(int flags) {
       in.kind = Incoming::Kind::kDialResult;
       in.request_id = r->request_id();
       if (!r->ok()) {
-        CloseAll(d.fds);
+        CloseAll(fds);
         in.status = absl::AbortedError(r->error().empty() ? "the agent gave no reason" : r->error());
         return in;
       }
       absl::StatusOr<HandedConnection> conn =
-          MakeConnection(r->mutable_connection(), std::move(d.fds), "dial result");
+          MakeConnection(r->mutable_connection(), std::move(fds), "dial result");
       if (!conn.ok()) {
         in.status = conn.status();
         return in;
@@ -465,16 +490,16 @@ AgentSubscription::Incoming AgentSubscription::ReceiveOne(int flags) {
       return in;
     }
     case v1::AgentToApp::kError:
-      CloseAll(d.fds);
+      CloseAll(fds);
       in.status = absl::FailedPreconditionError(
           absl::StrCat("agent reported a protocol error: ", message.error().message()));
       return in;
     case v1::AgentToApp::kSubscribed:
-      CloseAll(d.fds);
+      CloseAll(fds);
       in.status = absl::InvalidArgumentError("malformed message from the agent: Subscribed twice");
       return in;
     default:
-      CloseAll(d.fds);
+      CloseAll(fds);
       in.status = absl::InvalidArgumentError(
           "malformed message from the agent: no known message set (newer protocol?)");
       return in;
@@ -572,15 +597,27 @@ absl::StatusOr<HandedConnection> AgentSubscription::Dial(v1::DialRequest request
                                                          : kDefaultDialTimeoutMs) +
                 kDialAnswerMargin;
   const absl::Time deadline = absl::Now() + timeout;
-  auto left_ms = [&deadline] {
-    return std::max<int64_t>(0, absl::ToInt64Milliseconds(deadline - absl::Now()));
-  };
 
   v1::AppToAgent message;
   *message.mutable_dial() = std::move(request);
+  if (absl::Status s = SendDialRequest(message, target, deadline); !s.ok()) return s;
+  return AwaitDialResult(id, target, deadline, timeout);
+}
+
+namespace {
+
+int64_t MillisecondsLeft(absl::Time deadline) {
+  return std::max<int64_t>(0, absl::ToInt64Milliseconds(deadline - absl::Now()));
+}
+
+}  // namespace
+
+absl::Status AgentSubscription::SendDialRequest(const v1::AppToAgent& message,
+                                                const std::string& target, absl::Time deadline) {
+  auto left_ms = [&deadline] { return MillisecondsLeft(deadline); };
   for (;;) {
     absl::Status s = SendMessage(sock_.get(), message, MSG_DONTWAIT);
-    if (s.ok()) break;
+    if (s.ok()) return s;
     if (s.code() == absl::StatusCode::kResourceExhausted && left_ms() > 0) {
       pollfd p{sock_.get(), POLLOUT, 0};
       ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms(), 100)));
@@ -593,7 +630,13 @@ absl::StatusOr<HandedConnection> AgentSubscription::Dial(v1::DialRequest request
     }
     return absl::Status(s.code(), absl::StrCat("dial ", target, ": ", s.message()));
   }
+}
 
+absl::StatusOr<HandedConnection> AgentSubscription::AwaitDialResult(uint64_t id,
+                                                                    const std::string& target,
+                                                                    absl::Time deadline,
+                                                                    absl::Duration timeout) {
+  auto left_ms = [&deadline] { return MillisecondsLeft(deadline); };
   for (;;) {
     const int64_t ms = left_ms();
     if (ms <= 0) {

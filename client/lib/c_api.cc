@@ -20,7 +20,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
-#include "ktls/app.h"
+#include "base/json.h"
+#include "client/lib/app.h"
 #include "ktls/ktls_client.h"
 
 struct ktls_agent {
@@ -73,28 +74,6 @@ absl::Duration Timeout(int timeout_ms) {
   return timeout_ms > 0 ? absl::Milliseconds(timeout_ms) : kDefaultSubscribeTimeout;
 }
 
-void AppendJsonString(std::string* out, std::string_view s) {
-  out->push_back('"');
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          char buf[8];
-          std::snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out->append(buf);
-        } else {
-          out->push_back(static_cast<char>(c));  // UTF-8 passes through
-        }
-    }
-  }
-  out->push_back('"');
-}
-
 const char* DataPathName(int32_t path) {
   switch (path) {
     case KTLS_DATA_PATH_KTLS: return "ktls";
@@ -103,66 +82,45 @@ const char* DataPathName(int32_t path) {
   }
 }
 
+void AddList(base::JsonWriter& w, const char* key, size_t n, const char* const* v) {
+  w.Key(key).BeginArray();
+  for (size_t x = 0; x < n; ++x) w.String(v[x]);
+  w.EndArray();
+}
+
 std::string BuildJson(const ktls_conn_info& i) {
-  std::string j = "{";
-  bool first = true;
-  auto key = [&](const char* k) {
-    if (!first) j.push_back(',');
-    first = false;
-    AppendJsonString(&j, k);
-    j.push_back(':');
-  };
-  auto str = [&](const char* k, const char* v) {
-    key(k);
-    AppendJsonString(&j, v);
-  };
-  auto num = [&](const char* k, uint64_t v) {
-    key(k);
-    absl::StrAppend(&j, v);
-  };
-  auto boolean = [&](const char* k, bool v) {
-    key(k);
-    j.append(v ? "true" : "false");
-  };
-  auto list = [&](const char* k, size_t n, const char* const* v) {
-    key(k);
-    j.push_back('[');
-    for (size_t x = 0; x < n; ++x) {
-      if (x) j.push_back(',');
-      AppendJsonString(&j, v[x]);
-    }
-    j.push_back(']');
-  };
-  num("connection_id", i.connection_id);
-  str("listener", i.listener);
-  str("peer_address", i.peer_address);
-  num("peer_port", i.peer_port);
-  str("local_address", i.local_address);
-  num("local_port", i.local_port);
-  str("sni", i.sni);
-  str("alpn", i.alpn);
-  str("tls_version", i.tls_version);
-  num("tls_version_code", i.tls_version_code);
-  str("cipher", i.cipher);
-  num("data_path", static_cast<uint64_t>(i.data_path));
-  str("data_path_name", DataPathName(i.data_path));
-  num("ktls_tx", static_cast<uint64_t>(i.ktls_tx));
-  num("ktls_rx", static_cast<uint64_t>(i.ktls_rx));
-  str("fallback_reason", i.fallback_reason);
-  boolean("resumed", i.resumed);
-  num("handshake_micros", i.handshake_micros);
-  boolean("peer_cert_presented", i.peer_cert_presented);
-  boolean("peer_cert_verified", i.peer_cert_verified);
-  str("peer_subject", i.peer_subject);
-  str("peer_issuer", i.peer_issuer);
-  str("peer_sha256_fingerprint", i.peer_sha256_fingerprint);
-  list("peer_dns_sans", i.peer_dns_san_count, i.peer_dns_sans);
-  list("peer_uri_sans", i.peer_uri_san_count, i.peer_uri_sans);
-  num("initial_data_bytes", i.initial_data_bytes);
-  boolean("outbound", i.outbound);
-  num("dial_request_id", i.dial_request_id);
-  j.push_back('}');
-  return j;
+  base::JsonWriter w;
+  w.BeginObject();
+  w.Field("connection_id", uint64_t{i.connection_id});
+  w.Field("listener", i.listener);
+  w.Field("peer_address", i.peer_address);
+  w.Field("peer_port", uint64_t{i.peer_port});
+  w.Field("local_address", i.local_address);
+  w.Field("local_port", uint64_t{i.local_port});
+  w.Field("sni", i.sni);
+  w.Field("alpn", i.alpn);
+  w.Field("tls_version", i.tls_version);
+  w.Field("tls_version_code", uint64_t{i.tls_version_code});
+  w.Field("cipher", i.cipher);
+  w.Field("data_path", static_cast<uint64_t>(i.data_path));
+  w.Field("data_path_name", DataPathName(i.data_path));
+  w.Field("ktls_tx", static_cast<uint64_t>(i.ktls_tx));
+  w.Field("ktls_rx", static_cast<uint64_t>(i.ktls_rx));
+  w.Field("fallback_reason", i.fallback_reason);
+  w.Field("resumed", static_cast<bool>(i.resumed));
+  w.Field("handshake_micros", uint64_t{i.handshake_micros});
+  w.Field("peer_cert_presented", static_cast<bool>(i.peer_cert_presented));
+  w.Field("peer_cert_verified", static_cast<bool>(i.peer_cert_verified));
+  w.Field("peer_subject", i.peer_subject);
+  w.Field("peer_issuer", i.peer_issuer);
+  w.Field("peer_sha256_fingerprint", i.peer_sha256_fingerprint);
+  AddList(w, "peer_dns_sans", i.peer_dns_san_count, i.peer_dns_sans);
+  AddList(w, "peer_uri_sans", i.peer_uri_san_count, i.peer_uri_sans);
+  w.Field("initial_data_bytes", uint64_t{i.initial_data_bytes});
+  w.Field("outbound", static_cast<bool>(i.outbound));
+  w.Field("dial_request_id", uint64_t{i.dial_request_id});
+  w.EndObject();
+  return w.Take();
 }
 
 ktls_conn* NewConn(HandedConnection handed) {

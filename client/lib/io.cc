@@ -28,7 +28,7 @@
 #include <string_view>
 #include <vector>
 
-#include "ktls/io.h"
+#include "client/lib/io.h"
 
 #ifndef SOL_TLS
 #define SOL_TLS 282
@@ -274,6 +274,83 @@ int KtlsShutdown(RecvSysCalls& sys, int fd, int how) {
   return 0;
 }
 
+namespace {
+
+// Takes a non-data record's bytes out of the caller's buffers into *payload (under MSG_PEEK it is
+// still queued, so consume it for real; the kernel returns the same record again). The caller's
+// buffers held control bytes only transiently: the call never returns them as data.
+Failure TakeControlRecord(RecvSysCalls& sys, int fd, const iovec* iov, int iovcnt, int flags,
+                          const RecvResult& r, std::vector<uint8_t>* payload) {
+  if (!(flags & MSG_PEEK)) {
+    Gather(iov, iovcnt, static_cast<size_t>(r.n), payload);
+    return {};
+  }
+  payload->resize(r.n);
+  RecvResult c = RecvOnce(sys, fd, payload->data(), payload->size(),
+                          (flags & ~MSG_PEEK) | MSG_DONTWAIT);
+  if (c.n < 0) return {c.err, MessageForKernelErrno(c.err)};
+  if (c.record.error != nullptr) return {EPROTO, c.record.error};
+  if (!c.record.found || c.record.type != r.record.type) {
+    return {EPROTO, "peeked TLS record changed while it was consumed"};
+  }
+  payload->resize(c.n);
+  return {};
+}
+
+void SetAlert(const RecordVerdict& v, ktls_record_info* info) {
+  info->alert_level = v.alert_level;
+  info->alert_description = v.alert_description;
+  info->alert_name = AlertName(v.alert_description);
+}
+
+// Acts on one non-data record (reading its continuation when it is split). Returns false when
+// it was skipped (read the next record), true when it ends the call with *result.
+bool HandleControlRecord(RecvSysCalls& sys, int fd, uint8_t type, std::vector<uint8_t>* payload,
+                         ktls_record_info* info, ssize_t* result) {
+  for (;;) {
+    const RecordVerdict v = ClassifyRecord(type, *payload);
+    // Records skipped on the way count once the verdict is final (not while more is needed).
+    if (v.action != RecordAction::kNeedMore && v.action != RecordAction::kData) {
+      info->skipped_records += v.skipped;
+    }
+    switch (v.action) {
+      case RecordAction::kSkip:
+        return false;
+      case RecordAction::kEndOfStream:
+        SetAlert(v, info);
+        // Remember the end of stream in the kernel rather than in a per-fd table here: later
+        // reads return 0, and a reused descriptor number cannot inherit stale state.
+        sys.Shutdown(fd, SHUT_RD);
+        *result = 0;
+        return true;
+      case RecordAction::kFatalAlert:
+        SetAlert(v, info);
+        *result = Fail(info, ECONNRESET, "peer aborted the connection with a TLS alert");
+        return true;
+      case RecordAction::kKeyUpdate:
+        *result = Fail(info, EKEYEXPIRED,
+                       KeyUpdateMessage(KernelReleaseHasRxRekey(sys.KernelRelease())));
+        return true;
+      case RecordAction::kProtocolError:
+        *result = Fail(info, ErrnoForVerdict(v), v.message);
+        return true;
+      case RecordAction::kNeedMore: {
+        const Failure f = ReadContinuation(sys, fd, type, v.need, payload);
+        if (f.err != 0) {
+          *result = Fail(info, f.err, f.message);
+          return true;
+        }
+        break;
+      }
+      case RecordAction::kData:  // ClassifyRecord only says so for type 23, handled by the caller
+        *result = Fail(info, EPROTO, "internal error: data verdict for a control record");
+        return true;
+    }
+  }
+}
+
+}  // namespace
+
 ssize_t KtlsRecvV(RecvSysCalls& sys, int fd, const iovec* iov, int iovcnt, int flags,
                   ktls_record_info* info_out) {
   ktls_record_info local;
@@ -309,64 +386,11 @@ ssize_t KtlsRecvV(RecvSysCalls& sys, int fd, const iovec* iov, int iovcnt, int f
       }
       return r.n;
     }
-
-    // A non-data record: take its bytes out of the caller's buffers (under MSG_PEEK it is still
-    // queued, so consume it for real; the kernel returns the same record again). The caller's
-    // buffers held control bytes only transiently: the call never returns them as data.
-    const uint8_t type = r.record.type;
-    if (flags & MSG_PEEK) {
-      payload.resize(r.n);
-      RecvResult c = RecvOnce(sys, fd, payload.data(), payload.size(),
-                              (flags & ~MSG_PEEK) | MSG_DONTWAIT);
-      if (c.n < 0) return Fail(info, c.err, MessageForKernelErrno(c.err));
-      if (c.record.error != nullptr) return Fail(info, EPROTO, c.record.error);
-      if (!c.record.found || c.record.type != type) {
-        return Fail(info, EPROTO, "peeked TLS record changed while it was consumed");
-      }
-      payload.resize(c.n);
-    } else {
-      Gather(iov, iovcnt, static_cast<size_t>(r.n), &payload);
+    if (const Failure f = TakeControlRecord(sys, fd, iov, iovcnt, flags, r, &payload); f.err != 0) {
+      return Fail(info, f.err, f.message);
     }
-
-    bool next_record = false;
-    while (!next_record) {
-      const RecordVerdict v = ClassifyRecord(type, payload);
-      switch (v.action) {
-        case RecordAction::kSkip:
-          info->skipped_records += v.skipped;
-          next_record = true;
-          break;
-        case RecordAction::kEndOfStream:
-          info->skipped_records += v.skipped;
-          info->alert_level = v.alert_level;
-          info->alert_description = v.alert_description;
-          info->alert_name = AlertName(v.alert_description);
-          // Remember the end of stream in the kernel rather than in a per-fd table here: later
-          // reads return 0, and a reused descriptor number cannot inherit stale state.
-          sys.Shutdown(fd, SHUT_RD);
-          return 0;
-        case RecordAction::kFatalAlert:
-          info->skipped_records += v.skipped;
-          info->alert_level = v.alert_level;
-          info->alert_description = v.alert_description;
-          info->alert_name = AlertName(v.alert_description);
-          return Fail(info, ECONNRESET, "peer aborted the connection with a TLS alert");
-        case RecordAction::kKeyUpdate:
-          info->skipped_records += v.skipped;
-          return Fail(info, EKEYEXPIRED,
-                      KeyUpdateMessage(KernelReleaseHasRxRekey(sys.KernelRelease())));
-        case RecordAction::kProtocolError:
-          info->skipped_records += v.skipped;
-          return Fail(info, ErrnoForVerdict(v), v.message);
-        case RecordAction::kNeedMore: {
-          const Failure f = ReadContinuation(sys, fd, type, v.need, &payload);
-          if (f.err != 0) return Fail(info, f.err, f.message);
-          break;
-        }
-        case RecordAction::kData:  // ClassifyRecord only says so for type 23, handled above
-          return Fail(info, EPROTO, "internal error: data verdict for a control record");
-      }
-    }
+    ssize_t result = 0;
+    if (HandleControlRecord(sys, fd, r.record.type, &payload, info, &result)) return result;
   }
 }
 

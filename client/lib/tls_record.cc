@@ -7,7 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "ktls/io.h"
+#include "client/lib/io.h"
 
 #ifndef SOL_TLS
 #define SOL_TLS 282

@@ -25,6 +25,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "client/lib/openssl_errors.h"
 #include "client/loadgen/http_response.h"
 #include "client/loadgen/proc_stats.h"
 #include "client/loadgen/verify.h"
@@ -44,17 +45,6 @@ struct SslCtxFree {
 };
 using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxFree>;
 
-std::string OpenSslErrors() {
-  std::string s;
-  unsigned long e;
-  while ((e = ERR_get_error()) != 0) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof(buf));
-    if (!s.empty()) s += "; ";
-    s += buf;
-  }
-  return s;
-}
 
 double Seconds(const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; }
 
@@ -129,6 +119,7 @@ class Worker {
 
   void Connect(Conn* c);
   void OnConnected(Conn* c);
+  void StartRequests(Conn* c);
   void Handshake(Conn* c);
   bool BeginRequest(Conn* c);
   void SendRequest(Conn* c);
@@ -286,21 +277,27 @@ void Worker::Connect(Conn* c) {
   c->state = ConnState::kConnecting;
 }
 
+// Connected (and, with TLS, handshaken): the first request goes out now, except in close mode,
+// where Connect() already began the request before opening the connection.
+void Worker::StartRequests(Conn* c) {
+  c->state = ConnState::kActive;
+  if (!s_.close_each && !BeginRequest(c)) {
+    Close(c, true);
+    return;
+  }
+  SendRequest(c);
+  Pump(c);
+}
+
 void Worker::OnConnected(Conn* c) {
   if (!s_.o.tls) {
     if (InWindow(now_)) ++r_.handshakes;
-    c->state = ConnState::kActive;
-    if (!s_.close_each && !BeginRequest(c)) {
-      Close(c, true);
-      return;
-    }
-    SendRequest(c);
-    Pump(c);
+    StartRequests(c);
     return;
   }
   c->ssl = SSL_new(s_.ctx.get());
   if (c->ssl == nullptr || SSL_set_fd(c->ssl, c->fd) != 1) {
-    Fail(c, ErrorKind::kHandshake, absl::StrCat("SSL_new: ", OpenSslErrors()));
+    Fail(c, ErrorKind::kHandshake, absl::StrCat("SSL_new: ", client::DrainOpenSslErrors()));
     return;
   }
   if (!s_.o.sni.empty()) SSL_set_tlsext_host_name(c->ssl, s_.o.sni.c_str());
@@ -322,18 +319,12 @@ void Worker::Handshake(Conn* c) {
       r_.tls_version = SSL_get_version(c->ssl);
       r_.cipher = SSL_get_cipher_name(c->ssl);
     }
-    c->state = ConnState::kActive;
-    if (!s_.close_each && !BeginRequest(c)) {
-      Close(c, true);
-      return;
-    }
-    SendRequest(c);
-    Pump(c);
+    StartRequests(c);
     return;
   }
   const int err = SSL_get_error(c->ssl, rc);
   if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return;
-  std::string why = OpenSslErrors();
+  std::string why = client::DrainOpenSslErrors();
   if (why.empty()) why = err == SSL_ERROR_SYSCALL && errno != 0 ? std::strerror(errno) : "connection closed";
   Fail(c, ErrorKind::kHandshake, absl::StrCat("TLS handshake: ", why));
 }
@@ -383,7 +374,7 @@ int Worker::WriteSome(Conn* c) {
       if (n <= 0) {
         const int err = SSL_get_error(c->ssl, static_cast<int>(n));
         if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) return 0;
-        std::string why = OpenSslErrors();
+        std::string why = client::DrainOpenSslErrors();
         if (err == SSL_ERROR_SYSCALL) {
           Fail(c, ErrorKind::kIo, absl::StrCat("write: ", why.empty() ? std::strerror(errno) : why));
         } else {
@@ -435,7 +426,7 @@ int Worker::ReadSome(Conn* c) {
           }
           eof = true;  // EOF without close_notify: the parser decides whether that is early
         } else {
-          Fail(c, ErrorKind::kTls, absl::StrCat("SSL_read: ", OpenSslErrors()));
+          Fail(c, ErrorKind::kTls, absl::StrCat("SSL_read: ", client::DrainOpenSslErrors()));
           return -1;
         }
       }
@@ -562,8 +553,7 @@ void Worker::Close(Conn* c, bool graceful) {
   c->writing = false;
 }
 
-absl::Status Prepare(const Options& o, Shared* s) {
-  // Target address.
+absl::Status ResolveTarget(const Options& o, Shared* s) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -576,40 +566,44 @@ absl::Status Prepare(const Options& o, Shared* s) {
   std::memcpy(&s->addr, res->ai_addr, res->ai_addrlen);
   s->addr_len = res->ai_addrlen;
   ::freeaddrinfo(res);
+  return absl::OkStatus();
+}
 
-  // TLS client context. No certificate verification: the benchmarks use throw-away self-signed
-  // certificates, and verification cost is the client's, not the server's under test.
-  if (o.tls) {
-    s->ctx.reset(SSL_CTX_new(TLS_client_method()));
-    SSL_CTX* ctx = s->ctx.get();
-    if (ctx == nullptr) return absl::InternalError(absl::StrCat("SSL_CTX_new: ", OpenSslErrors()));
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    const int min = o.tls_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION;
-    const int max = o.tls_version == "1.2" ? TLS1_2_VERSION : TLS1_3_VERSION;
-    SSL_CTX_set_min_proto_version(ctx, min);
-    SSL_CTX_set_max_proto_version(ctx, max);
-    if (o.tls_version != "1.2") {
-      const std::string suites = o.ciphers.empty() || o.tls_version == "any" ? "TLS_AES_128_GCM_SHA256" : o.ciphers;
-      if (SSL_CTX_set_ciphersuites(ctx, suites.c_str()) != 1) {
-        return absl::InvalidArgumentError(absl::StrCat("--ciphers=", suites, ": ", OpenSslErrors()));
-      }
-    }
-    if (o.tls_version != "1.3") {
-      const std::string list = o.ciphers.empty() || o.tls_version == "any"
-                                   ? "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"
-                                   : o.ciphers;
-      if (SSL_CTX_set_cipher_list(ctx, list.c_str()) != 1) {
-        return absl::InvalidArgumentError(absl::StrCat("--ciphers=", list, ": ", OpenSslErrors()));
-      }
-    }
-    if (SSL_CTX_set1_groups_list(ctx, o.groups.c_str()) != 1) {
-      return absl::InvalidArgumentError(absl::StrCat("--groups=", o.groups, ": ", OpenSslErrors()));
+// TLS client context. No certificate verification: the benchmarks use throw-away self-signed
+// certificates, and verification cost is the client's, not the server's under test.
+absl::Status MakeClientContext(const Options& o, Shared* s) {
+  s->ctx.reset(SSL_CTX_new(TLS_client_method()));
+  SSL_CTX* ctx = s->ctx.get();
+  if (ctx == nullptr) return absl::InternalError(absl::StrCat("SSL_CTX_new: ", client::DrainOpenSslErrors()));
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  const int min = o.tls_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION;
+  const int max = o.tls_version == "1.2" ? TLS1_2_VERSION : TLS1_3_VERSION;
+  SSL_CTX_set_min_proto_version(ctx, min);
+  SSL_CTX_set_max_proto_version(ctx, max);
+  if (o.tls_version != "1.2") {
+    const std::string suites = o.ciphers.empty() || o.tls_version == "any" ? "TLS_AES_128_GCM_SHA256" : o.ciphers;
+    if (SSL_CTX_set_ciphersuites(ctx, suites.c_str()) != 1) {
+      return absl::InvalidArgumentError(absl::StrCat("--ciphers=", suites, ": ", client::DrainOpenSslErrors()));
     }
   }
+  if (o.tls_version != "1.3") {
+    const std::string list = o.ciphers.empty() || o.tls_version == "any"
+                                 ? "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"
+                                 : o.ciphers;
+    if (SSL_CTX_set_cipher_list(ctx, list.c_str()) != 1) {
+      return absl::InvalidArgumentError(absl::StrCat("--ciphers=", list, ": ", client::DrainOpenSslErrors()));
+    }
+  }
+  if (SSL_CTX_set1_groups_list(ctx, o.groups.c_str()) != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--groups=", o.groups, ": ", client::DrainOpenSslErrors()));
+  }
+  return absl::OkStatus();
+}
 
-  // The request and what its answer must be.
+// The request and, with it, the first bytes of its body (the pattern).
+void BuildRequest(const Options& o, Shared* s) {
   const std::string path = RequestPath(o);
   std::string head = absl::StrCat(o.scenario == Scenario::kPost || o.scenario == Scenario::kBulkUp
                                       ? "POST "
@@ -626,6 +620,10 @@ absl::Status Prepare(const Options& o, Shared* s) {
   s->head_size = head.size();
   s->body_in_prefix = std::min<uint64_t>(s->body_size, kPatternSpan);
   s->prefix = head + PatternString(static_cast<size_t>(s->body_in_prefix));
+}
+
+// What the answer must be.
+absl::Status MakeCheck(const Options& o, Shared* s) {
   switch (o.scenario) {
     case Scenario::kGet:
     case Scenario::kClose:
@@ -656,6 +654,16 @@ absl::Status Prepare(const Options& o, Shared* s) {
       break;
     }
   }
+  return absl::OkStatus();
+}
+
+absl::Status Prepare(const Options& o, Shared* s) {
+  if (absl::Status st = ResolveTarget(o, s); !st.ok()) return st;
+  if (o.tls) {
+    if (absl::Status st = MakeClientContext(o, s); !st.ok()) return st;
+  }
+  BuildRequest(o, s);
+  if (absl::Status st = MakeCheck(o, s); !st.ok()) return st;
   s->timeout = std::chrono::nanoseconds(static_cast<int64_t>(o.timeout_s * 1e9));
   return absl::OkStatus();
 }
@@ -668,6 +676,83 @@ void RaiseFdLimit(int connections) {
   if (rl.rlim_cur >= want) return;
   rl.rlim_cur = std::min(rl.rlim_max, std::max(want, rl.rlim_cur));
   ::setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+// CPU time and kernel TLS counters at one instant; the window's costs are two samples' difference.
+struct CpuSample {
+  rusage self{};
+  double watched_s = 0;
+  std::map<std::string, int64_t> tls_stat;
+};
+
+CpuSample TakeSample(const Options& o) {
+  CpuSample c;
+  ::getrusage(RUSAGE_SELF, &c.self);
+  c.watched_s = ProcessTreeCpuSeconds(o.watch_pids);
+  c.tls_stat = ReadTlsStat();
+  return c;
+}
+
+// Sleeps in short steps until the measurement window ends (or the request bound is reached):
+// progress once a second, the CPU sample at the window's start (*start, *sampled). Returns when.
+Clock::time_point WaitForWindow(const Options& o, const Shared& s, Clock::time_point start,
+                                bool progress, CpuSample* start_sample, bool* sampled) {
+  auto next_progress = start + std::chrono::seconds(1);
+  uint64_t last_completed = 0;
+  for (;;) {
+    auto now = Clock::now();
+    if (!*sampled && now >= s.measure_start) {
+      *start_sample = TakeSample(o);
+      *sampled = true;
+    }
+    const bool bound_done = o.requests > 0 && s.done.load() >= o.requests;
+    if (now >= s.measure_end || bound_done) return now;
+    if (progress && now >= next_progress) {
+      const uint64_t completed = s.completed.load();
+      const double t = std::chrono::duration<double>(now - start).count();
+      std::fprintf(stderr, "\r[%6.1fs] %-9s %10llu requests %9.0f/s  errors %llu   ",
+                   t, now < s.measure_start ? "warm-up" : "measuring",
+                   static_cast<unsigned long long>(completed),
+                   static_cast<double>(completed - last_completed),
+                   static_cast<unsigned long long>(s.failed.load()));
+      last_completed = completed;
+      next_progress += std::chrono::seconds(1);
+    }
+    auto wake = std::min(s.measure_end, now + std::chrono::milliseconds(5));
+    if (progress) wake = std::min(wake, next_progress);
+    if (!*sampled) wake = std::min(wake, s.measure_start);
+    std::this_thread::sleep_until(wake);
+  }
+}
+
+void MergeWorkerResults(const std::vector<std::unique_ptr<Worker>>& workers, Results* r) {
+  for (auto& w : workers) {
+    const Results& wr = w->results();
+    r->requests += wr.requests;
+    r->body_bytes_in += wr.body_bytes_in;
+    r->body_bytes_out += wr.body_bytes_out;
+    r->latency.Merge(wr.latency);
+    r->handshakes += wr.handshakes;
+    r->resumed += wr.resumed;
+    for (int i = 0; i < kErrorKinds; ++i) r->errors[i] += wr.errors[i];
+    r->warmup_errors += wr.warmup_errors;
+    if (r->first_error.empty()) r->first_error = wr.first_error;
+    if (r->tls_version.empty()) {
+      r->tls_version = wr.tls_version;
+      r->cipher = wr.cipher;
+    }
+  }
+}
+
+void SetCosts(const CpuSample& start, const CpuSample& end, Results* r) {
+  r->cpu_user_s = Seconds(end.self.ru_utime) - Seconds(start.self.ru_utime);
+  r->cpu_system_s = Seconds(end.self.ru_stime) - Seconds(start.self.ru_stime);
+  r->watched_cpu_s = end.watched_s - start.watched_s;
+  for (const auto& [name, value] : end.tls_stat) {
+    auto it = start.tls_stat.find(name);
+    const int64_t delta = value - (it == start.tls_stat.end() ? 0 : it->second);
+    if (delta != 0) r->tls_stat[name] = delta;
+  }
 }
 
 }  // namespace
@@ -689,83 +774,22 @@ absl::StatusOr<Results> RunLoad(const Options& o, bool progress) {
   std::vector<std::thread> threads;
   for (auto& w : workers) threads.emplace_back([&w] { w->Run(); });
 
-  // Sleep in short steps: progress once a second, CPU sample at the window's start, stop at its end.
-  rusage ru_start{};
-  double watched_start = 0;
-  std::map<std::string, int64_t> tls_start;
+  CpuSample start_sample;
   bool sampled = false;
-  auto next_progress = start + std::chrono::seconds(1);
-  uint64_t last_completed = 0;
-  Clock::time_point end;
-  for (;;) {
-    auto now = Clock::now();
-    if (!sampled && now >= s.measure_start) {
-      ::getrusage(RUSAGE_SELF, &ru_start);
-      watched_start = ProcessTreeCpuSeconds(o.watch_pids);
-      tls_start = ReadTlsStat();
-      sampled = true;
-    }
-    const bool bound_done = o.requests > 0 && s.done.load() >= o.requests;
-    if (now >= s.measure_end || bound_done) {
-      end = now;
-      break;
-    }
-    if (progress && now >= next_progress) {
-      const uint64_t completed = s.completed.load();
-      const double t = std::chrono::duration<double>(now - start).count();
-      std::fprintf(stderr, "\r[%6.1fs] %-9s %10llu requests %9.0f/s  errors %llu   ",
-                   t, now < s.measure_start ? "warm-up" : "measuring",
-                   static_cast<unsigned long long>(completed),
-                   static_cast<double>(completed - last_completed),
-                   static_cast<unsigned long long>(s.failed.load()));
-      last_completed = completed;
-      next_progress += std::chrono::seconds(1);
-    }
-    auto wake = std::min(s.measure_end, now + std::chrono::milliseconds(5));
-    if (progress) wake = std::min(wake, next_progress);
-    if (!sampled) wake = std::min(wake, s.measure_start);
-    std::this_thread::sleep_until(wake);
-  }
-  rusage ru_end{};
-  ::getrusage(RUSAGE_SELF, &ru_end);
-  const double watched_end = ProcessTreeCpuSeconds(o.watch_pids);
-  const std::map<std::string, int64_t> tls_end = ReadTlsStat();
+  const Clock::time_point end = WaitForWindow(o, s, start, progress, &start_sample, &sampled);
+  const CpuSample end_sample = TakeSample(o);
   s.stop = true;
   for (auto& t : threads) t.join();
   if (progress) std::fprintf(stderr, "\n");
 
   Results r;
-  for (auto& w : workers) {
-    const Results& wr = w->results();
-    r.requests += wr.requests;
-    r.body_bytes_in += wr.body_bytes_in;
-    r.body_bytes_out += wr.body_bytes_out;
-    r.latency.Merge(wr.latency);
-    r.handshakes += wr.handshakes;
-    r.resumed += wr.resumed;
-    for (int i = 0; i < kErrorKinds; ++i) r.errors[i] += wr.errors[i];
-    r.warmup_errors += wr.warmup_errors;
-    if (r.first_error.empty()) r.first_error = wr.first_error;
-    if (r.tls_version.empty()) {
-      r.tls_version = wr.tls_version;
-      r.cipher = wr.cipher;
-    }
-  }
+  MergeWorkerResults(workers, &r);
   Clock::time_point window_end = std::min(end, s.measure_end);
   if (o.requests > 0 && s.done.load() >= o.requests) {
     window_end = Clock::time_point(std::chrono::nanoseconds(s.last_done_ns.load()));
   }
   r.measured_s = std::max(0.0, std::chrono::duration<double>(window_end - s.measure_start).count());
-  if (sampled) {
-    r.cpu_user_s = Seconds(ru_end.ru_utime) - Seconds(ru_start.ru_utime);
-    r.cpu_system_s = Seconds(ru_end.ru_stime) - Seconds(ru_start.ru_stime);
-    r.watched_cpu_s = watched_end - watched_start;
-    for (const auto& [name, value] : tls_end) {
-      auto it = tls_start.find(name);
-      const int64_t delta = value - (it == tls_start.end() ? 0 : it->second);
-      if (delta != 0) r.tls_stat[name] = delta;
-    }
-  }
+  if (sampled) SetCosts(start_sample, end_sample, &r);
   return r;
 }
 

@@ -132,117 +132,148 @@ ResponseParser::Result ResponseParser::ConsumeLine(const char* data, size_t len,
   return Result::kNeedMore;
 }
 
+bool ResponseParser::StepHead(const char* data, size_t len, size_t* pos, Result* result) {
+  *result = Result::kNeedMore;
+  if (*pos == len) return false;
+  const size_t old = head_.size();
+  const size_t take = std::min(len - *pos, kMaxResponseHeadBytes + 4 - old);
+  head_.append(data + *pos, take);
+  const size_t from = old >= 3 ? old - 3 : 0;
+  const size_t end = head_.find("\r\n\r\n", from);
+  if (end == std::string::npos) {
+    *pos += take;
+    if (head_.size() > kMaxResponseHeadBytes) {
+      Fail("response head over 64 KiB");
+      *result = Result::kError;
+    }
+    return false;
+  }
+  const size_t head_len = end + 4;
+  *pos += head_len - old;
+  head_.resize(head_len);
+  if (!ParseHead(head_)) {
+    state_ = State::kError;
+    *result = Result::kError;
+    return false;
+  }
+  if (status_ >= 100 && status_ < 200) {  // interim (100 Continue): the real one follows
+    head_.clear();
+    return true;
+  }
+  if (head_request_ || status_ == 204 || status_ == 304) {
+    state_ = State::kDone;
+  } else if (chunked_) {
+    state_ = State::kChunkSize;
+  } else if (has_length_) {
+    remaining_ = content_length_;
+    state_ = remaining_ == 0 ? State::kDone : State::kBody;
+  } else {
+    keep_alive_ = false;
+    state_ = State::kUntilEof;
+  }
+  return true;
+}
+
+bool ResponseParser::StepBody(const char* data, size_t len, size_t* pos, BodySink* sink,
+                              Result* result) {
+  *result = Result::kNeedMore;
+  if (*pos == len) return false;
+  size_t take = len - *pos;
+  if (state_ != State::kUntilEof) take = static_cast<size_t>(std::min<uint64_t>(take, remaining_));
+  if (sink != nullptr) sink->Body(data + *pos, take);
+  body_bytes_ += take;
+  *pos += take;
+  if (state_ != State::kUntilEof) {
+    remaining_ -= take;
+    if (remaining_ == 0) {
+      state_ = state_ == State::kBody ? State::kDone : State::kChunkDataEnd;
+    }
+  }
+  return true;
+}
+
+bool ResponseParser::StepChunkLine(const char* data, size_t len, size_t* pos, Result* result) {
+  *result = Result::kNeedMore;
+  if (*pos == len) return false;
+  size_t n = 0;
+  bool got = false;
+  if (ConsumeLine(data + *pos, len - *pos, &n, &line_, &got) == Result::kError) {
+    *result = Result::kError;
+    return false;
+  }
+  *pos += n;
+  if (!got) return true;
+  std::string line = std::move(line_);
+  line_.clear();
+  if (!OnChunkLine(line)) {
+    *result = Result::kError;
+    return false;
+  }
+  return true;
+}
+
+bool ResponseParser::OnChunkLine(const std::string& line) {
+  if (state_ == State::kChunkDataEnd) {
+    if (!line.empty()) {
+      Fail("chunk not followed by CRLF");
+      return false;
+    }
+    state_ = State::kChunkSize;
+    return true;
+  }
+  if (state_ == State::kTrailer) {
+    if (line.empty()) state_ = State::kDone;
+    return true;
+  }
+  std::string_view size_field = line;
+  size_field = size_field.substr(0, size_field.find(';'));
+  size_field = Trim(size_field);
+  uint64_t size = 0;
+  if (size_field.empty() || size_field.size() > 15 ||
+      !absl::SimpleHexAtoi(Av(size_field), &size)) {
+    Fail(absl::StrCat("bad chunk size \"", Av(std::string_view(line).substr(0, 32)), "\""));
+    return false;
+  }
+  if (size == 0) {
+    state_ = State::kTrailer;
+  } else {
+    remaining_ = size;
+    state_ = State::kChunkData;
+  }
+  return true;
+}
+
 ResponseParser::Result ResponseParser::Feed(const char* data, size_t len, size_t* used,
                                             BodySink* sink) {
   size_t pos = 0;
-  auto done = [&](Result r) {
-    *used = pos;
-    return r;
-  };
-  while (true) {
+  Result result = Result::kNeedMore;
+  for (bool more = true; more;) {
     switch (state_) {
       case State::kDone:
-        return done(Result::kComplete);
+        result = Result::kComplete;
+        more = false;
+        break;
       case State::kError:
-        return done(Result::kError);
-      case State::kHead: {
-        if (pos == len) return done(Result::kNeedMore);
-        const size_t old = head_.size();
-        const size_t take = std::min(len - pos, kMaxResponseHeadBytes + 4 - old);
-        head_.append(data + pos, take);
-        const size_t from = old >= 3 ? old - 3 : 0;
-        const size_t end = head_.find("\r\n\r\n", from);
-        if (end == std::string::npos) {
-          pos += take;
-          if (head_.size() > kMaxResponseHeadBytes) {
-            Fail("response head over 64 KiB");
-            return done(Result::kError);
-          }
-          return done(Result::kNeedMore);
-        }
-        const size_t head_len = end + 4;
-        pos += head_len - old;
-        head_.resize(head_len);
-        if (!ParseHead(head_)) {
-          state_ = State::kError;
-          return done(Result::kError);
-        }
-        if (status_ >= 100 && status_ < 200) {  // interim (100 Continue): the real one follows
-          head_.clear();
-          continue;
-        }
-        if (head_request_ || status_ == 204 || status_ == 304) {
-          state_ = State::kDone;
-        } else if (chunked_) {
-          state_ = State::kChunkSize;
-        } else if (has_length_) {
-          remaining_ = content_length_;
-          state_ = remaining_ == 0 ? State::kDone : State::kBody;
-        } else {
-          keep_alive_ = false;
-          state_ = State::kUntilEof;
-        }
-        continue;
-      }
+        result = Result::kError;
+        more = false;
+        break;
+      case State::kHead:
+        more = StepHead(data, len, &pos, &result);
+        break;
       case State::kBody:
       case State::kChunkData:
-      case State::kUntilEof: {
-        if (pos == len) return done(Result::kNeedMore);
-        size_t take = len - pos;
-        if (state_ != State::kUntilEof) take = static_cast<size_t>(std::min<uint64_t>(take, remaining_));
-        if (sink != nullptr) sink->Body(data + pos, take);
-        body_bytes_ += take;
-        pos += take;
-        if (state_ != State::kUntilEof) {
-          remaining_ -= take;
-          if (remaining_ == 0) {
-            state_ = state_ == State::kBody ? State::kDone : State::kChunkDataEnd;
-          }
-        }
-        continue;
-      }
+      case State::kUntilEof:
+        more = StepBody(data, len, &pos, sink, &result);
+        break;
       case State::kChunkSize:
       case State::kChunkDataEnd:
-      case State::kTrailer: {
-        if (pos == len) return done(Result::kNeedMore);
-        size_t n = 0;
-        bool got = false;
-        if (ConsumeLine(data + pos, len - pos, &n, &line_, &got) == Result::kError) {
-          return done(Result::kError);
-        }
-        pos += n;
-        if (!got) continue;
-        std::string line = std::move(line_);
-        line_.clear();
-        if (state_ == State::kChunkDataEnd) {
-          if (!line.empty()) {
-            Fail("chunk not followed by CRLF");
-            return done(Result::kError);
-          }
-          state_ = State::kChunkSize;
-        } else if (state_ == State::kTrailer) {
-          if (line.empty()) state_ = State::kDone;
-        } else {
-          std::string_view size_field = line;
-          size_field = size_field.substr(0, size_field.find(';'));
-          size_field = Trim(size_field);
-          uint64_t size = 0;
-          if (size_field.empty() || size_field.size() > 15 ||
-              !absl::SimpleHexAtoi(Av(size_field), &size)) {
-            Fail(absl::StrCat("bad chunk size \"", Av(std::string_view(line).substr(0, 32)), "\""));
-            return done(Result::kError);
-          }
-          if (size == 0) {
-            state_ = State::kTrailer;
-          } else {
-            remaining_ = size;
-            state_ = State::kChunkData;
-          }
-        }
-        continue;
-      }
+      case State::kTrailer:
+        more = StepChunkLine(data, len, &pos, &result);
+        break;
     }
   }
+  *used = pos;
+  return result;
 }
 
 ResponseParser::Result ResponseParser::FeedEof() {

@@ -48,6 +48,13 @@ class ResponseParser {
   Result Fail(std::string why);
   bool ParseHead(std::string_view head);
   Result ConsumeLine(const char* data, size_t len, size_t* used, std::string* line, bool* got);
+  // Feed()'s steps, one per group of states: each consumes from data[*pos, len) and returns true
+  // to go on with the next state, or false with *result to return.
+  bool StepHead(const char* data, size_t len, size_t* pos, Result* result);
+  bool StepBody(const char* data, size_t len, size_t* pos, BodySink* sink, Result* result);
+  bool StepChunkLine(const char* data, size_t len, size_t* pos, Result* result);
+  // A complete chunk-size, chunk-end or trailer line; false (after Fail) when it is malformed.
+  bool OnChunkLine(const std::string& line);
 
   State state_ = State::kHead;
   bool head_request_ = false;

@@ -5,29 +5,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "base/json.h"
 
 namespace ktls::loadgen {
 namespace {
-
-void AppendJsonString(std::string* out, std::string_view s) {
-  out->push_back('"');
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out->append("\\\""); break;
-      case '\\': out->append("\\\\"); break;
-      case '\n': out->append("\\n"); break;
-      case '\r': out->append("\\r"); break;
-      case '\t': out->append("\\t"); break;
-      default:
-        if (c < 0x20) {
-          absl::StrAppendFormat(out, "\\u%04x", c);
-        } else {
-          out->push_back(static_cast<char>(c));
-        }
-    }
-  }
-  out->push_back('"');
-}
 
 double PerSecond(uint64_t n, double s) { return s > 0 ? n / s : 0; }
 double Micros(uint64_t ns) { return ns / 1000.0; }
@@ -40,91 +21,69 @@ std::string Target(const Options& o) {
 
 }  // namespace
 
+namespace {
+
+void AddLatency(base::JsonWriter& w, const Results& r) {
+  w.Key("latency_us").BeginObject();
+  w.Key("mean").Fixed(r.latency.mean() / 1000.0, 1);
+  w.Key("p50").Fixed(Micros(r.latency.Quantile(0.5)), 1);
+  w.Key("p90").Fixed(Micros(r.latency.Quantile(0.9)), 1);
+  w.Key("p99").Fixed(Micros(r.latency.Quantile(0.99)), 1);
+  w.Key("p999").Fixed(Micros(r.latency.Quantile(0.999)), 1);
+  w.Key("max").Fixed(Micros(r.latency.max()), 1);
+  w.EndObject();
+}
+
+void AddErrorsAndCpu(base::JsonWriter& w, const Results& r) {
+  w.Key("errors").BeginObject().Field("total", r.total_errors());
+  for (int i = 0; i < kErrorKinds; ++i) w.Field(kErrorNames[i], r.errors[i]);
+  w.EndObject();
+  w.Field("warmup_errors", r.warmup_errors);
+  w.Field("first_error", r.first_error);
+  const double cpu = r.cpu_user_s + r.cpu_system_s;
+  w.Key("cpu").BeginObject();
+  w.Field("user_s", r.cpu_user_s);
+  w.Field("system_s", r.cpu_system_s);
+  w.Field("per_request_us", r.requests > 0 ? cpu * 1e6 / r.requests : 0.0);
+  w.EndObject();
+  w.Field("watched_cpu_s", r.watched_cpu_s);
+  w.Key("tls_stat").BeginObject();
+  for (const auto& [name, delta] : r.tls_stat) w.Field(name, delta);
+  w.EndObject();
+}
+
+}  // namespace
+
 std::string FormatJson(const Options& o, const Results& r) {
-  std::string j = "{";
-  bool first = true;
-  auto key = [&](std::string_view k) {
-    if (!first) j += ",";
-    first = false;
-    AppendJsonString(&j, k);
-    j += ":";
-  };
-  auto str = [&](std::string_view k, std::string_view v) {
-    key(k);
-    AppendJsonString(&j, v);
-  };
-  auto num = [&](std::string_view k, uint64_t v) {
-    key(k);
-    absl::StrAppend(&j, v);
-  };
-  auto real = [&](std::string_view k, double v) {
-    key(k);
-    absl::StrAppendFormat(&j, "%.6g", v);
-  };
-  auto boolean = [&](std::string_view k, bool v) {
-    key(k);
-    j += v ? "true" : "false";
-  };
-  str("schema", kJsonSchema);
-  str("label", o.label);
-  str("scenario", ScenarioName(o.scenario));
-  str("target", Target(o));
-  str("path", RequestPath(o));
-  boolean("tls", o.tls);
-  str("tls_version", r.tls_version);
-  str("cipher", r.cipher);
-  boolean("resume", o.resume);
-  num("size", o.size);
-  num("connections", o.connections);
-  num("threads", o.threads);
-  real("warmup_s", o.warmup_s);
-  real("duration_s", r.measured_s);
-  num("requests", r.requests);
-  real("requests_per_s", PerSecond(r.requests, r.measured_s));
-  num("body_bytes_in", r.body_bytes_in);
-  num("body_bytes_out", r.body_bytes_out);
-  real("mib_per_s_in", PerSecond(r.body_bytes_in, r.measured_s) / (1024.0 * 1024.0));
-  real("mib_per_s_out", PerSecond(r.body_bytes_out, r.measured_s) / (1024.0 * 1024.0));
-  num("handshakes", r.handshakes);
-  real("handshakes_per_s", PerSecond(r.handshakes, r.measured_s));
-  num("resumed", r.resumed);
-  key("latency_us");
-  {
-    std::string l;
-    absl::StrAppendFormat(&l, "{\"mean\":%.1f,\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,"
-                          "\"max\":%.1f}",
-                          r.latency.mean() / 1000.0, Micros(r.latency.Quantile(0.5)),
-                          Micros(r.latency.Quantile(0.9)), Micros(r.latency.Quantile(0.99)),
-                          Micros(r.latency.Quantile(0.999)), Micros(r.latency.max()));
-    j += l;
-  }
-  key("errors");
-  j += "{";
-  absl::StrAppend(&j, "\"total\":", r.total_errors());
-  for (int i = 0; i < kErrorKinds; ++i) absl::StrAppend(&j, ",\"", kErrorNames[i], "\":", r.errors[i]);
-  j += "}";
-  num("warmup_errors", r.warmup_errors);
-  str("first_error", r.first_error);
-  key("cpu");
-  {
-    const double cpu = r.cpu_user_s + r.cpu_system_s;
-    absl::StrAppendFormat(&j, "{\"user_s\":%.6g,\"system_s\":%.6g,\"per_request_us\":%.6g}",
-                          r.cpu_user_s, r.cpu_system_s,
-                          r.requests > 0 ? cpu * 1e6 / r.requests : 0.0);
-  }
-  real("watched_cpu_s", r.watched_cpu_s);
-  key("tls_stat");
-  j += "{";
-  bool first_stat = true;
-  for (const auto& [name, delta] : r.tls_stat) {
-    if (!first_stat) j += ",";
-    first_stat = false;
-    AppendJsonString(&j, name);
-    absl::StrAppend(&j, ":", delta);
-  }
-  j += "}";
-  j += "}\n";
-  return j;
+  base::JsonWriter w;
+  w.BeginObject();
+  w.Field("schema", kJsonSchema);
+  w.Field("label", o.label);
+  w.Field("scenario", ScenarioName(o.scenario));
+  w.Field("target", Target(o));
+  w.Field("path", RequestPath(o));
+  w.Field("tls", o.tls);
+  w.Field("tls_version", r.tls_version);
+  w.Field("cipher", r.cipher);
+  w.Field("resume", o.resume);
+  w.Field("size", o.size);
+  w.Field("connections", o.connections);
+  w.Field("threads", o.threads);
+  w.Field("warmup_s", o.warmup_s);
+  w.Field("duration_s", r.measured_s);
+  w.Field("requests", r.requests);
+  w.Field("requests_per_s", PerSecond(r.requests, r.measured_s));
+  w.Field("body_bytes_in", r.body_bytes_in);
+  w.Field("body_bytes_out", r.body_bytes_out);
+  w.Field("mib_per_s_in", PerSecond(r.body_bytes_in, r.measured_s) / (1024.0 * 1024.0));
+  w.Field("mib_per_s_out", PerSecond(r.body_bytes_out, r.measured_s) / (1024.0 * 1024.0));
+  w.Field("handshakes", r.handshakes);
+  w.Field("handshakes_per_s", PerSecond(r.handshakes, r.measured_s));
+  w.Field("resumed", r.resumed);
+  AddLatency(w, r);
+  AddErrorsAndCpu(w, r);
+  w.EndObject();
+  return w.Take() + "\n";
 }
 
 std::string FormatText(const Options& o, const Results& r) {

@@ -7,6 +7,19 @@
 
 namespace ktls::wire {
 
+absl::StatusOr<sockaddr_un> UnixSocketAddress(std::string_view path, std::string_view what) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat(absl::string_view(what.data(), what.size()), " '",
+                                                   absl::string_view(path.data(), path.size()),
+                                                   "' is empty or longer than ",
+                                                   sizeof(addr.sun_path) - 1, " bytes"));
+  }
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  return addr;
+}
+
 absl::StatusOr<std::string> Serialize(const google::protobuf::MessageLite& message) {
   const size_t size = message.ByteSizeLong();
   if (size > kMaxMessageBytes) {

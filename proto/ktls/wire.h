@@ -8,6 +8,7 @@
 
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -32,6 +33,10 @@ inline constexpr size_t kMaxInitialDataBytes = 32 * 1024;
 // The receive control buffer has room for this many descriptors so that a peer sending extras
 // is detected (and the extras closed) instead of being silently truncated by the kernel.
 inline constexpr int kControlFdSlots = 8;
+
+// The address of the handoff socket at `path`; INVALID_ARGUMENT when the path is empty or does
+// not fit sockaddr_un (the message starts with `what`, e.g. "handoff socket path").
+absl::StatusOr<sockaddr_un> UnixSocketAddress(std::string_view path, std::string_view what);
 
 // Serializes `message`; fails (without allocating a huge buffer) if it exceeds kMaxMessageBytes.
 absl::StatusOr<std::string> Serialize(const google::protobuf::MessageLite& message);

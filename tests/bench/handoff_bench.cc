@@ -45,7 +45,7 @@
 #include <vector>
 
 #include "agent/syscalls.h"
-#include "ktls/app.h"
+#include "client/lib/app.h"
 #include "ktls/v1/handoff.pb.h"
 #include "ktls/wire.h"
 

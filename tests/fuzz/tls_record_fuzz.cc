@@ -3,7 +3,7 @@
 #include <cstdint>
 #include <span>
 
-#include "ktls/io.h"
+#include "client/lib/io.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;

@@ -1,6 +1,6 @@
 // AgentSubscription against a fake agent (fake_agent.h): subscribing, handoffs, credits, dials,
 // resubscribing, and the epoll descriptor's readiness.
-#include "ktls/app.h"
+#include "client/lib/app.h"
 
 #include <fcntl.h>
 #include <stdlib.h>

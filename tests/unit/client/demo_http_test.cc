@@ -89,17 +89,5 @@ TEST(ResponseHeadTest, Shape) {
       ResponseHead(404, "text/plain", 10, false));
 }
 
-TEST(JsonStringTest, EscapesAndStaysValid) {
-  std::string out;
-  AppendJsonString(&out, std::string("a\"b\\c\n\x01\x7f", 8));
-  EXPECT_EQ(R"("a\"b\\c\n\u0001\u007f")", out);
-  out.clear();
-  AppendJsonString(&out, "CN=J\xc3\xbcrgen");  // valid UTF-8 passes through
-  EXPECT_EQ("\"CN=J\xc3\xbcrgen\"", out);
-  out.clear();
-  AppendJsonString(&out, "\xff\xc3");  // not UTF-8: escaped byte by byte
-  EXPECT_EQ(R"("\u00ff\u00c3")", out);
-}
-
 }  // namespace
 }  // namespace ktls::demo

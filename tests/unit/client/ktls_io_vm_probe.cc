@@ -5,7 +5,7 @@
 // AES-128-GCM TLS 1.3 / 1.2 and AES-256-GCM TLS 1.3. Passed on Debian 6.1.0-56 and 6.12.117.
 //
 // Run it in a guest (see /work/shared/KTLS-FACTS.md for the qemu line):
-//   g++ -std=c++20 -static -Iclient/include tests/unit/client/ktls_io_vm_probe.cc \
+//   g++ -std=c++20 -static -I. -Iclient/include tests/unit/client/ktls_io_vm_probe.cc \
 //       client/lib/io.cc client/lib/tls_record.cc -o probe
 //   initramfs: static busybox, the kernel's crypto/, lib/, net/tls/, arch/x86/crypto/ modules
 //   (decompressed), the probe, and an init that runs: busybox --install -s; mount proc, sys,
@@ -28,7 +28,7 @@
 #include <cstring>
 #include <string>
 #include <vector>
-#include "ktls/io.h"
+#include "client/lib/io.h"
 #include "ktls/ktls_client.h"
 
 static int failures = 0;
@@ -93,25 +93,148 @@ std::string Ticket(size_t body) {
 
 void WaitReadable(int fd) { pollfd p{fd, POLLIN, 0}; poll(&p, 1, 1000); }
 
-int main() {
+void CheckPlainTcp() {
+  bool tx, rx;
+  Pair p = Connect();
+  CHECK(ktls_fd_offload_state(p.server, &tx, &rx) && !tx && !rx, "plain tcp tx=%d rx=%d", tx, rx);
+  setsockopt(p.server, SOL_TCP, TCP_ULP, "tls", sizeof("tls"));
+  CHECK(ktls_fd_offload_state(p.server, &tx, &rx) && !tx && !rx, "ulp without keys tx=%d rx=%d", tx, rx);
+  CHECK(!ktls::client::HasKtlsTx(p.server), "ulp without keys");
+  close(p.client); close(p.server);
+}
+
+// Reads on the server side: data, control records skipped, EAGAIN, small buffers, peek, split.
+void CheckReads(const Pair& p) {
   char buf[65536];
   ktls_record_info info;
-  bool tx, rx;
+  // plain data
+  write(p.client, "hello", 5);
+  WaitReadable(p.server);
+  ssize_t n = ktls_recv(p.server, buf, sizeof buf, 0, &info);
+  CHECK(n == 5 && memcmp(buf, "hello", 5) == 0 && info.tls_rx && info.record_type == 23, "data n=%zd tls_rx=%d", n, info.tls_rx);
 
-  { // not kTLS
-    Pair p = Connect();
-    CHECK(ktls_fd_offload_state(p.server, &tx, &rx) && !tx && !rx, "plain tcp tx=%d rx=%d", tx, rx);
-    setsockopt(p.server, SOL_TCP, TCP_ULP, "tls", sizeof("tls"));
-    CHECK(ktls_fd_offload_state(p.server, &tx, &rx) && !tx && !rx, "ulp without keys tx=%d rx=%d", tx, rx);
-    CHECK(!ktls::client::HasKtlsTx(p.server), "ulp without keys");
-    close(p.client); close(p.server);
+  // plain recv() on a control record is EIO (the fact the design rests on)
+  SendRecord(p.client, 22, Ticket(100));
+  WaitReadable(p.server);
+  n = recv(p.server, buf, sizeof buf, MSG_DONTWAIT);
+  CHECK(n == -1 && errno == EIO, "plain recv on control record n=%zd", n);
+
+  // ticket then data: ktls_recv skips the ticket (the one above plus two more)
+  SendRecord(p.client, 22, Ticket(180));
+  SendRecord(p.client, 22, Ticket(150) + Ticket(20));
+  write(p.client, "GET /", 5);
+  WaitReadable(p.server);
+  n = ktls_recv(p.server, buf, sizeof buf, 0, &info);
+  CHECK(n == 5 && memcmp(buf, "GET /", 5) == 0 && info.skipped_records == 4, "n=%zd skipped=%u", n, info.skipped_records);
+
+  // ticket alone, non-blocking: EAGAIN, never data we do not have
+  SendRecord(p.client, 22, Ticket(120));
+  WaitReadable(p.server);
+  n = ktls_recv(p.server, buf, sizeof buf, MSG_DONTWAIT, &info);
+  CHECK(n == -1 && errno == EAGAIN && info.skipped_records == 1, "n=%zd skipped=%u", n, info.skipped_records);
+
+  // small buffer: the ticket is read in pieces, then data
+  SendRecord(p.client, 22, Ticket(200));
+  write(p.client, "abcdef", 6);
+  usleep(50000);
+  n = ktls_recv(p.server, buf, 3, 0, &info);
+  CHECK(n == 3 && memcmp(buf, "abc", 3) == 0 && info.skipped_records == 1, "n=%zd skipped=%u", n, info.skipped_records);
+  n = ktls_recv(p.server, buf, 3, 0, &info);
+  CHECK(n == 3 && memcmp(buf, "def", 3) == 0, "n=%zd", n);
+
+  // peek past a ticket
+  SendRecord(p.client, 22, Ticket(60));
+  write(p.client, "peek", 4);
+  usleep(50000);
+  n = ktls_recv(p.server, buf, sizeof buf, MSG_PEEK, &info);
+  CHECK(n == 4 && memcmp(buf, "peek", 4) == 0 && info.skipped_records == 1, "peek n=%zd", n);
+  n = ktls_recv(p.server, buf, sizeof buf, 0, &info);
+  CHECK(n == 4 && info.skipped_records == 0, "after peek n=%zd skipped=%u", n, info.skipped_records);
+
+  // handshake message split across two records
+  {
+    std::string t = Ticket(300);
+    SendRecord(p.client, 22, t.substr(0, 100));
+    SendRecord(p.client, 22, t.substr(100));
+    write(p.client, "split", 5);
+    usleep(50000);
+    n = ktls_recv(p.server, buf, sizeof buf, 0, &info);
+    CHECK(n == 5 && info.skipped_records == 1, "split n=%zd skipped=%u err=%s", n, info.skipped_records, info.error ? info.error : "-");
   }
 
+}
+
+void CheckBigWrite(const Pair& p) {
+  char buf[65536];
+  // server -> client direction and a large write (drained as it goes, so it cannot deadlock)
+  {
+    std::string big(300000, 'z');
+    size_t off = 0, got = 0;
+    while (off < big.size()) {
+      ssize_t w = write(p.server, big.data() + off, big.size() - off);
+      if (w <= 0) break;
+      off += w;
+      for (ssize_t r; (r = ktls_recv(p.client, buf, sizeof buf, MSG_DONTWAIT, nullptr)) > 0;) got += r;
+    }
+    CHECK(off == big.size(), "big write %zu", off);
+    for (int i = 0; i < 50 && got < big.size(); ++i) {
+      WaitReadable(p.client);
+      for (ssize_t r; (r = ktls_recv(p.client, buf, sizeof buf, MSG_DONTWAIT, nullptr)) > 0;) got += r;
+    }
+    CHECK(got == big.size(), "big read %zu", got);
+  }
+
+}
+
+void CheckKeyUpdateAndFatalAlert() {
+  char buf[65536];
+  ktls_record_info info;
+  ssize_t n;
+  // KeyUpdate
+  Pair q = KtlsPair(false, TLS_1_3_VERSION);
+  SendRecord(q.client, 22, std::string("\x18\x00\x00\x01\x00", 5));
+  WaitReadable(q.server);
+  n = ktls_recv(q.server, buf, sizeof buf, 0, &info);
+  CHECK(n == -1 && errno == EKEYEXPIRED && info.error && strstr(info.error, "KeyUpdate"), "keyupdate n=%zd", n);
+  close(q.client); close(q.server);
+  // fatal alert
+  Pair r = KtlsPair(false, TLS_1_3_VERSION);
+  SendRecord(r.client, 21, std::string("\x02\x28", 2));
+  WaitReadable(r.server);
+  n = ktls_recv(r.server, buf, sizeof buf, 0, &info);
+  CHECK(n == -1 && errno == ECONNRESET && info.alert_name && strcmp(info.alert_name, "handshake_failure") == 0, "alert n=%zd", n);
+  close(r.client); close(r.server);
+}
+
+void CheckCloseNotify(const Pair& p) {
+  char buf[65536];
+  ktls_record_info info;
+  ssize_t n;
+  // close_notify from the client via ktls_close_notify; the server sees EOF, remembers it,
+  // and can still write back (the client reads it, then our close_notify the other way).
+  CHECK(ktls_close_notify(p.client) == 0, "close_notify");
+  WaitReadable(p.server);
+  n = ktls_recv(p.server, buf, sizeof buf, 0, &info);
+  CHECK(n == 0 && info.alert_name && strcmp(info.alert_name, "close_notify") == 0, "eof n=%zd alert=%s", n, info.alert_name ? info.alert_name : "-");
+  n = ktls_recv(p.server, buf, sizeof buf, MSG_DONTWAIT, &info);
+  CHECK(n == 0, "eof remembered n=%zd", n);
+  CHECK(write(p.server, "bye", 3) == 3, "write after peer close_notify");
+  CHECK(ktls_close_notify(p.server) == 0, "server close_notify");
+  WaitReadable(p.client);
+  n = ktls_recv(p.client, buf, sizeof buf, 0, &info);
+  CHECK(n == 3 && memcmp(buf, "bye", 3) == 0, "client reads bye n=%zd", n);
+  n = ktls_recv(p.client, buf, sizeof buf, 0, &info);
+  CHECK(n == 0 && info.alert_name && strcmp(info.alert_name, "close_notify") == 0, "client eof n=%zd", n);
+}
+
+int main() {
+  CheckPlainTcp();
   for (int variant = 0; variant < 3; ++variant) {
     const bool aes256 = variant == 2;
     const unsigned short version = variant == 1 ? TLS_1_2_VERSION : TLS_1_3_VERSION;
     printf("== variant %s %s\n", aes256 ? "AES-256-GCM" : "AES-128-GCM", version == TLS_1_3_VERSION ? "TLS1.3" : "TLS1.2");
     Pair p = KtlsPair(aes256, version);
+    bool tx, rx;
     CHECK(ktls_fd_offload_state(p.server, &tx, &rx) && tx && rx, "ktls tx=%d rx=%d", tx, rx);
     CHECK(ktls::client::HasKtlsTx(p.server), "HasKtlsTx");
     {
@@ -119,112 +242,10 @@ int main() {
       int rc = getsockopt(p.server, SOL_TLS, TLS_TX, &big, &len);
       printf("INFO 256-sized getsockopt buffer: rc=%d errno=%s\n", rc, rc ? strerror(errno) : "-");
     }
-
-    // plain data
-    write(p.client, "hello", 5);
-    WaitReadable(p.server);
-    ssize_t n = ktls_recv(p.server, buf, sizeof buf, 0, &info);
-    CHECK(n == 5 && memcmp(buf, "hello", 5) == 0 && info.tls_rx && info.record_type == 23, "data n=%zd tls_rx=%d", n, info.tls_rx);
-
-    // plain recv() on a control record is EIO (the fact the design rests on)
-    SendRecord(p.client, 22, Ticket(100));
-    WaitReadable(p.server);
-    n = recv(p.server, buf, sizeof buf, MSG_DONTWAIT);
-    CHECK(n == -1 && errno == EIO, "plain recv on control record n=%zd", n);
-
-    // ticket then data: ktls_recv skips the ticket (the one above plus two more)
-    SendRecord(p.client, 22, Ticket(180));
-    SendRecord(p.client, 22, Ticket(150) + Ticket(20));
-    write(p.client, "GET /", 5);
-    WaitReadable(p.server);
-    n = ktls_recv(p.server, buf, sizeof buf, 0, &info);
-    CHECK(n == 5 && memcmp(buf, "GET /", 5) == 0 && info.skipped_records == 4, "n=%zd skipped=%u", n, info.skipped_records);
-
-    // ticket alone, non-blocking: EAGAIN, never data we do not have
-    SendRecord(p.client, 22, Ticket(120));
-    WaitReadable(p.server);
-    n = ktls_recv(p.server, buf, sizeof buf, MSG_DONTWAIT, &info);
-    CHECK(n == -1 && errno == EAGAIN && info.skipped_records == 1, "n=%zd skipped=%u", n, info.skipped_records);
-
-    // small buffer: the ticket is read in pieces, then data
-    SendRecord(p.client, 22, Ticket(200));
-    write(p.client, "abcdef", 6);
-    usleep(50000);
-    n = ktls_recv(p.server, buf, 3, 0, &info);
-    CHECK(n == 3 && memcmp(buf, "abc", 3) == 0 && info.skipped_records == 1, "n=%zd skipped=%u", n, info.skipped_records);
-    n = ktls_recv(p.server, buf, 3, 0, &info);
-    CHECK(n == 3 && memcmp(buf, "def", 3) == 0, "n=%zd", n);
-
-    // peek past a ticket
-    SendRecord(p.client, 22, Ticket(60));
-    write(p.client, "peek", 4);
-    usleep(50000);
-    n = ktls_recv(p.server, buf, sizeof buf, MSG_PEEK, &info);
-    CHECK(n == 4 && memcmp(buf, "peek", 4) == 0 && info.skipped_records == 1, "peek n=%zd", n);
-    n = ktls_recv(p.server, buf, sizeof buf, 0, &info);
-    CHECK(n == 4 && info.skipped_records == 0, "after peek n=%zd skipped=%u", n, info.skipped_records);
-
-    // handshake message split across two records
-    {
-      std::string t = Ticket(300);
-      SendRecord(p.client, 22, t.substr(0, 100));
-      SendRecord(p.client, 22, t.substr(100));
-      write(p.client, "split", 5);
-      usleep(50000);
-      n = ktls_recv(p.server, buf, sizeof buf, 0, &info);
-      CHECK(n == 5 && info.skipped_records == 1, "split n=%zd skipped=%u err=%s", n, info.skipped_records, info.error ? info.error : "-");
-    }
-
-    // server -> client direction and a large write (drained as it goes, so it cannot deadlock)
-    {
-      std::string big(300000, 'z');
-      size_t off = 0, got = 0;
-      while (off < big.size()) {
-        ssize_t w = write(p.server, big.data() + off, big.size() - off);
-        if (w <= 0) break;
-        off += w;
-        for (ssize_t r; (r = ktls_recv(p.client, buf, sizeof buf, MSG_DONTWAIT, nullptr)) > 0;) got += r;
-      }
-      CHECK(off == big.size(), "big write %zu", off);
-      for (int i = 0; i < 50 && got < big.size(); ++i) {
-        WaitReadable(p.client);
-        for (ssize_t r; (r = ktls_recv(p.client, buf, sizeof buf, MSG_DONTWAIT, nullptr)) > 0;) got += r;
-      }
-      CHECK(got == big.size(), "big read %zu", got);
-    }
-
-    if (variant == 0) {
-      // KeyUpdate
-      Pair q = KtlsPair(false, TLS_1_3_VERSION);
-      SendRecord(q.client, 22, std::string("\x18\x00\x00\x01\x00", 5));
-      WaitReadable(q.server);
-      n = ktls_recv(q.server, buf, sizeof buf, 0, &info);
-      CHECK(n == -1 && errno == EKEYEXPIRED && info.error && strstr(info.error, "KeyUpdate"), "keyupdate n=%zd", n);
-      close(q.client); close(q.server);
-      // fatal alert
-      Pair r = KtlsPair(false, TLS_1_3_VERSION);
-      SendRecord(r.client, 21, std::string("\x02\x28", 2));
-      WaitReadable(r.server);
-      n = ktls_recv(r.server, buf, sizeof buf, 0, &info);
-      CHECK(n == -1 && errno == ECONNRESET && info.alert_name && strcmp(info.alert_name, "handshake_failure") == 0, "alert n=%zd", n);
-      close(r.client); close(r.server);
-    }
-
-    // close_notify from the client via ktls_close_notify; the server sees EOF, remembers it,
-    // and can still write back (the client reads it, then our close_notify the other way).
-    CHECK(ktls_close_notify(p.client) == 0, "close_notify");
-    WaitReadable(p.server);
-    n = ktls_recv(p.server, buf, sizeof buf, 0, &info);
-    CHECK(n == 0 && info.alert_name && strcmp(info.alert_name, "close_notify") == 0, "eof n=%zd alert=%s", n, info.alert_name ? info.alert_name : "-");
-    n = ktls_recv(p.server, buf, sizeof buf, MSG_DONTWAIT, &info);
-    CHECK(n == 0, "eof remembered n=%zd", n);
-    CHECK(write(p.server, "bye", 3) == 3, "write after peer close_notify");
-    CHECK(ktls_close_notify(p.server) == 0, "server close_notify");
-    WaitReadable(p.client);
-    n = ktls_recv(p.client, buf, sizeof buf, 0, &info);
-    CHECK(n == 3 && memcmp(buf, "bye", 3) == 0, "client reads bye n=%zd", n);
-    n = ktls_recv(p.client, buf, sizeof buf, 0, &info);
-    CHECK(n == 0 && info.alert_name && strcmp(info.alert_name, "close_notify") == 0, "client eof n=%zd", n);
+    CheckReads(p);
+    CheckBigWrite(p);
+    if (variant == 0) CheckKeyUpdateAndFatalAlert();
+    CheckCloseNotify(p);
     close(p.client); close(p.server);
   }
   printf("PROBE-DONE failures=%d\n", failures);

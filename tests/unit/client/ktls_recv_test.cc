@@ -20,7 +20,7 @@
 
 #include <gtest/gtest.h>
 
-#include "ktls/io.h"
+#include "client/lib/io.h"
 #include "ktls/ktls_client.h"
 
 #ifndef SOL_TLS
@@ -75,9 +75,23 @@ class FakeKtlsKernel : public RecvSysCalls {
     const bool peek = flags & MSG_PEEK;
     size_t len = 0;
     for (size_t i = 0; i < msg->msg_iovlen; ++i) len += msg->msg_iov[i].iov_len;
-    std::string gathered(len, '\0');
-    char* out = gathered.data();
     const uint8_t type = head.type;
+    if (!WriteControl(msg, controllen, head, peek)) return {-1, EIO};
+    std::string gathered(len, '\0');
+    const size_t copied = TakeRecords(type, peek, &gathered);
+    // Scatter over the caller's buffers, as the kernel does for readv-style calls.
+    size_t off = 0;
+    for (size_t i = 0; i < msg->msg_iovlen && off < copied; ++i) {
+      const size_t n = std::min(msg->msg_iov[i].iov_len, copied - off);
+      std::memcpy(msg->msg_iov[i].iov_base, gathered.data() + off, n);
+      off += n;
+    }
+    return {static_cast<ssize_t>(copied), 0};
+  }
+
+  // The control messages for the record at the head of the queue; false when a non-data record
+  // has no room for its type (the kernel's EIO).
+  static bool WriteControl(msghdr* msg, size_t controllen, Record& head, bool peek) {
     size_t used = 0;
     if (head.timestamp_first && controllen >= CMSG_SPACE(sizeof(timeval))) {
       cmsghdr* c = static_cast<cmsghdr*>(msg->msg_control);
@@ -90,15 +104,15 @@ class FakeKtlsKernel : public RecvSysCalls {
     }
     if (head.ctrunc_without_type) {
       msg->msg_flags |= MSG_CTRUNC;
-    } else if (type != 0) {
+    } else if (head.type != 0) {
       if (controllen < CMSG_SPACE(1)) {
-        if (type != KTLS_RECORD_APPLICATION_DATA) return {-1, EIO};
+        if (head.type != KTLS_RECORD_APPLICATION_DATA) return false;
       } else {
         cmsghdr* c = reinterpret_cast<cmsghdr*>(static_cast<char*>(msg->msg_control) + used);
         c->cmsg_level = SOL_TLS;
         c->cmsg_type = TLS_GET_RECORD_TYPE;
         c->cmsg_len = CMSG_LEN(1);
-        *CMSG_DATA(c) = type;
+        *CMSG_DATA(c) = head.type;
         used += CMSG_SPACE(1);
       }
       if (head.ctrunc_after_type) msg->msg_flags |= MSG_CTRUNC;
@@ -113,13 +127,20 @@ class FakeKtlsKernel : public RecvSysCalls {
       if (!peek) head.stray_fd = -1;
     }
     msg->msg_controllen = used;
+    return true;
+  }
+
+  // Copies records of `type` from the queue into *out (consuming them unless peeking); returns
+  // the bytes copied. Only data records (and plain bytes) are merged; a control record ends it.
+  size_t TakeRecords(uint8_t type, bool peek, std::string* out) {
+    const size_t len = out->size();
     size_t copied = 0;
     size_t index = 0;
     while (index < queue_.size() && copied < len) {
       Record& r = queue_[index];
       if (r.type != type || r.err != 0 || r.ctrunc_without_type) break;
       const size_t n = std::min(len - copied, r.bytes.size());
-      std::memcpy(out + copied, r.bytes.data(), n);
+      std::memcpy(out->data() + copied, r.bytes.data(), n);
       copied += n;
       const bool whole = n == r.bytes.size();
       if (!peek) {
@@ -132,18 +153,10 @@ class FakeKtlsKernel : public RecvSysCalls {
       } else {
         ++index;
       }
-      // Only data records (and plain bytes) are merged; a control record ends the call.
       if (type != KTLS_RECORD_APPLICATION_DATA && type != 0) break;
       if (!whole) break;
     }
-    // Scatter over the caller's buffers, as the kernel does for readv-style calls.
-    size_t off = 0;
-    for (size_t i = 0; i < msg->msg_iovlen && off < copied; ++i) {
-      const size_t n = std::min(msg->msg_iov[i].iov_len, copied - off);
-      std::memcpy(msg->msg_iov[i].iov_base, gathered.data() + off, n);
-      off += n;
-    }
-    return {static_cast<ssize_t>(copied), 0};
+    return copied;
   }
 
   IoResult Shutdown(int fd, int how) override {

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -78,6 +79,110 @@ class TestServer {
     }
   }
 
+  // One accepted connection's I/O: TLS when ssl is set, plain TCP otherwise.
+  struct Io {
+    int fd;
+    SSL* ssl;
+    std::string in;  // read, not yet consumed
+    char buf[65536];
+
+    ssize_t Read(char* b, size_t n) {
+      return ssl ? SSL_read(ssl, b, static_cast<int>(n)) : ::read(fd, b, n);
+    }
+    // Reads more into `in`; false at the end of the stream.
+    bool Fill() {
+      const ssize_t n = Read(buf, sizeof(buf));
+      if (n <= 0) return false;
+      in.append(buf, n);
+      return true;
+    }
+    bool Write(const std::string& s) {
+      size_t off = 0;
+      while (off < s.size()) {
+        const ssize_t n = ssl ? SSL_write(ssl, s.data() + off, static_cast<int>(s.size() - off))
+                              : ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+        if (n <= 0) return false;
+        off += n;
+      }
+      return true;
+    }
+  };
+
+  // The next request head (with its blank line) out of io.in; false at the end of the stream.
+  static bool ReadHead(Io& io, std::string* head) {
+    size_t end;
+    while ((end = io.in.find("\r\n\r\n")) == std::string::npos) {
+      if (!io.Fill()) return false;
+    }
+    *head = io.in.substr(0, end + 4);
+    io.in.erase(0, end + 4);
+    return true;
+  }
+
+  static bool ReadBody(Io& io, uint64_t body_len, std::string* body) {
+    while (io.in.size() < body_len) {
+      if (!io.Fill()) return false;
+    }
+    *body = io.in.substr(0, body_len);
+    io.in.erase(0, body_len);
+    return true;
+  }
+
+  // Fault::kEarlyAnswer: answers an upload before reading its body, then drops the body.
+  static bool AnswerEarly(Io& io, uint64_t body_len) {
+    const std::string answer = absl::StrCat(body_len, "\n");
+    if (!io.Write(absl::StrCat("HTTP/1.1 200 X\r\nContent-Length: ", answer.size(), "\r\n\r\n",
+                               answer))) {
+      return false;
+    }
+    uint64_t dropped = std::min<uint64_t>(io.in.size(), body_len);
+    io.in.erase(0, dropped);
+    while (dropped < body_len) {
+      const ssize_t n =
+          io.Read(io.buf, static_cast<size_t>(std::min<uint64_t>(sizeof(io.buf), body_len - dropped)));
+      if (n <= 0) return false;
+      dropped += static_cast<uint64_t>(n);
+    }
+    return true;
+  }
+
+  // The demo app's answer for the request's path, with fault_ applied.
+  std::string Response(const std::string& head, const std::string& body, bool close) const {
+    const std::string path = head.substr(head.find(' ') + 1, head.find(" HTTP/") - head.find(' ') - 1);
+    std::string out;
+    if (path.rfind("/bytes/", 0) == 0) {
+      uint64_t n = 0;
+      (void)absl::SimpleAtoi(path.substr(7), &n);
+      out = PatternString(n);
+    } else if (path == "/echo") {
+      out = body;
+    } else if (path == "/discard") {
+      out = absl::StrCat(body.size(), "\n");
+    }
+    uint64_t declared = out.size();
+    int status = 200;
+    switch (fault_) {
+      case Fault::kCorruptByte:
+        if (!out.empty()) out[out.size() / 2] ^= 0x01;
+        break;
+      case Fault::kShortBody:
+        out.resize(out.size() / 2);
+        break;
+      case Fault::kWrongLength:
+        out += "x";
+        declared = out.size();
+        break;
+      case Fault::kStatus500:
+        status = 500;
+        break;
+      case Fault::kNone:
+      case Fault::kEarlyAnswer:
+        break;
+    }
+    return absl::StrCat("HTTP/1.1 ", status, " X\r\nContent-Length: ", declared,
+                        close ? "\r\nConnection: close" : "", "\r\n\r\n", out);
+  }
+
   void Serve(int fd) {
     const int now = ++concurrent_;
     for (int m = max_concurrent_; now > m && !max_concurrent_.compare_exchange_weak(m, now);) {
@@ -93,91 +198,26 @@ class TestServer {
         return;
       }
     }
-    auto rd = [&](char* b, size_t n) -> ssize_t {
-      return ssl ? SSL_read(ssl, b, static_cast<int>(n)) : ::read(fd, b, n);
-    };
-    auto wr = [&](const std::string& s) {
-      size_t off = 0;
-      while (off < s.size()) {
-        const ssize_t n = ssl ? SSL_write(ssl, s.data() + off, static_cast<int>(s.size() - off))
-                              : ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-        if (n <= 0) return false;
-        off += n;
-      }
-      return true;
-    };
-    std::string in;
-    char buf[65536];
+    auto io = std::make_unique<Io>();
+    io->fd = fd;
+    io->ssl = ssl;
     for (;;) {
-      size_t end;
-      while ((end = in.find("\r\n\r\n")) == std::string::npos) {
-        const ssize_t n = rd(buf, sizeof(buf));
-        if (n <= 0) return Done(fd, ssl);
-        in.append(buf, n);
-      }
-      const std::string head = in.substr(0, end + 4);
-      in.erase(0, end + 4);
+      std::string head;
+      if (!ReadHead(*io, &head)) return Done(fd, ssl);
       uint64_t body_len = 0;
       if (size_t p = head.find("Content-Length: "); p != std::string::npos) {
         (void)absl::SimpleAtoi(head.substr(p + 16, head.find("\r\n", p) - p - 16), &body_len);
       }
       if (fault_ == Fault::kEarlyAnswer && head.rfind("POST /discard ", 0) == 0) {
-        const std::string answer = absl::StrCat(body_len, "\n");
-        if (!wr(absl::StrCat("HTTP/1.1 200 X\r\nContent-Length: ", answer.size(), "\r\n\r\n",
-                             answer))) {
-          return Done(fd, ssl);
-        }
-        uint64_t dropped = std::min<uint64_t>(in.size(), body_len);
-        in.erase(0, dropped);
-        while (dropped < body_len) {
-          const ssize_t n = rd(buf, static_cast<size_t>(std::min<uint64_t>(sizeof(buf), body_len - dropped)));
-          if (n <= 0) return Done(fd, ssl);
-          dropped += static_cast<uint64_t>(n);
-        }
+        if (!AnswerEarly(*io, body_len)) return Done(fd, ssl);
         continue;
       }
-      while (in.size() < body_len) {
-        const ssize_t n = rd(buf, sizeof(buf));
-        if (n <= 0) return Done(fd, ssl);
-        in.append(buf, n);
-      }
-      const std::string body = in.substr(0, body_len);
-      in.erase(0, body_len);
+      std::string body;
+      if (!ReadBody(*io, body_len, &body)) return Done(fd, ssl);
       const bool close = head.find("Connection: close") != std::string::npos;
-      const std::string path = head.substr(head.find(' ') + 1, head.find(" HTTP/") - head.find(' ') - 1);
-      std::string out;
-      if (path.rfind("/bytes/", 0) == 0) {
-        uint64_t n = 0;
-        (void)absl::SimpleAtoi(path.substr(7), &n);
-        out = PatternString(n);
-      } else if (path == "/echo") {
-        out = body;
-      } else if (path == "/discard") {
-        out = absl::StrCat(body.size(), "\n");
+      if (!io->Write(Response(head, body, close)) || close || fault_ == Fault::kShortBody) {
+        return Done(fd, ssl);
       }
-      uint64_t declared = out.size();
-      int status = 200;
-      switch (fault_) {
-        case Fault::kCorruptByte:
-          if (!out.empty()) out[out.size() / 2] ^= 0x01;
-          break;
-        case Fault::kShortBody:
-          out.resize(out.size() / 2);
-          break;
-        case Fault::kWrongLength:
-          out += "x";
-          declared = out.size();
-          break;
-        case Fault::kStatus500:
-          status = 500;
-          break;
-        case Fault::kNone:
-        case Fault::kEarlyAnswer:
-          break;
-      }
-      const std::string resp = absl::StrCat("HTTP/1.1 ", status, " X\r\nContent-Length: ", declared,
-                                            close ? "\r\nConnection: close" : "", "\r\n\r\n", out);
-      if (!wr(resp) || close || fault_ == Fault::kShortBody) return Done(fd, ssl);
     }
   }
 

@@ -10,7 +10,7 @@
 
 #include <gtest/gtest.h>
 
-#include "ktls/io.h"
+#include "client/lib/io.h"
 
 namespace ktls::client {
 namespace {

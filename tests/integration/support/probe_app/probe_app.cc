@@ -34,12 +34,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "base/options.h"
 #include "ktls/ktls_client.hpp"
 
 namespace {
@@ -93,25 +93,44 @@ class Sha256 {
   EVP_MD_CTX* ctx_;
 };
 
-std::map<std::string, std::string> ParseFlags(int argc, char** argv, int first) {
-  std::map<std::string, std::string> flags;
-  for (int i = first; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind("--", 0) != 0) continue;
-    const size_t eq = a.find('=');
-    if (eq == std::string::npos) {
-      flags[a.substr(2)] = "1";
-    } else {
-      flags[a.substr(2, eq - 2)] = a.substr(eq + 1);
-    }
-  }
-  return flags;
-}
+// The command line of both modes (see the top of the file), on the shared parser.
+struct ProbeOptions {
+  std::string agent_socket;
+  uint32_t credits = 16;  // serve
+  // dial
+  std::string host = "127.0.0.1";
+  int port = 0;
+  std::string sni;
+  std::string alpn;
+  std::string ca_file;
+  std::string expected_name;
+  std::string tls_version;
+  bool insecure = false;
+  uint32_t timeout_ms = 0;
+  int count = 1;
+  uint64_t send_bytes = 0;
+  uint64_t recv_bytes = 0;
+  uint64_t followup_bytes = 0;
+};
 
-std::string Flag(const std::map<std::string, std::string>& f, const std::string& k,
-                 const std::string& fallback = "") {
-  auto it = f.find(k);
-  return it == f.end() ? fallback : it->second;
+void DeclareOptions(ktls::base::OptionParser& p, ProbeOptions& o) {
+  p.Add("agent_socket", &o.agent_socket, "the agent's handoff socket (required)");
+  p.Group("serve");
+  p.Add("credits", &o.credits, "initial credits");
+  p.Group("dial");
+  p.Add("host", &o.host, "upstream host");
+  p.Add("port", &o.port, "upstream port").Range(0, 65535);
+  p.Add("sni", &o.sni, "server name to send");
+  p.Add("alpn", &o.alpn, "comma-separated ALPN protocols");
+  p.Add("ca_file", &o.ca_file, "CA bundle to verify the upstream");
+  p.Add("expected_name", &o.expected_name, "name the upstream certificate must carry");
+  p.Add("tls_version", &o.tls_version, "TLS version");
+  p.Add("insecure", &o.insecure, "skip verifying the upstream");
+  p.Add("timeout_ms", &o.timeout_ms, "dial timeout (0: the library's default)");
+  p.Add("count", &o.count, "dials in a row").Range(0, 1 << 20);
+  p.Add("send_bytes", &o.send_bytes, "bytes of the pattern to send on the first connection");
+  p.Add("recv_bytes", &o.recv_bytes, "bytes to read on the first connection");
+  p.Add("followup_bytes", &o.followup_bytes, "both, on the following connections");
 }
 
 std::string ConnLine(const char* kind, const ktls::Connection& c) {
@@ -152,100 +171,126 @@ bool WriteAll(int fd, const char* p, size_t n) {
   return true;
 }
 
-void ServeConnection(ktls::Connection conn) {
-  const uint64_t id = conn.info().connection_id;
-  const std::string tag = " id=" + std::to_string(id);
-  Print(ConnLine("PROBE-CONN", conn));
-  std::string in;
-  uint64_t bytes_in = 0;
-  uint32_t skipped = 0;
-  std::vector<char> buf(64 * 1024);
-  ktls_record_info info{};
-  ssize_t n = 0;
-  int err = 0;
-  // Reads more into `in`; false at the end of the stream (n, err, info say how it ended).
-  auto fill = [&]() -> bool {
+// One inbound connection running the line protocol (see the top of the file).
+class LineSession {
+ public:
+  explicit LineSession(ktls::Connection conn)
+      : conn_(std::move(conn)), tag_(" id=" + std::to_string(conn_.info().connection_id)) {}
+
+  void Run() {
+    Print(ConnLine("PROBE-CONN", conn_));
+    std::string line;
+    while (NextLine(&line)) {
+      Print("PROBE-GOT" + tag_ + " line=" + line);
+      if (!Answer(line)) break;
+    }
+    Print("PROBE-END" + tag_ + " " + EndFields(n_, err_, info_) + " skipped=" +
+          std::to_string(skipped_) + " bytes_in=" + std::to_string(bytes_in_) +
+          ErrorField(n_, info_));
+    // A clean end is answered with close_notify; after an error the connection is just closed.
+    if (n_ == 0 && !closed_write_) ktls_shutdown(conn_.fd(), SHUT_WR);
+  }
+
+ private:
+  // Reads more into in_; false at the end of the stream (n_, err_, info_ say how it ended).
+  bool Fill() {
     for (;;) {
-      n = conn.Read(buf.data(), buf.size(), &info);
-      err = errno;
-      skipped += info.skipped_records;
-      if (n > 0) {
-        in.append(buf.data(), static_cast<size_t>(n));
-        bytes_in += static_cast<uint64_t>(n);
+      n_ = conn_.Read(buf_.data(), buf_.size(), &info_);
+      err_ = errno;
+      skipped_ += info_.skipped_records;
+      if (n_ > 0) {
+        in_.append(buf_.data(), static_cast<size_t>(n_));
+        bytes_in_ += static_cast<uint64_t>(n_);
         return true;
       }
-      if (n < 0 && err == EINTR) continue;
+      if (n_ < 0 && err_ == EINTR) continue;
       return false;
     }
-  };
-  bool closed_write = false;
-  bool ended = false;
-  while (!ended) {
+  }
+
+  // The next line without its "\r\n"; false at the end of the stream.
+  bool NextLine(std::string* line) {
     size_t nl;
-    while ((nl = in.find('\n')) == std::string::npos) {
-      if (!fill()) {
-        ended = true;
-        break;
-      }
+    while ((nl = in_.find('\n')) == std::string::npos) {
+      if (!Fill()) return false;
     }
-    if (ended) break;
-    std::string line = in.substr(0, nl);
-    in.erase(0, nl + 1);
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    Print("PROBE-GOT" + tag + " line=" + line);
+    *line = in_.substr(0, nl);
+    in_.erase(0, nl + 1);
+    if (!line->empty() && line->back() == '\r') line->pop_back();
+    return true;
+  }
+
+  void SendPattern(uint64_t count) {
+    std::string chunk;
+    for (uint64_t off = 0; off < count;) {
+      const size_t len = static_cast<size_t>(std::min<uint64_t>(count - off, 1 << 16));
+      chunk.resize(len);
+      for (size_t i = 0; i < len; ++i) chunk[i] = PatternByte(off + i);
+      if (!WriteAll(conn_.fd(), chunk.data(), len)) break;
+      off += len;
+    }
+  }
+
+  // Reads `count` raw bytes into a digest; false when the stream ended first.
+  bool Sink(uint64_t count, std::string* hex) {
+    Sha256 sha;
+    uint64_t got = 0;
+    while (got < count) {
+      if (in_.empty() && !Fill()) break;
+      const size_t take = static_cast<size_t>(std::min<uint64_t>(count - got, in_.size()));
+      sha.Update(in_.data(), take);
+      in_.erase(0, take);
+      got += take;
+    }
+    *hex = sha.Hex();
+    return got == count;
+  }
+
+  // Runs one command; false when the stream ended in the middle of it.
+  bool Answer(const std::string& line) {
     std::string reply;
     if (line == "PING") {
       reply = "PONG\n";
     } else if (line == "INFO") {
-      reply = std::string(conn.json()) + "\n";
+      reply = std::string(conn_.json()) + "\n";
     } else if (line.rfind("SEND ", 0) == 0) {
-      const uint64_t count = std::strtoull(line.c_str() + 5, nullptr, 10);
-      std::string chunk;
-      for (uint64_t off = 0; off < count;) {
-        const size_t len = static_cast<size_t>(std::min<uint64_t>(count - off, 1 << 16));
-        chunk.resize(len);
-        for (size_t i = 0; i < len; ++i) chunk[i] = PatternByte(off + i);
-        if (!WriteAll(conn.fd(), chunk.data(), len)) break;
-        off += len;
-      }
-      continue;
+      SendPattern(std::strtoull(line.c_str() + 5, nullptr, 10));
+      return true;
     } else if (line.rfind("SINK ", 0) == 0) {
-      const uint64_t count = std::strtoull(line.c_str() + 5, nullptr, 10);
-      Sha256 sha;
-      uint64_t got = 0;
-      while (got < count) {
-        if (in.empty() && !fill()) break;
-        const size_t take = static_cast<size_t>(std::min<uint64_t>(count - got, in.size()));
-        sha.Update(in.data(), take);
-        in.erase(0, take);
-        got += take;
-      }
-      if (got < count) {
-        ended = true;
-        break;
-      }
-      reply = "SHA256 " + sha.Hex() + "\n";
+      std::string hex;
+      if (!Sink(std::strtoull(line.c_str() + 5, nullptr, 10), &hex)) return false;
+      reply = "SHA256 " + hex + "\n";
     } else if (line == "CLOSE") {
-      const int rc = ktls_shutdown(conn.fd(), SHUT_WR);
-      closed_write = true;
-      Print("PROBE-CLOSE" + tag + " rc=" + std::to_string(rc) +
+      const int rc = ktls_shutdown(conn_.fd(), SHUT_WR);
+      closed_write_ = true;
+      Print("PROBE-CLOSE" + tag_ + " rc=" + std::to_string(rc) +
             " errno=" + (rc == 0 ? "0" : ErrnoName(errno)));
-      continue;
+      return true;
     } else {
       reply = "ECHO " + line + "\n";
     }
-    if (!closed_write) WriteAll(conn.fd(), reply.data(), reply.size());
+    if (!closed_write_) WriteAll(conn_.fd(), reply.data(), reply.size());
+    return true;
   }
-  Print("PROBE-END" + tag + " " + EndFields(n, err, info) + " skipped=" + std::to_string(skipped) +
-        " bytes_in=" + std::to_string(bytes_in) + ErrorField(n, info));
-  // A clean end is answered with close_notify; after an error the connection is just closed.
-  if (n == 0 && !closed_write) ktls_shutdown(conn.fd(), SHUT_WR);
-}
 
-int Serve(const std::map<std::string, std::string>& f) {
+  ktls::Connection conn_;
+  const std::string tag_;
+  std::string in_;
+  uint64_t bytes_in_ = 0;
+  uint32_t skipped_ = 0;
+  std::vector<char> buf_ = std::vector<char>(64 * 1024);
+  ktls_record_info info_{};
+  ssize_t n_ = 0;
+  int err_ = 0;
+  bool closed_write_ = false;
+};
+
+void ServeConnection(ktls::Connection conn) { LineSession(std::move(conn)).Run(); }
+
+int Serve(const ProbeOptions& f) {
   ktls::Agent agent;
-  const uint32_t credits = static_cast<uint32_t>(std::stoul(Flag(f, "credits", "16")));
-  ktls::Status s = ktls::Agent::Connect(Flag(f, "agent_socket"), "probe", credits, &agent);
+  const uint32_t credits = f.credits;
+  ktls::Status s = ktls::Agent::Connect(f.agent_socket, "probe", credits, &agent);
   if (!s) {
     Print("PROBE-FATAL error=" + s.ToString());
     return 1;
@@ -286,119 +331,151 @@ struct Transfer {
   std::string note;
 };
 
-Transfer Run(ktls::Connection& conn, uint64_t send_bytes, uint64_t recv_bytes) {
-  Transfer t;
-  const int fd = conn.fd();
-  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-  Sha256 sent_sha, recv_sha;
-  std::string chunk(64 * 1024, '\0');
-  size_t chunk_off = 0, chunk_len = 0;
-  std::vector<char> buf(256 * 1024);
-  bool write_closed = false;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  for (;;) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      t.note = "timed out";
-      t.end_n = -1;
-      t.end_err = ETIMEDOUT;
-      break;
-    }
-    // Both directions done: end our write side cleanly, then read to the end.
-    if (!write_closed && t.sent == send_bytes && chunk_off == chunk_len && t.received >= recv_bytes) {
-      if (ktls_shutdown(fd, SHUT_WR) == 0) {
-        write_closed = true;
-      } else if (errno != EAGAIN) {
-        t.note = std::string("shutdown: ") + std::strerror(errno);
-        t.end_n = -1;
-        t.end_err = errno;
+// One dialed connection: sends send_bytes of the pattern while reading until recv_bytes arrived,
+// then close_notify, then reads to the end; non-blocking under poll().
+class TransferLoop {
+ public:
+  TransferLoop(ktls::Connection& conn, uint64_t send_bytes, uint64_t recv_bytes)
+      : conn_(conn), fd_(conn.fd()), send_bytes_(send_bytes), recv_bytes_(recv_bytes) {}
+
+  Transfer Run() {
+    ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+    for (;;) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        t_.note = "timed out";
+        t_.end_n = -1;
+        t_.end_err = ETIMEDOUT;
+        break;
+      }
+      if (!CloseWriteWhenDone()) break;
+      pollfd p{fd_, POLLIN, 0};
+      if (!write_closed_ && (t_.sent < send_bytes_ || chunk_off_ < chunk_len_ ||
+                             t_.received >= recv_bytes_)) {
+        p.events |= POLLOUT;
+      }
+      if (::poll(&p, 1, 1000) < 0 && errno != EINTR) break;
+      if ((p.revents & POLLIN) && ReadAvailable()) break;
+      if (!write_closed_ && (p.revents & POLLOUT)) WriteAvailable();
+      if (p.revents & (POLLERR | POLLNVAL)) {
+        t_.note = "poll error";
         break;
       }
     }
-    pollfd p{fd, POLLIN, 0};
-    if (!write_closed && (t.sent < send_bytes || chunk_off < chunk_len || t.received >= recv_bytes)) {
-      p.events |= POLLOUT;
+    t_.sent_sha = sent_sha_.Hex();
+    t_.recv_sha = recv_sha_.Hex();
+    return t_;
+  }
+
+ private:
+  // Both directions done: end our write side cleanly (then read to the end). False on an error.
+  bool CloseWriteWhenDone() {
+    if (write_closed_ || t_.sent != send_bytes_ || chunk_off_ != chunk_len_ ||
+        t_.received < recv_bytes_) {
+      return true;
     }
-    if (::poll(&p, 1, 1000) < 0 && errno != EINTR) break;
-    if (p.revents & POLLIN) {
-      bool got_data = false;
-      for (;;) {
-        ktls_record_info info{};
-        const ssize_t n = conn.Read(buf.data(), buf.size(), &info);
-        const int err = errno;
-        t.skipped += info.skipped_records;
-        if (n > 0) {
-          recv_sha.Update(buf.data(), static_cast<size_t>(n));
-          t.received += static_cast<uint64_t>(n);
-          got_data = true;
-          continue;
-        }
-        if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
-          if (!got_data && info.skipped_records > 0) ++t.control_only_wakeups;
-          break;
-        }
-        if (n < 0 && err == EINTR) continue;
-        t.end_n = n;
-        t.end_err = err;
-        t.end_info = info;
-        t.sent_sha = sent_sha.Hex();
-        t.recv_sha = recv_sha.Hex();
-        return t;
+    if (ktls_shutdown(fd_, SHUT_WR) == 0) {
+      write_closed_ = true;
+    } else if (errno != EAGAIN) {
+      t_.note = std::string("shutdown: ") + std::strerror(errno);
+      t_.end_n = -1;
+      t_.end_err = errno;
+      return false;
+    }
+    return true;
+  }
+
+  // Reads until EAGAIN; true when the stream ended (end_n, end_err, end_info say how).
+  bool ReadAvailable() {
+    bool got_data = false;
+    for (;;) {
+      ktls_record_info info{};
+      const ssize_t n = conn_.Read(buf_.data(), buf_.size(), &info);
+      const int err = errno;
+      t_.skipped += info.skipped_records;
+      if (n > 0) {
+        recv_sha_.Update(buf_.data(), static_cast<size_t>(n));
+        t_.received += static_cast<uint64_t>(n);
+        got_data = true;
+        continue;
       }
-    }
-    if (!write_closed && (p.revents & POLLOUT)) {
-      while (t.sent < send_bytes || chunk_off < chunk_len) {
-        if (chunk_off == chunk_len) {
-          chunk_len = static_cast<size_t>(std::min<uint64_t>(send_bytes - t.sent, chunk.size()));
-          for (size_t i = 0; i < chunk_len; ++i) chunk[i] = PatternByte(t.sent + i);
-          sent_sha.Update(chunk.data(), chunk_len);
-          t.sent += chunk_len;
-          chunk_off = 0;
-        }
-        const ssize_t w = ::send(fd, chunk.data() + chunk_off, chunk_len - chunk_off, MSG_NOSIGNAL);
-        if (w < 0) {
-          if (errno == EINTR) continue;
-          if (errno != EAGAIN) t.note = std::string("send: ") + std::strerror(errno);
-          break;
-        }
-        chunk_off += static_cast<size_t>(w);
+      if (n < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
+        if (!got_data && info.skipped_records > 0) ++t_.control_only_wakeups;
+        return false;
       }
-    }
-    if (p.revents & (POLLERR | POLLNVAL)) {
-      t.note = "poll error";
-      break;
+      if (n < 0 && err == EINTR) continue;
+      t_.end_n = n;
+      t_.end_err = err;
+      t_.end_info = info;
+      return true;
     }
   }
-  t.sent_sha = sent_sha.Hex();
-  t.recv_sha = recv_sha.Hex();
-  return t;
+
+  // Sends pattern bytes until EAGAIN or all of send_bytes went out.
+  void WriteAvailable() {
+    while (t_.sent < send_bytes_ || chunk_off_ < chunk_len_) {
+      if (chunk_off_ == chunk_len_) {
+        chunk_len_ = static_cast<size_t>(std::min<uint64_t>(send_bytes_ - t_.sent, chunk_.size()));
+        for (size_t i = 0; i < chunk_len_; ++i) chunk_[i] = PatternByte(t_.sent + i);
+        sent_sha_.Update(chunk_.data(), chunk_len_);
+        t_.sent += chunk_len_;
+        chunk_off_ = 0;
+      }
+      const ssize_t w =
+          ::send(fd_, chunk_.data() + chunk_off_, chunk_len_ - chunk_off_, MSG_NOSIGNAL);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN) t_.note = std::string("send: ") + std::strerror(errno);
+        return;
+      }
+      chunk_off_ += static_cast<size_t>(w);
+    }
+  }
+
+  ktls::Connection& conn_;
+  const int fd_;
+  const uint64_t send_bytes_;
+  const uint64_t recv_bytes_;
+  Transfer t_;
+  Sha256 sent_sha_;
+  Sha256 recv_sha_;
+  std::string chunk_ = std::string(64 * 1024, '\0');
+  size_t chunk_off_ = 0;
+  size_t chunk_len_ = 0;
+  std::vector<char> buf_ = std::vector<char>(256 * 1024);
+  bool write_closed_ = false;
+};
+
+Transfer Run(ktls::Connection& conn, uint64_t send_bytes, uint64_t recv_bytes) {
+  return TransferLoop(conn, send_bytes, recv_bytes).Run();
 }
 
-int Dial(const std::map<std::string, std::string>& f) {
+int Dial(const ProbeOptions& f) {
   ktls::Agent agent;
-  ktls::Status s = ktls::Agent::Connect(Flag(f, "agent_socket"), "probe-dialer", 0, &agent);
+  ktls::Status s = ktls::Agent::Connect(f.agent_socket, "probe-dialer", 0, &agent);
   if (!s) {
     Print("PROBE-FATAL error=" + s.ToString());
     return 1;
   }
   ktls::DialOptions o;
-  o.host = Flag(f, "host", "127.0.0.1");
-  o.port = static_cast<uint16_t>(std::stoul(Flag(f, "port", "0")));
-  o.sni = Flag(f, "sni");
-  o.ca_file = Flag(f, "ca_file");
-  o.expected_name = Flag(f, "expected_name");
-  o.tls_version = Flag(f, "tls_version");
-  o.insecure_skip_verify = Flag(f, "insecure") == "1";
-  o.timeout_ms = static_cast<uint32_t>(std::stoul(Flag(f, "timeout_ms", "0")));
-  const std::string alpn = Flag(f, "alpn");
+  o.host = f.host;
+  o.port = static_cast<uint16_t>(f.port);
+  o.sni = f.sni;
+  o.ca_file = f.ca_file;
+  o.expected_name = f.expected_name;
+  o.tls_version = f.tls_version;
+  o.insecure_skip_verify = f.insecure;
+  o.timeout_ms = f.timeout_ms;
+  const std::string& alpn = f.alpn;
   for (size_t start = 0; start < alpn.size();) {
     const size_t comma = std::min(alpn.find(',', start), alpn.size());
     if (comma > start) o.alpn.push_back(alpn.substr(start, comma - start));
     start = comma + 1;
   }
-  const int count = std::stoi(Flag(f, "count", "1"));
-  const uint64_t send_bytes = std::stoull(Flag(f, "send_bytes", "0"));
-  const uint64_t recv_bytes = std::stoull(Flag(f, "recv_bytes", "0"));
-  const uint64_t followup = std::stoull(Flag(f, "followup_bytes", "0"));
+  const int count = f.count;
+  const uint64_t send_bytes = f.send_bytes;
+  const uint64_t recv_bytes = f.recv_bytes;
+  const uint64_t followup = f.followup_bytes;
   int failures = 0;
   for (int i = 1; i <= count; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -431,18 +508,30 @@ int Dial(const std::map<std::string, std::string>& f) {
 
 int main(int argc, char** argv) {
   ::signal(SIGPIPE, SIG_IGN);
-  if (argc < 2) {
+  ProbeOptions options;
+  ktls::base::OptionParser parser("ktls-probe-app",
+                                  "usage: ktls-probe-app serve|dial --agent_socket=PATH ...\n");
+  DeclareOptions(parser, options);
+  parser.AllowPositional();
+  if (absl::Status s = parser.Parse(argc, argv); !s.ok()) {
+    std::fprintf(stderr, "ktls-probe-app: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
+  if (parser.help_requested()) {
+    std::fputs(parser.Help().c_str(), stdout);
+    return 0;
+  }
+  if (parser.positional().size() != 1) {
     std::fprintf(stderr, "usage: ktls-probe-app serve|dial --agent_socket=PATH ...\n");
     return 2;
   }
-  const std::string mode = argv[1];
-  const auto flags = ParseFlags(argc, argv, 2);
-  if (Flag(flags, "agent_socket").empty()) {
+  const std::string& mode = parser.positional()[0];
+  if (options.agent_socket.empty()) {
     std::fprintf(stderr, "ktls-probe-app: --agent_socket is required\n");
     return 2;
   }
-  if (mode == "serve") return Serve(flags);
-  if (mode == "dial") return Dial(flags);
+  if (mode == "serve") return Serve(options);
+  if (mode == "dial") return Dial(options);
   std::fprintf(stderr, "ktls-probe-app: unknown mode %s\n", mode.c_str());
   return 2;
 }

@@ -3,7 +3,8 @@
 // TLS connections as descriptors plus metadata, ask the agent to dial upstreams, and resubscribe
 // after the agent restarts.
 //
-// This is the in-tree layer (it exposes protobuf and Abseil types; ktls-demo-app uses it). The
+// This is the in-tree layer (it exposes protobuf and Abseil types; ktls-demo-app uses it), kept in
+// client/lib/ with the sources, not in client/include/ with the public headers. The
 // stable C API (ktls/ktls_client.h) and its header-only C++ wrapper (ktls/ktls_client.hpp) are
 // built on it; applications outside this repository should use those.
 //
@@ -44,15 +45,19 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "base/unique_fd.h"
 #include "ktls/ktls_client.h"
-#include "ktls/unique_fd.h"
 #include "ktls/v1/handoff.pb.h"
 
 namespace ktls::client {
+
+// Closes with close(2): the app library has no syscall seam of its own.
+using UniqueFd = base::UniqueFd;
 
 inline constexpr absl::Duration kDefaultSubscribeTimeout = absl::Seconds(5);
 // Added to a dial's own timeout (enforced by the agent) to get how long Dial() waits for the answer.
@@ -171,6 +176,15 @@ class AgentSubscription {
   // One message from the socket, classified. kHandoff results are validated connections.
   struct Incoming;
   Incoming ReceiveOne(int flags);
+  // A parsed message from the agent and the descriptors that came with it (all closed or owned by
+  // the result).
+  Incoming OnMessage(v1::AgentToApp& message, std::vector<int> fds);
+  // Dial()'s two halves: send the request (retrying while the socket is full), then wait for
+  // the DialResult with request id `id`, queueing handoffs that arrive meanwhile.
+  absl::Status SendDialRequest(const v1::AppToAgent& message, const std::string& target,
+                               absl::Time deadline);
+  absl::StatusOr<HandedConnection> AwaitDialResult(uint64_t id, const std::string& target,
+                                                   absl::Time deadline, absl::Duration timeout);
 
   std::string socket_path_;
   std::string app_name_;
