@@ -11,6 +11,28 @@
 #include "agent/log.h"
 
 namespace ktls {
+namespace {
+
+absl::StatusOr<HandoffBrokerOptions> BrokerOptionsFromConfig(const v1::AgentConfig& c) {
+  HandoffBrokerOptions bo;
+  bo.socket_path = c.handoff_socket();
+  bo.wait_timeout = absl::Milliseconds(c.handoff_wait_timeout_ms());
+  bo.max_pending = c.max_pending_handoffs();
+  bo.agent_version = kAgentVersion;
+  bo.socket_mode = c.handoff_socket_mode();
+  if (!c.handoff_socket_group().empty()) {
+    absl::StatusOr<gid_t> g = ResolveGroup(c.handoff_socket_group());
+    if (!g.ok()) return absl::InvalidArgumentError(absl::StrCat("handoff_socket_group: ", g.status().message()));
+    bo.socket_group = *g;
+  }
+  bo.allowed_uids.assign(c.handoff_allowed_uids().begin(), c.handoff_allowed_uids().end());
+  bo.allowed_gids.assign(c.handoff_allowed_gids().begin(), c.handoff_allowed_gids().end());
+  bo.subscribe_timeout = absl::Milliseconds(c.app_subscribe_timeout_ms());
+  bo.max_app_connections = c.max_app_connections();
+  return bo;
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(v1::AgentConfig config, SysCalls& sys) {
   ApplyDefaults(&config);
@@ -81,13 +103,10 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(v1::AgentConfig config, Sys
   a->tls_ = std::move(*tls);
 
   // 4. Handoff broker.
-  HandoffBrokerOptions bo;
-  bo.socket_path = c.handoff_socket();
-  bo.wait_timeout = absl::Milliseconds(c.handoff_wait_timeout_ms());
-  bo.max_pending = c.max_pending_handoffs();
-  bo.agent_version = kAgentVersion;
-  bo.activity = &a->activity_;
-  auto broker = HandoffBroker::Create(sys, bo, a->stats_);
+  absl::StatusOr<HandoffBrokerOptions> bo = BrokerOptionsFromConfig(c);
+  if (!bo.ok()) return bo.status();
+  bo->activity = &a->activity_;
+  auto broker = HandoffBroker::Create(sys, *std::move(bo), a->stats_);
   if (!broker.ok()) return broker.status();
   a->broker_ = std::move(*broker);
 

@@ -40,6 +40,9 @@ namespace ktls {
   X(app_protocol_errors, "malformed or unexpected messages from apps")                      \
   X(apps_subscribed, "app subscriptions accepted")                                          \
   X(apps_disconnected, "app subscriptions that ended")                                      \
+  X(app_subscribers_refused, "app connections refused: peer uid/gid not allowed (SO_PEERCRED)") \
+  X(app_connections_over_limit, "app connections refused: max_app_connections reached")     \
+  X(app_subscribe_timeouts, "app connections closed for not subscribing in time")           \
   X(relay_bytes_to_app, "plaintext bytes relayed from TLS peers to apps")                   \
   X(relay_bytes_to_peer, "plaintext bytes relayed from apps to TLS peers")                  \
   X(relay_closed, "relayed connections finished")                                           \

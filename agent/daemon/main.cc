@@ -42,6 +42,15 @@ ABSL_FLAG(std::string, tls13_ciphersuites, "", "OpenSSL TLS 1.3 ciphersuites lis
 ABSL_FLAG(std::string, tls12_ciphers, "", "OpenSSL TLS 1.2 cipher list");
 ABSL_FLAG(int, handshake_timeout_ms, 0, "handshake timeout");
 ABSL_FLAG(int, handoff_wait_timeout_ms, 0, "how long a ready connection may wait for an app");
+ABSL_FLAG(std::string, handoff_socket_mode, "", "file mode of --handoff_socket (octal; default 0660)");
+ABSL_FLAG(std::string, handoff_socket_group, "",
+          "group owning --handoff_socket (name or gid); its members may subscribe");
+ABSL_FLAG(std::string, handoff_allowed_uids, "",
+          "comma-separated uids allowed to subscribe besides the agent's own (SO_PEERCRED)");
+ABSL_FLAG(std::string, handoff_allowed_gids, "",
+          "comma-separated gids (primary or supplementary) allowed to subscribe");
+ABSL_FLAG(int, app_subscribe_timeout_ms, 0, "an app connection must subscribe within this (default 5000)");
+ABSL_FLAG(int, max_app_connections, 0, "connections held on the handoff socket (default 256)");
 ABSL_FLAG(std::string, log_level, "", "debug | info | warning | error");
 ABSL_FLAG(bool, probe_only, false, "probe the kernel's kTLS support, print the table and exit");
 ABSL_FLAG(bool, probe_require_all, false,
@@ -74,6 +83,54 @@ ABSL_FLAG(std::string, cert_dir, "",
 ABSL_FLAG(int, cert_dir_poll_ms, 0, "rescan interval of --cert_dir besides inotify (0 = 10000)");
 
 namespace {
+
+absl::StatusOr<uint32_t> ParseOctalMode(absl::string_view flag, const std::string& mode) {
+  char* end = nullptr;
+  const unsigned long m = std::strtoul(mode.c_str(), &end, 8);
+  if (mode.empty() || *end != '\0' || m > 0777) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": '", mode, "' is not an octal mode like 0660"));
+  }
+  return static_cast<uint32_t>(m);
+}
+
+absl::Status ParseIdList(absl::string_view flag, const std::string& list,
+                         google::protobuf::RepeatedField<uint32_t>* out) {
+  out->Clear();
+  for (absl::string_view id : absl::StrSplit(list, ',', absl::SkipEmpty())) {
+    uint32_t n = 0;
+    if (!absl::SimpleAtoi(id, &n)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": '", id, "' is not a number"));
+    }
+    out->Add(n);
+  }
+  return absl::OkStatus();
+}
+
+// Who may subscribe to the handoff socket (docs/security.md).
+absl::Status ApplyHandoffTrustFlags(ktls::v1::AgentConfig* c) {
+  if (auto v = absl::GetFlag(FLAGS_handoff_socket_mode); !v.empty()) {
+    absl::StatusOr<uint32_t> m = ParseOctalMode("handoff_socket_mode", v);
+    if (!m.ok()) return m.status();
+    c->set_handoff_socket_mode(*m);
+  }
+  if (auto v = absl::GetFlag(FLAGS_handoff_socket_group); !v.empty()) c->set_handoff_socket_group(v);
+  if (auto v = absl::GetFlag(FLAGS_handoff_allowed_uids); !v.empty()) {
+    if (absl::Status s = ParseIdList("handoff_allowed_uids", v, c->mutable_handoff_allowed_uids());
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (auto v = absl::GetFlag(FLAGS_handoff_allowed_gids); !v.empty()) {
+    if (absl::Status s = ParseIdList("handoff_allowed_gids", v, c->mutable_handoff_allowed_gids());
+        !s.ok()) {
+      return s;
+    }
+  }
+  if (int v = absl::GetFlag(FLAGS_app_subscribe_timeout_ms); v > 0) c->set_app_subscribe_timeout_ms(v);
+  if (int v = absl::GetFlag(FLAGS_max_app_connections); v > 0) c->set_max_app_connections(v);
+  return absl::OkStatus();
+}
 
 absl::StatusOr<ktls::v1::AgentConfig> BuildConfig() {
   ktls::v1::AgentConfig c;
@@ -135,6 +192,7 @@ absl::StatusOr<ktls::v1::AgentConfig> BuildConfig() {
   if (int v = absl::GetFlag(FLAGS_handshake_timeout_ms); v > 0) c.set_handshake_timeout_ms(v);
   if (int v = absl::GetFlag(FLAGS_handoff_wait_timeout_ms); v > 0) c.set_handoff_wait_timeout_ms(v);
   if (auto v = absl::GetFlag(FLAGS_log_level); !v.empty()) c.set_log_level(v);
+  if (absl::Status s = ApplyHandoffTrustFlags(&c); !s.ok()) return s;
 
   // Control plane. control_socket and metrics_address stay unset unless the command line or the
   // config file gives them: unset, their defaults apply best-effort (a second agent on the same
