@@ -11,8 +11,29 @@
 #include "agent/log.h"
 
 namespace ktls {
-
 namespace {
+
+absl::StatusOr<HandoffBrokerOptions> BrokerOptionsFromConfig(const v1::AgentConfig& c) {
+  HandoffBrokerOptions bo;
+  bo.socket_path = c.handoff_socket();
+  bo.wait_timeout = absl::Milliseconds(c.handoff_wait_timeout_ms());
+  bo.max_pending = c.max_pending_handoffs();
+  bo.agent_version = kAgentVersion;
+  bo.socket_mode = c.handoff_socket_mode();
+  if (!c.handoff_socket_group().empty()) {
+    absl::StatusOr<gid_t> g = ResolveGroup(c.handoff_socket_group());
+    if (!g.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("handoff_socket_group: ", g.status().message()));
+    }
+    bo.socket_group = *g;
+  }
+  bo.allowed_uids.assign(c.handoff_allowed_uids().begin(), c.handoff_allowed_uids().end());
+  bo.allowed_gids.assign(c.handoff_allowed_gids().begin(), c.handoff_allowed_gids().end());
+  bo.subscribe_timeout = absl::Milliseconds(c.app_subscribe_timeout_ms());
+  bo.max_app_connections = c.max_app_connections();
+  return bo;
+}
 
 OffloadPolicy PolicyOf(v1::OffloadPolicy p) {
   switch (p) {
@@ -86,13 +107,10 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(v1::AgentConfig config, Sys
   if (!tls.ok()) return tls.status();
   a->tls_ = std::move(*tls);
 
-  HandoffBrokerOptions bo;
-  bo.socket_path = c.handoff_socket();
-  bo.wait_timeout = absl::Milliseconds(c.handoff_wait_timeout_ms());
-  bo.max_pending = c.max_pending_handoffs();
-  bo.agent_version = kAgentVersion;
-  bo.activity = &a->activity_;
-  auto broker = HandoffBroker::Create(sys, bo, a->stats_);
+  absl::StatusOr<HandoffBrokerOptions> bo = BrokerOptionsFromConfig(c);
+  if (!bo.ok()) return bo.status();
+  bo->activity = &a->activity_;
+  auto broker = HandoffBroker::Create(sys, *std::move(bo), a->stats_);
   if (!broker.ok()) return broker.status();
   a->broker_ = std::move(*broker);
 

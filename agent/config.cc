@@ -20,6 +20,9 @@ const char* DefaultConfigText() {
     max_concurrent_handshakes: 4096
     handoff_wait_timeout_ms: 5000
     max_pending_handoffs: 1024
+    handoff_socket_mode: 0660  # octal
+    app_subscribe_timeout_ms: 5000
+    max_app_connections: 256
     relay_buffer_bytes: 65536
     max_connections: 65536
     log_level: "info"
@@ -82,6 +85,11 @@ void ApplyDefaults(v1::AgentConfig* c) {
   }
   if (c->handoff_wait_timeout_ms() == 0) c->set_handoff_wait_timeout_ms(d.handoff_wait_timeout_ms());
   if (c->max_pending_handoffs() == 0) c->set_max_pending_handoffs(d.max_pending_handoffs());
+  if (c->handoff_socket_mode() == 0) c->set_handoff_socket_mode(d.handoff_socket_mode());
+  if (c->app_subscribe_timeout_ms() == 0) {
+    c->set_app_subscribe_timeout_ms(d.app_subscribe_timeout_ms());
+  }
+  if (c->max_app_connections() == 0) c->set_max_app_connections(d.max_app_connections());
   if (c->relay_buffer_bytes() == 0) c->set_relay_buffer_bytes(d.relay_buffer_bytes());
   if (c->max_connections() == 0) c->set_max_connections(d.max_connections());
   if (c->log_level().empty()) c->set_log_level("info");

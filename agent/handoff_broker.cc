@@ -1,15 +1,19 @@
 #include "agent/handoff_broker.h"
 
+#include <fcntl.h>
 #include <linux/tls.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "agent/log.h"
 #include "agent/socket_bio.h"
 #include "ktls/wire.h"
@@ -38,10 +42,14 @@ class HandoffBroker::Subscriber final : public EventHandler {
   HandoffBroker* broker;
   UniqueFd fd;
   uint64_t id;
+  absl::Time accepted_at = absl::Now();
   std::string name;
   bool subscribed = false;
   bool write_blocked = false;
   bool closed = false;
+  // Refused at accept (peer credentials or the connection cap): told why, write side shut, kept
+  // only until the app has read that and closed (or subscribe_timeout), never subscribed.
+  bool refused = false;
   uint64_t credits = 0;
   uint64_t handed = 0;
   // Dial results not yet sent because the app's socket buffer was full.
@@ -68,38 +76,113 @@ absl::StatusOr<std::unique_ptr<HandoffBroker>> HandoffBroker::Create(
     SysCalls& sys, HandoffBrokerOptions options, AgentStats& stats) {
   std::unique_ptr<HandoffBroker> b(new HandoffBroker(sys, std::move(options), stats));
   const std::string& path = b->options_.socket_path;
-  absl::StatusOr<sockaddr_un> address = wire::UnixSocketAddress(path, "handoff socket path");
-  if (!address.ok()) return address.status();
-  sockaddr_un addr = *address;
-  std::error_code ec;
-  std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  if (absl::StatusOr<sockaddr_un> address = wire::UnixSocketAddress(path, "handoff socket path");
+      !address.ok()) {
+    return address.status();
+  }
+  if ((b->options_.socket_mode & 07) != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "handoff_socket_mode %04o gives 'other' access to plaintext connections; use a group "
+        "(handoff_socket_group) and a mode like 0660",
+        b->options_.socket_mode));
+  }
+  std::vector<uid_t> uids = b->options_.allowed_uids;
+  uids.push_back(::geteuid());
+  std::vector<gid_t> gids = b->options_.allowed_gids;
+  if (b->options_.socket_group) gids.push_back(*b->options_.socket_group);
+  b->policy_ = SubscriberPolicy(std::move(uids), std::move(gids));
 
   auto loop = EventLoop::Create(sys);
   if (!loop.ok()) return loop.status();
   b->loop_ = std::move(*loop);
 
-  SysResult s = sys.Socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (!s.ok()) return absl::InternalError(absl::StrCat("handoff socket: ", Errno(s.err)));
-  b->listen_fd_ = UniqueFd(sys, static_cast<int>(s.rc));
-  // A stale socket file from a previous run would make bind fail with EADDRINUSE.
-  struct stat st;
-  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) sys.Unlink(path.c_str());
-  SysResult r = sys.Bind(b->listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  if (!r.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot bind handoff socket ", path, ": ", Errno(r.err)));
-  }
-  sys.Chmod(path.c_str(), b->options_.socket_mode);
-  r = sys.Listen(b->listen_fd_.get(), 128);
+  if (absl::Status s = b->BindSocket(path); !s.ok()) return s;
+  SysResult r = sys.Listen(b->listen_fd_.get(), 128);
   if (!r.ok()) return absl::InternalError(absl::StrCat("listen ", path, ": ", Errno(r.err)));
+  KTLS_LOG(kInfo, "handoff socket ", path, " (mode ",
+           absl::StrFormat("%04o", b->options_.socket_mode), "): apps may subscribe as ",
+           b->policy_.Describe());
   b->listener_ = std::make_unique<Listener>(b.get());
   absl::Status as = b->loop_->Add(b->listen_fd_.get(), EPOLLIN, b->listener_.get());
   if (!as.ok()) return as;
   b->loop_->SetTicker(absl::Milliseconds(50), [raw = b.get()](absl::Time now) {
     raw->ExpireWaiting(now);
+    raw->ExpireUnsubscribed(now);
   });
   return b;
+}
+
+// Creates the socket file, safely: the lock file decides which agent owns the path (a second
+// agent started on the same path fails instead of unlinking a live socket), a leftover socket is
+// removed only under the lock and only if nothing answers on it, and the mode and group are set
+// before listen() so no app can connect while the file still has bind's default mode.
+absl::Status HandoffBroker::BindSocket(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+
+  const std::string lock_path = path + ".lock";
+  SysResult r = sys_.Open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (!r.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot open the handoff socket's lock file ", lock_path, ": ", Errno(r.err)));
+  }
+  lock_fd_ = UniqueFd(sys_, static_cast<int>(r.rc));
+  r = sys_.Flock(lock_fd_.get(), LOCK_EX | LOCK_NB);
+  if (!r.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "handoff socket ", path, " is in use by another running agent (", lock_path, " is locked",
+        r.err == EWOULDBLOCK ? "" : absl::StrCat(": ", Errno(r.err)),
+        "); give this agent its own --handoff_socket"));
+  }
+
+  absl::StatusOr<sockaddr_un> address = wire::UnixSocketAddress(path, "handoff socket path");
+  if (!address.ok()) return address.status();
+  sockaddr_un addr = *address;
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("handoff socket path ", path, " exists and is not a socket; not removing it"));
+    }
+    // We hold the lock, so no agent of this version serves it; an older agent (no lock file)
+    // still would answer a connect.
+    SysResult probe = sys_.Socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (probe.ok()) {
+      UniqueFd pfd(sys_, static_cast<int>(probe.rc));
+      SysResult c = sys_.Connect(pfd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+      if (c.ok() || c.err == EAGAIN) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "handoff socket ", path, " is served by another running process; not removing it"));
+      }
+    }
+    sys_.Unlink(path.c_str());
+  }
+
+  SysResult s = sys_.Socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (!s.ok()) return absl::InternalError(absl::StrCat("handoff socket: ", Errno(s.err)));
+  listen_fd_ = UniqueFd(sys_, static_cast<int>(s.rc));
+  r = sys_.Bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  if (!r.ok()) {
+    listen_fd_.reset();
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot bind handoff socket ", path, ": ", Errno(r.err)));
+  }
+  r = sys_.Chmod(path.c_str(), options_.socket_mode);
+  if (r.ok() && options_.socket_group) {
+    r = sys_.Chown(path.c_str(), static_cast<uid_t>(-1), *options_.socket_group);
+    if (!r.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("handoff_socket_group: cannot give ", path, " to gid ",
+                       *options_.socket_group, ": ", Errno(r.err)));
+    }
+  }
+  if (!r.ok()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "handoff_socket_mode: cannot chmod %s to %04o: %s", path, options_.socket_mode,
+        Errno(r.err)));
+  }
+  return absl::OkStatus();
 }
 
 HandoffBroker::~HandoffBroker() {
@@ -178,14 +261,102 @@ void HandoffBroker::OnAcceptable() {
       return;
     }
     UniqueFd fd(sys_, static_cast<int>(r.rc));
+    const bool admitted = AdmitApp(fd.get());
+    if (!admitted && lingering_ >= kMaxLingeringRefused) {
+      DrainAndClose(std::move(fd));  // best effort: the app may see ECONNRESET instead
+      continue;
+    }
     const int raw = fd.get();
     auto sub = std::make_unique<Subscriber>(this, std::move(fd), next_subscriber_id_++);
+    sub->refused = !admitted;
     if (!loop_->Add(raw, EPOLLIN, sub.get()).ok()) continue;
+    if (sub->refused) ++lingering_;
     subscribers_[raw] = std::move(sub);
   }
 }
 
+// The connection cap and the peer-credential check, before the app can send or receive anything.
+// A refused app gets one ProtocolError saying why (its library reports it as the subscription's
+// error) and is closed.
+bool HandoffBroker::AdmitApp(int fd) {
+  auto refuse = [&](v1::ProtocolError::Reason reason, absl::string_view why) {
+    v1::AgentToApp reply;
+    reply.mutable_error()->set_message(std::string(why.substr(0, 512)));
+    reply.mutable_error()->set_reason(reason);
+    if (absl::StatusOr<std::string> bytes = wire::Serialize(reply); bytes.ok()) {
+      wire::OutgoingMessage out(*bytes, -1);
+      sys_.SendMsg(fd, out.header(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    // Closing now would make the kernel reset the app's end if its Subscribe is already queued
+    // here (a Unix socket closed with unread data sets ECONNRESET on its peer, which then loses
+    // the reason it has not read yet). So: shut our write side and linger until the app closes.
+    sys_.Shutdown(fd, SHUT_WR);
+    return false;
+  };
+  if (subscribers_.size() - lingering_ >= options_.max_app_connections) {
+    Inc(stats_.app_connections_over_limit);
+    LogWarningOncePerKey("broker-app-cap",
+                         absl::StrCat("handoff socket: ", options_.max_app_connections,
+                                      " app connections open (max_app_connections); refusing more"));
+    return refuse(v1::ProtocolError::REASON_TOO_MANY_APPS, absl::StrCat("the agent holds max_app_connections (",
+                               options_.max_app_connections, ") app connections"));
+  }
+  absl::StatusOr<PeerCredentials> peer = GetPeerCredentials(sys_, fd);
+  absl::Status allowed = peer.ok() ? policy_.Check(*peer) : peer.status();
+  if (!allowed.ok()) {
+    Inc(stats_.app_subscribers_refused);
+    LogWarningOncePerKey(absl::StrCat("broker-refused-", peer.ok() ? peer->uid : 0xffffffffu),
+                         absl::StrCat("handoff socket ", options_.socket_path, ": refused an app: ",
+                                      allowed.message()));
+    return refuse(v1::ProtocolError::REASON_PERMISSION_DENIED, allowed.message());
+  }
+  return true;
+}
+
+void HandoffBroker::DrainAndClose(UniqueFd fd) {
+  char buf[512];
+  for (int i = 0; i < 16; ++i) {
+    SysResult r = sys_.Read(fd.get(), buf, sizeof(buf));
+    if (!r.ok() && r.err == EINTR) continue;
+    if (!r.ok() || r.rc == 0) break;
+  }
+}
+
+// Connections that never subscribe would otherwise hold a slot (and an fd) forever.
+void HandoffBroker::ExpireUnsubscribed(absl::Time now) {
+  std::vector<Subscriber*> late;
+  for (auto& [fd, sub] : subscribers_) {
+    if (!sub->subscribed && !sub->closed && now - sub->accepted_at > options_.subscribe_timeout) {
+      late.push_back(sub.get());
+    }
+  }
+  for (Subscriber* sub : late) {
+    if (sub->refused) {
+      DropSubscriber(sub, "refused app did not close", false);
+      continue;
+    }
+    Inc(stats_.app_subscribe_timeouts);
+    SendProtocolError(sub,
+                      absl::StrCat("no Subscribe within ",
+                                   absl::FormatDuration(options_.subscribe_timeout)),
+                      v1::ProtocolError::REASON_SUBSCRIBE_TIMEOUT);
+    DropSubscriber(sub, "no Subscribe in time", false);
+  }
+}
+
 void HandoffBroker::OnSubscriberEvents(Subscriber* sub, uint32_t events) {
+  if (sub->refused) {
+    // Discard whatever it sends; its EOF (it read the refusal) ends the linger.
+    char buf[512];
+    for (int i = 0; i < 16; ++i) {
+      SysResult r = sys_.Read(sub->fd.get(), buf, sizeof(buf));
+      if (!r.ok() && r.err == EINTR) continue;
+      if (!r.ok() && r.would_block()) return;
+      if (!r.ok() || r.rc == 0) break;
+    }
+    DropSubscriber(sub, "refused app closed", false);
+    return;
+  }
   if (events & EPOLLOUT) {
     sub->write_blocked = false;
     loop_->Modify(sub->fd.get(), EPOLLIN, sub);
@@ -359,9 +530,11 @@ void HandoffBroker::FlushDialResults(Subscriber* sub) {
   }
 }
 
-void HandoffBroker::SendProtocolError(Subscriber* sub, absl::string_view message) {
+void HandoffBroker::SendProtocolError(Subscriber* sub, absl::string_view message,
+                                      v1::ProtocolError::Reason reason) {
   v1::AgentToApp reply;
   reply.mutable_error()->set_message(std::string(message.substr(0, 512)));
+  reply.mutable_error()->set_reason(reason);
   absl::StatusOr<std::string> bytes = wire::Serialize(reply);
   if (!bytes.ok()) return;
   wire::OutgoingMessage out(*bytes, -1);
@@ -375,13 +548,14 @@ void HandoffBroker::DropSubscriber(Subscriber* sub, absl::string_view why, bool 
     Inc(stats_.app_protocol_errors);
     LogWarningOncePerKey(absl::StrCat("app-protocol-", why),
                          absl::StrCat("dropping app '", sub->name, "': ", why));
-  } else {
+  } else if (!sub->refused) {  // refusals were logged (once per uid) and counted at accept
     KTLS_LOG(kInfo, "app '", sub->name, "' (id ", sub->id, ") disconnected: ", why);
   }
   if (sub->subscribed) {
     Add(stats_.apps_connected, -1);
     Inc(stats_.apps_disconnected);
   }
+  if (sub->refused) --lingering_;
   const int fd = sub->fd.get();
   loop_->Remove(fd);
   auto it = subscribers_.find(fd);

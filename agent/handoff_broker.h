@@ -12,6 +12,13 @@
 // `wait_timeout` is closed cleanly (close_notify on kTLS sockets; closing the relay end makes
 // the relay send it) and counted.
 //
+// Who may subscribe: the kernel's SO_PEERCRED/SO_PEERGROUPS identity of the connecting process
+// is checked against SubscriberPolicy at accept (the agent's own uid, the socket's group, and the
+// configured allow-lists); a refused process gets a ProtocolError naming its uid and the setting
+// to change. A connection must subscribe within `subscribe_timeout`, and at most
+// `max_app_connections` are held. The socket file is guarded by a lock file (`<path>.lock`,
+// flock) so that a second agent never unlinks a live agent's socket.
+//
 // App messages are untrusted input: malformed protobuf, unexpected fds (closed at once),
 // truncated control data or an unknown message get a ProtocolError reply, a counter, and the
 // subscription is dropped; other apps and queued connections are unaffected.
@@ -24,14 +31,17 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/activity.h"
 #include "agent/event_loop.h"
+#include "agent/peer_auth.h"
 #include "agent/stats.h"
 #include "agent/unique_fd.h"
 #include "ktls/v1/handoff.pb.h"
@@ -40,7 +50,18 @@ namespace ktls {
 
 struct HandoffBrokerOptions {
   std::string socket_path;
+  // The socket file's mode and group (chmod/chown failures are fatal at start). Members of the
+  // group may subscribe, so with mode 0660 "can connect" and "may subscribe" agree.
   unsigned int socket_mode = 0660;
+  std::optional<gid_t> socket_group;
+  // Besides the agent's own uid and socket_group: who may subscribe (SO_PEERCRED uid, primary or
+  // supplementary gid). See agent/peer_auth.h and docs/security.md.
+  std::vector<uid_t> allowed_uids;
+  std::vector<gid_t> allowed_gids;
+  // Connections on the handoff socket that have not subscribed are closed after this, and at most
+  // max_app_connections connections (subscribed or not) are held.
+  absl::Duration subscribe_timeout = absl::Seconds(5);
+  size_t max_app_connections = 256;
   absl::Duration wait_timeout = absl::Seconds(5);
   size_t max_pending = 1024;
   uint32_t max_outstanding_credits = 65536;
@@ -94,12 +115,18 @@ class HandoffBroker {
   class Subscriber;
   HandoffBroker(SysCalls& sys, HandoffBrokerOptions options, AgentStats& stats);
 
+  absl::Status BindSocket(const std::string& path);
   void OnAcceptable();
+  bool AdmitApp(int fd);
+  void DrainAndClose(UniqueFd fd);
+  void ExpireUnsubscribed(absl::Time now);
   void OnSubscriberEvents(Subscriber* sub, uint32_t events);
   void HandleAppMessage(Subscriber* sub, const v1::AppToAgent& msg);
   void FlushDialResults(Subscriber* sub);
   void DropSubscriber(Subscriber* sub, absl::string_view why, bool protocol_error);
-  void SendProtocolError(Subscriber* sub, absl::string_view message);
+  void SendProtocolError(
+      Subscriber* sub, absl::string_view message,
+      v1::ProtocolError::Reason reason = v1::ProtocolError::REASON_UNSPECIFIED);
   void Dispatch();
   Subscriber* PickSubscriber();
   void ExpireWaiting(absl::Time now);
@@ -114,6 +141,8 @@ class HandoffBroker {
   AgentStats& stats_;
   std::unique_ptr<EventLoop> loop_;
   UniqueFd listen_fd_;
+  UniqueFd lock_fd_;  // flock'd <socket>.lock, held for the broker's life
+  SubscriberPolicy policy_;
   std::unique_ptr<Listener> listener_;
   std::thread thread_;
   std::function<void()> on_capacity_;
@@ -126,6 +155,10 @@ class HandoffBroker {
   std::deque<ReadyConnection> waiting_;
   std::map<int, std::unique_ptr<Subscriber>> subscribers_;  // by fd
   uint64_t next_subscriber_id_ = 1;
+  // Refused app connections kept open until the app has read why (see AdmitApp); bounded, so a
+  // flood of refused connects cannot hold fds.
+  static constexpr size_t kMaxLingeringRefused = 64;
+  size_t lingering_ = 0;
   std::atomic<bool> has_capacity_{false};
   std::atomic<size_t> inbox_size_{0};
 

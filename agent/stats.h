@@ -61,6 +61,12 @@ inline constexpr char kRelayBytesHelp[] = "Plaintext bytes relayed, by direction
     "malformed or unexpected messages from apps")                                               \
   X(apps_subscribed, "ktls_apps_subscribed_total", "app subscriptions accepted")                \
   X(apps_disconnected, "ktls_apps_disconnected_total", "app subscriptions that ended")          \
+  X(app_subscribers_refused, "ktls_app_subscribers_refused_total",                              \
+    "app connections refused: peer uid/gid not allowed to subscribe (SO_PEERCRED)")             \
+  X(app_connections_over_limit, "ktls_app_connections_over_limit_total",                        \
+    "app connections refused: max_app_connections reached")                                     \
+  X(app_subscribe_timeouts, "ktls_app_subscribe_timeouts_total",                                \
+    "app connections closed for not subscribing in time")                                       \
   X(relay_bytes_to_app, "ktls_relay_bytes_total", kRelayBytesHelp, {"direction", "to_app"})     \
   X(relay_bytes_to_peer, "ktls_relay_bytes_total", kRelayBytesHelp, {"direction", "to_peer"})   \
   X(relay_closed, "ktls_relay_closed_total", "relayed connections finished")                    \

@@ -1,6 +1,8 @@
 #include "agent/syscalls.h"
 
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -68,6 +70,13 @@ class LinuxSysCalls final : public SysCalls {
   SysResult Chmod(const char* path, unsigned int mode) override {
     return Wrap(::chmod(path, mode));
   }
+  SysResult Chown(const char* path, uid_t uid, gid_t gid) override {
+    return Wrap(::chown(path, uid, gid));
+  }
+  SysResult Open(const char* path, int flags, unsigned int mode) override {
+    return Wrap(::open(path, flags, static_cast<mode_t>(mode)));
+  }
+  SysResult Flock(int fd, int operation) override { return Wrap(::flock(fd, operation)); }
 };
 
 }  // namespace

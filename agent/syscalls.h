@@ -55,6 +55,12 @@ class SysCalls : public base::FdCloser {
   virtual SysResult EventFd(unsigned int initval, int flags) = 0;
   virtual SysResult Unlink(const char* path) = 0;
   virtual SysResult Chmod(const char* path, unsigned int mode) = 0;
+  // Setup-time calls of the handoff socket (its group and its lock file): behind the seam so a
+  // test can make them fail and check that the agent refuses to start instead of running with a
+  // socket that has the wrong owner or that another agent still serves.
+  virtual SysResult Chown(const char* path, uid_t uid, gid_t gid) = 0;
+  virtual SysResult Open(const char* path, int flags, unsigned int mode) = 0;
+  virtual SysResult Flock(int fd, int operation) = 0;
 };
 
 // The real kernel. Stateless; one instance serves every thread.

@@ -25,6 +25,7 @@
 #include "grpcpp/security/auth_metadata_processor.h"
 #include "grpcpp/support/server_interceptor.h"
 #include "server/cert_dir_watcher.h"
+#include "server/control_auth.h"
 #include "server/cert_manager.h"
 #include "server/control_metrics.h"
 #include "server/metrics.h"
@@ -91,36 +92,6 @@ class CountingInterceptorFactory final
 
  private:
   ControlMetrics& metrics_;
-};
-
-// TCP listener: the TLS layer already required a client certificate that verifies against the
-// control client CA; this lets through only the allow-listed identities (URI SAN such as a
-// SPIFFE ID, DNS SAN, or subject CN).
-class AllowListProcessor final : public grpc::AuthMetadataProcessor {
- public:
-  explicit AllowListProcessor(std::vector<std::string> allowed) : allowed_(std::move(allowed)) {}
-  bool IsBlocking() const override { return false; }
-  grpc::Status Process(const InputMetadata&, grpc::AuthContext* context, OutputMetadata*,
-                       OutputMetadata*) override {
-    std::vector<std::string> seen;
-    for (const char* property : {GRPC_PEER_SPIFFE_ID_PROPERTY_NAME, GRPC_PEER_URI_PROPERTY_NAME,
-                                 GRPC_PEER_DNS_PROPERTY_NAME, GRPC_X509_SAN_PROPERTY_NAME,
-                                 GRPC_X509_CN_PROPERTY_NAME}) {
-      for (const grpc::string_ref& v : context->FindPropertyValues(property)) {
-        std::string id(v.data(), v.size());
-        for (const std::string& a : allowed_) {
-          if (a == id) return grpc::Status::OK;
-        }
-        seen.push_back(std::move(id));
-      }
-    }
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        absl::StrCat("client identity [", absl::StrJoin(seen, ", "),
-                                     "] is not in --control_allowed_clients"));
-  }
-
- private:
-  std::vector<std::string> allowed_;
 };
 
 std::string ReadTextFile(const std::string& path, absl::Status* status) {
@@ -244,7 +215,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TcpCredentials(
   WipeAndClear(pair.private_key);  // gRPC keeps its own copy for the listener's life
   std::shared_ptr<grpc::ServerCredentials> creds = grpc::SslServerCredentials(ssl);
   WipeAndClear(ssl.pem_key_cert_pairs.front().private_key);
-  creds->SetAuthMetadataProcessor(std::make_shared<AllowListProcessor>(o.allowed_clients));
+  creds->SetAuthMetadataProcessor(MakeAllowListProcessor(o.allowed_clients));
   return creds;
 }
 
@@ -269,7 +240,10 @@ absl::StatusOr<ControlPlaneOptions> ControlPlaneOptions::FromConfig(const v1::Ag
   o.tls_cert_file = c.control_tls_cert_file();
   o.tls_key_file = c.control_tls_key_file();
   o.client_ca_file = c.control_client_ca_file();
-  o.allowed_clients.assign(c.control_allowed_clients().begin(), c.control_allowed_clients().end());
+  absl::StatusOr<std::vector<AllowedIdentity>> allowed = ParseAllowList(
+      {c.control_allowed_clients().begin(), c.control_allowed_clients().end()});
+  if (!allowed.ok()) return allowed.status();
+  o.allowed_clients = *std::move(allowed);
   if (!o.tcp_address.empty() &&
       (o.tls_cert_file.empty() || o.tls_key_file.empty() || o.client_ca_file.empty() ||
        o.allowed_clients.empty())) {

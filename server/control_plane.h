@@ -29,6 +29,7 @@
 #include "absl/time/time.h"
 #include "agent/agent.h"
 #include "ktls/v1/config.pb.h"
+#include "server/control_auth.h"
 #include "server/state_store.h"
 
 namespace grpc {
@@ -66,7 +67,7 @@ struct ControlPlaneOptions {
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string client_ca_file;
-  std::vector<std::string> allowed_clients;
+  std::vector<AllowedIdentity> allowed_clients;  // typed: see server/control_auth.h
   std::string metrics_address;  // empty: no /metrics
   std::string state_dir;        // empty: nothing persisted
   std::vector<std::string> cert_dirs;

@@ -14,16 +14,19 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "ktls/wire.h"
 
@@ -118,6 +121,59 @@ timeval TimeoutToTimeval(absl::Duration d) {
   return absl::ToTimeval(d);
 }
 
+// The uid the agent must run as: $KTLS_AGENT_UID when set (deployments pin it), otherwise the
+// owner of the socket file. The check runs before any message is read, so a process that put its
+// own socket at the path (or took the agent's place) never gets to send a ConnectionInfo the app
+// would trust (peer_identity.verified, SNI ...). See docs/security.md.
+absl::Status VerifyAgentPeer(int fd, const std::string& socket_path) {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    return absl::InternalError(
+        absl::StrCat("SO_PEERCRED on the agent socket: ", ErrnoText(errno)));
+  }
+  uid_t expected = 0;
+  std::string source;
+  if (const char* env = std::getenv("KTLS_AGENT_UID"); env != nullptr && *env != '\0') {
+    uint32_t n = 0;
+    if (!absl::SimpleAtoi(env, &n)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KTLS_AGENT_UID='", env, "' is not a numeric uid"));
+    }
+    expected = static_cast<uid_t>(n);
+    source = "KTLS_AGENT_UID";
+  } else {
+    struct stat st;
+    if (::stat(socket_path.c_str(), &st) != 0) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot stat the agent socket ", socket_path, ": ", ErrnoText(errno)));
+    }
+    expected = st.st_uid;
+    source = "the socket file's owner";
+  }
+  if (cred.uid != expected) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "the process serving ", socket_path, " (pid ", cred.pid, ") runs as uid ", cred.uid,
+        ", expected uid ", expected, " (", source,
+        "); not trusting it (set KTLS_AGENT_UID to the agent's uid if this is intended)"));
+  }
+  return absl::OkStatus();
+}
+
+// The agent's refusal as a status whose code says what the app can do about it.
+absl::Status SubscriptionRefused(const std::string& socket_path, const v1::ProtocolError& e) {
+  std::string message =
+      absl::StrCat("agent at ", socket_path, " rejected the subscription: ", e.message());
+  switch (e.reason()) {
+    case v1::ProtocolError::REASON_PERMISSION_DENIED:
+      return absl::PermissionDeniedError(std::move(message));
+    case v1::ProtocolError::REASON_TOO_MANY_APPS:
+      return absl::ResourceExhaustedError(std::move(message));
+    default:
+      return absl::FailedPreconditionError(std::move(message));
+  }
+}
+
 struct Subscription {
   UniqueFd sock;
   v1::Subscribed subscribed;
@@ -142,6 +198,7 @@ absl::StatusOr<UniqueFd> ConnectToAgent(const std::string& socket_path, absl::Du
     rc = ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
   } while (rc != 0 && errno == EINTR);
   if (rc != 0) return ConnectError(errno, socket_path);
+  if (absl::Status s = VerifyAgentPeer(fd.get(), socket_path); !s.ok()) return s;
   return fd;
 }
 
@@ -153,6 +210,16 @@ absl::Status SendSubscribe(int fd, const std::string& socket_path, const std::st
   subscribe.mutable_subscribe()->set_initial_credits(initial_credits);
   absl::Status s = SendMessage(fd, subscribe, 0);
   if (s.ok()) return s;
+  // An agent that refuses this process (peer credentials, connection cap) sends its reason and
+  // shuts its side at once, so the send can fail with EPIPE while the reason waits in our queue.
+  std::string buffer(wire::kMaxMessageBytes, '\0');
+  Datagram d = ReceiveDatagram(fd, &buffer, MSG_DONTWAIT);
+  CloseAll(d.fds);
+  v1::AgentToApp answer;
+  if (d.n > 0 && wire::Parse(std::string_view(buffer.data(), d.n), &answer).ok() &&
+      answer.has_error()) {
+    return SubscriptionRefused(socket_path, answer.error());
+  }
   if (s.code() == absl::StatusCode::kResourceExhausted) {
     return absl::DeadlineExceededError(
         absl::StrCat("agent at ", socket_path, " did not take the Subscribe message in time"));
@@ -209,8 +276,7 @@ absl::StatusOr<v1::Subscribed> ReadSubscribeAnswer(int fd, const std::string& so
     case v1::AgentToApp::kSubscribed:
       break;
     case v1::AgentToApp::kError:
-      return absl::FailedPreconditionError(absl::StrCat(
-          "agent at ", socket_path, " rejected the subscription: ", answer.error().message()));
+      return SubscriptionRefused(socket_path, answer.error());
     case v1::AgentToApp::kHandoff:
       return absl::InvalidArgumentError(
           "agent sent a Handoff before Subscribed (protocol violation)");

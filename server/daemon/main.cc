@@ -77,6 +77,13 @@ struct Flags {
   std::string state_dir;
   std::string cert_dir;
   int cert_dir_poll_ms = 0;
+  // Who may subscribe to the handoff socket (docs/security.md).
+  std::string handoff_socket_mode;
+  std::string handoff_socket_group;
+  std::string handoff_allowed_uids;
+  std::string handoff_allowed_gids;
+  int app_subscribe_timeout_ms = 0;
+  int max_app_connections = 0;
 };
 
 void DeclareDataPlaneFlags(ktls::base::OptionParser& p, Flags& f) {
@@ -100,6 +107,19 @@ void DeclareDataPlaneFlags(ktls::base::OptionParser& p, Flags& f) {
   p.Add("handoff_wait_timeout_ms", &f.handoff_wait_timeout_ms,
         "how long a ready connection may wait for an app");
   p.Add("log_level", &f.log_level, "debug | info | warning | error");
+  p.Group("Handoff socket trust (docs/security.md)");
+  p.Add("handoff_socket_mode", &f.handoff_socket_mode,
+        "file mode of --handoff_socket (octal; default 0660; 'other' access is refused)");
+  p.Add("handoff_socket_group", &f.handoff_socket_group,
+        "group owning --handoff_socket (name or gid); its members may subscribe");
+  p.Add("handoff_allowed_uids", &f.handoff_allowed_uids,
+        "comma-separated uids allowed to subscribe besides the agent's own (SO_PEERCRED)");
+  p.Add("handoff_allowed_gids", &f.handoff_allowed_gids,
+        "comma-separated gids (primary or supplementary) allowed to subscribe");
+  p.Add("app_subscribe_timeout_ms", &f.app_subscribe_timeout_ms,
+        "an app connection must subscribe within this (default 5000)");
+  p.Add("max_app_connections", &f.max_app_connections,
+        "connections held on the handoff socket, subscribed or not (default 256)");
   p.Group("Operation");
   p.Add("probe_only", &f.probe_only, "probe the kernel's kTLS support, print the table and exit");
   p.Add("probe_require_all", &f.probe_require_all,
@@ -208,6 +228,52 @@ absl::Status ApplyDataPlane(const Flags& f, ktls::v1::AgentConfig& c) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<uint32_t> ParseOctalMode(absl::string_view flag, const std::string& mode) {
+  char* end = nullptr;
+  const unsigned long m = std::strtoul(mode.c_str(), &end, 8);
+  if (mode.empty() || *end != '\0' || m > 0777) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, ": '", mode, "' is not an octal mode like 0660"));
+  }
+  return static_cast<uint32_t>(m);
+}
+
+absl::Status ParseIdList(absl::string_view flag, const std::string& list,
+                         google::protobuf::RepeatedField<uint32_t>* out) {
+  out->Clear();
+  for (absl::string_view id : absl::StrSplit(list, ',', absl::SkipEmpty())) {
+    uint32_t n = 0;
+    if (!absl::SimpleAtoi(id, &n)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", flag, ": '", id, "' is not a number"));
+    }
+    out->Add(n);
+  }
+  return absl::OkStatus();
+}
+
+// Who may subscribe to the handoff socket (docs/security.md).
+absl::Status ApplyHandoffTrust(const Flags& f, ktls::v1::AgentConfig& c) {
+  if (!f.handoff_socket_mode.empty()) {
+    absl::StatusOr<uint32_t> m = ParseOctalMode("handoff_socket_mode", f.handoff_socket_mode);
+    if (!m.ok()) return m.status();
+    c.set_handoff_socket_mode(*m);
+  }
+  if (!f.handoff_socket_group.empty()) c.set_handoff_socket_group(f.handoff_socket_group);
+  if (!f.handoff_allowed_uids.empty()) {
+    absl::Status s = ParseIdList("handoff_allowed_uids", f.handoff_allowed_uids,
+                                 c.mutable_handoff_allowed_uids());
+    if (!s.ok()) return s;
+  }
+  if (!f.handoff_allowed_gids.empty()) {
+    absl::Status s = ParseIdList("handoff_allowed_gids", f.handoff_allowed_gids,
+                                 c.mutable_handoff_allowed_gids());
+    if (!s.ok()) return s;
+  }
+  if (f.app_subscribe_timeout_ms > 0) c.set_app_subscribe_timeout_ms(f.app_subscribe_timeout_ms);
+  if (f.max_app_connections > 0) c.set_max_app_connections(f.max_app_connections);
+  return absl::OkStatus();
+}
+
 // control_socket and metrics_address stay unset unless the command line or the config file gives
 // them: unset, their defaults apply best-effort (a second agent on the same host starts without
 // them, with a warning); given, they are required.
@@ -216,14 +282,9 @@ absl::Status ApplyControlPlane(const Flags& f, const ktls::base::OptionParser& g
   if (given.WasGiven("control_socket")) c.set_control_socket(f.control_socket);
   if (given.WasGiven("metrics_address")) c.set_metrics_address(f.metrics_address);
   if (given.WasGiven("control_socket_mode") || c.control_socket_mode() == 0) {
-    const std::string& mode = f.control_socket_mode;
-    char* end = nullptr;
-    const unsigned long m = std::strtoul(mode.c_str(), &end, 8);
-    if (mode.empty() || *end != '\0' || m > 0777) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--control_socket_mode: '", mode, "' is not an octal mode like 0600"));
-    }
-    c.set_control_socket_mode(static_cast<uint32_t>(m));
+    absl::StatusOr<uint32_t> m = ParseOctalMode("control_socket_mode", f.control_socket_mode);
+    if (!m.ok()) return m.status();
+    c.set_control_socket_mode(*m);
   }
   if (!f.control_socket_group.empty()) c.set_control_socket_group(f.control_socket_group);
   if (!f.control_tcp_address.empty()) c.set_control_tcp_address(f.control_tcp_address);
@@ -259,6 +320,7 @@ absl::StatusOr<ktls::v1::AgentConfig> BuildConfig(const Flags& f,
     c = ktls::DefaultConfig();
   }
   if (absl::Status s = ApplyDataPlane(f, c); !s.ok()) return s;
+  if (absl::Status s = ApplyHandoffTrust(f, c); !s.ok()) return s;
   if (absl::Status s = ApplyControlPlane(f, given, c); !s.ok()) return s;
   ktls::ApplyDefaults(&c);
   return c;

@@ -26,7 +26,7 @@ import sys
 import yaml
 
 # Flags the manifests may pass: the data plane's (agent/daemon/main.cc) and the control plane's.
-DATA_PLANE_FLAGS = {"listen", "handoff_socket", "cert", "offload", "workers", "alpn", "client_ca",
+DATA_PLANE_FLAGS = {"listen", "handoff_socket", "handoff_socket_group", "handoff_allowed_uids", "cert", "offload", "workers", "alpn", "client_ca",
                     "require_client_cert", "log_level", "min_tls_version", "config",
                     "tls13_ciphersuites", "tls12_ciphers", "handshake_timeout_ms",
                     "handoff_wait_timeout_ms", "ready_file", "stats_interval_s"}
@@ -115,24 +115,45 @@ def main():
     check(flags.get("workers", "0") not in ("", "0"),
           "agent: --workers must be set (0 means the node's CPUs, not the container's limit)")
 
-    # --- shared socket volume
+    # --- trust boundary (docs/security.md): the app reaches the handoff socket and nothing else
     vols = {v["name"]: v for v in pod.get("volumes", [])}
     handoff = flags.get("handoff_socket", "")
     control = flags.get("control_socket", "")
+    state = flags.get("state_dir", "")
     amounts = {m["mountPath"]: m["name"] for m in agent.get("volumeMounts", [])}
     sock_mount = next((p for p in amounts if under(handoff, p)), None)
-    if check(sock_mount is not None, f"agent: handoff socket {handoff} is on no volume"):
+    ctl_mount = next((p for p in amounts if under(control, p)), None)
+    state_mount = next((p for p in amounts if state and under(state, p)), None)
+    pod_sc0 = pod.get("securityContext", {})
+    uid_of = lambda c: c.get("securityContext", {}).get("runAsUser", pod_sc0.get("runAsUser"))
+    agent_uid = uid_of(agent)
+    if check(sock_mount is not None, f"agent: handoff socket {handoff} is on no volume") and \
+            check(ctl_mount is not None, f"agent: control socket {control} is on no volume"):
         vname = amounts[sock_mount]
+        cname = amounts[ctl_mount]
         check("emptyDir" in vols.get(vname, {}), f"socket volume {vname} is not an emptyDir")
-        check(under(control, sock_mount), f"control socket {control} not in the socket volume {sock_mount}")
+        check(vname != cname, f"control socket {control} shares the handoff volume {vname}: the app could reach it")
+        private = {cname} | ({amounts[state_mount]} if state_mount else set())
         for app in apps:
             m = [x for x in app.get("volumeMounts", []) if x["name"] == vname]
             check(m and m[0]["mountPath"] == sock_mount,
-                  f"app {app['name']}: socket volume {vname} not mounted at {sock_mount}")
-            check(not m or not m[0].get("readOnly"), f"app {app['name']}: socket volume must be writable (connect)")
+                  f"app {app['name']}: handoff volume {vname} not mounted at {sock_mount}")
+            check(not m or m[0].get("readOnly") is True,
+                  f"app {app['name']}: handoff volume must be mounted read-only (connect works there)")
+            leaked = [x["name"] for x in app.get("volumeMounts", []) if x["name"] in private]
+            check(not leaked, f"app {app['name']}: mounts the agent's private volumes {leaked} (control socket, state)")
             told = handoff in " ".join(app.get("args", []) + app.get("command", [])) or any(
                 e.get("value") == handoff for e in app.get("env", []))
             check(told, f"app {app['name']}: not given the handoff socket path {handoff}")
+            app_uid = uid_of(app)
+            check(app_uid is not None and app_uid != agent_uid,
+                  f"app {app['name']}: runs as uid {app_uid}, the agent's uid {agent_uid}: it could use the control API")
+            env = {e["name"]: e.get("value") for e in app.get("env", [])}
+            check(env.get("KTLS_AGENT_UID") == str(agent_uid),
+                  f"app {app['name']}: KTLS_AGENT_UID={env.get('KTLS_AGENT_UID')} does not pin the agent's uid {agent_uid}")
+            allowed = flags.get("handoff_allowed_uids", "").split(",")
+            check(str(app_uid) in allowed or flags.get("handoff_socket_group") == str(pod_sc0.get("fsGroup")),
+                  f"app {app['name']}: uid {app_uid} may not subscribe (--handoff_allowed_uids / --handoff_socket_group)")
 
     # --- probes
     sp = agent.get("startupProbe", {}).get("exec", {}).get("command", [])
@@ -169,9 +190,8 @@ def main():
         asc2 = app.get("securityContext", {})
         check(asc2.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, f"app {app['name']}: not non-root")
         check(not asc2.get("capabilities", {}).get("add"), f"app {app['name']}: has added capabilities")
-    group = asc.get("runAsGroup")
-    check(group is not None and group in pod_sc.get("supplementalGroups", []) and pod_sc.get("fsGroup") == group,
-          "pod: every container must share the agent's group (fsGroup + supplementalGroups) for the 0660 socket")
+    check(flags.get("handoff_socket_group") == str(pod_sc.get("fsGroup")),
+          "pod: the handoff socket's group (--handoff_socket_group) must be the pod's fsGroup, so the app can connect")
     check(pod.get("automountServiceAccountToken") is False, "pod: automountServiceAccountToken should be false")
 
     # --- certificates from a Secret

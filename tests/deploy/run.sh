@@ -363,15 +363,18 @@ image_checks() {
   check "agent image: default command prints the kernel kTLS probe table" image_default_cmd "$a"
   sed -n '1p' "$logs"/agent_image__default_command*.log 2>/dev/null | sed 's/^/      /'
 
-  # Serve: the agent container and the demo-app container share a socket directory (as the pod's
-  # emptyDir), the certificate directory is laid out like a Secret mount (..data symlink).
-  local run=$work/run certs=$work/certs port mport
-  mkdir -p "$run" "$certs"
-  chmod 0777 "$run"  # the containers' uid 10001 creates the sockets (the pod: fsGroup)
+  # Serve: the agent container and the demo-app container share only the handoff directory (read-
+  # only in the app, as in the chart); the control socket's directory is the agent's alone. The
+  # certificate directory is laid out like a Secret mount (..data symlink).
+  local run=$work/run handoff=$work/handoff certs=$work/certs port mport
+  mkdir -p "$run" "$handoff" "$certs"
+  chown 10001:10001 "$run" && chmod 0700 "$run"
+  chown 10001:10003 "$handoff" && chmod 2750 "$handoff"  # the pod: fsGroup 10003
   make_secret_dir "$certs" v1 || { fail "make test certificate"; return; }
   port=$(free_port) mport=$(free_port)
-  local aargs=(--listen=127.0.0.1:$port --handoff_socket=/run/ktls/handoff.sock --ready_file=/run/ktls/ready
-               --workers=1 --offload=preferred --log_level=info)
+  local aargs=(--listen=127.0.0.1:$port --handoff_socket=/run/ktls-handoff/handoff.sock
+               --ready_file=/run/ktls/ready --workers=1 --offload=preferred --log_level=info)
+  img_flag handoff_socket_group && aargs+=(--handoff_socket_group=10003)
   local used=("listen" "handoff_socket" "offload")
   if img_flag cert_dir; then aargs+=(--cert_dir=/etc/ktls/certs); used+=(cert_dir)
   else aargs+=(--cert=/etc/ktls/certs/tls.crt:/etc/ktls/certs/tls.key); used+=("cert (no --cert_dir yet)"); fi
@@ -381,7 +384,7 @@ image_checks() {
     mkdir -p "$work/state" && chmod 0777 "$work/state"
     aargs+=(--state_dir=/var/lib/ktls); used+=(state_dir)
   fi
-  local vols=(-v "$run:/run/ktls" -v "$certs:/etc/ktls/certs:ro")
+  local vols=(-v "$run:/run/ktls" -v "$handoff:/run/ktls-handoff" -v "$certs:/etc/ktls/certs:ro")
   img_flag state_dir && vols+=(-v "$work/state:/var/lib/ktls")
   $BUILDAH run --isolation chroot "${vols[@]}" "$a" -- /usr/local/bin/ktls-agent "${aargs[@]}" \
     >"$logs/agent.log" 2>&1 &
@@ -389,7 +392,7 @@ image_checks() {
   bg_pids+=("$agent_pid")
   local i
   for i in $(seq 100); do [[ -s $run/ready ]] && break; kill -0 $agent_pid 2>/dev/null || break; sleep 0.1; done
-  if [[ -s $run/ready && -S $run/handoff.sock ]]; then
+  if [[ -s $run/ready && -S $handoff/handoff.sock ]]; then
     ok "agent container serves: listening on 127.0.0.1:$port, handoff socket up (flags: ${used[*]})"
   else
     fail "agent container starts and serves" "$logs/agent.log"
@@ -399,8 +402,11 @@ image_checks() {
   local demo_pid=""
   if $BUILDAH images -q localhost/ktls-demo-app:test 2>/dev/null | grep -q .; then
     new_ctr localhost/ktls-demo-app:test && d=$ctr
-    $BUILDAH run --isolation chroot -v "$run:/run/ktls" "$d" -- /usr/local/bin/ktls-demo-app \
-      --agent_socket=/run/ktls/handoff.sock --static_dir=/srv/static >"$logs/demo.log" 2>&1 &
+    check "demo-app image: runs as uid 10002 (not the agent's), in group ktls-handoff" bash -c '
+      out=$('"$BUILDAH"' run --isolation chroot "$1" -- id) && echo "$out" &&
+      [[ $out == uid=10002* && $out == *10003* ]]' _ "$d"
+    $BUILDAH run --isolation chroot -v "$handoff:/run/ktls-handoff:ro" "$d" -- /usr/local/bin/ktls-demo-app \
+      --agent_socket=/run/ktls-handoff/handoff.sock --static_dir=/srv/static >"$logs/demo.log" 2>&1 &
     demo_pid=$!
     bg_pids+=("$demo_pid")
     for i in $(seq 50); do grep -q subscribed "$logs/agent.log" && break; sleep 0.1; done
@@ -438,6 +444,18 @@ EOF
     check "ktlsctl caps over the control socket" \
       $BUILDAH run --isolation chroot -v "$run:/run/ktls" "$a" -- ktlsctl --socket=/run/ktls/control.sock caps
     check "control socket is 0600 (owner only)" bash -c '[[ $(stat -c %a "$1") == 600 ]]' _ "$run/control.sock"
+    check "handoff socket is 0660, group 10003 (the pod's fsGroup)" bash -c '
+      [[ $(stat -c "%a %g" "$1") == "660 10003" ]]' _ "$handoff/handoff.sock"
+    # The app's uid cannot use the control API: not mounted in its container (the shipped
+    # layout), and refused by the socket's mode even where someone mounts it.
+    check "app uid 10002: ktlsctl finds no control socket in the app's layout" bash -c '
+      out=$('"$BUILDAH"' run --isolation chroot --user 10002:10002 -v "$1:/run/ktls-handoff:ro" "$2" -- \
+        ktlsctl --socket=/run/ktls/control.sock health 2>&1) && { echo "$out"; exit 1; }
+      echo "$out"' _ "$handoff" "$a"
+    check "app uid 10002: ktlsctl gets permission denied even with the control directory mounted" bash -c '
+      out=$('"$BUILDAH"' run --isolation chroot --user 10002:10002 -v "$1:/run/ktls" "$2" -- \
+        ktlsctl --socket=/run/ktls/control.sock health 2>&1) && { echo "$out"; exit 1; }
+      echo "$out"; grep -qi "permission denied" <<<"$out"' _ "$run" "$a"
   else
     skip "gRPC health / ktlsctl caps: no control socket or no ktlsctl in this build (issue 4)"
   fi
@@ -496,7 +514,7 @@ rootfs_untouched() {
   # /etc/hosts, /etc/resolv.conf, /etc/hostname and the mount points are buildah run's own.
   out=$(find "$mnt" -xdev -newer "$2" \
           ! -path "$mnt" ! -path "$mnt/etc" ! -path "$mnt/etc/hosts" ! -path "$mnt/etc/resolv.conf" \
-          ! -path "$mnt/etc/hostname" ! -path "$mnt/run" ! -path "$mnt/run/ktls" ! -path "$mnt/etc/ktls" \
+          ! -path "$mnt/etc/hostname" ! -path "$mnt/run" ! -path "$mnt/run/ktls" ! -path "$mnt/run/ktls-handoff" ! -path "$mnt/etc/ktls" \
           ! -path "$mnt/etc/ktls/certs" ! -path "$mnt/var/lib/ktls" ! -path "$mnt/proc" ! -path "$mnt/sys" \
           ! -path "$mnt/dev" ! -path "$mnt/dev/*" 2>/dev/null)
   $BUILDAH umount "$1" >/dev/null

@@ -15,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include "ktls/ktls_client.h"
 #include "tests/integration/support/control.h"
 
 namespace ktls::testing {
@@ -202,6 +203,81 @@ TEST(KtlsctlTest, ControlSocketRefusesAPeerWithoutPermission) {
   EXPECT_EQ(0, AsNobody([&] { return ConnectErrno(gsocket); }));
 }
 
+// Subscribes to `socket` with the C API as nobody, with supplementary groups `groups`; 0 =
+// subscribed, 10 = the file mode refused the connect, 11 = the agent refused the subscriber
+// (SO_PEERCRED) with its reason, 12 = anything else.
+int SubscribeAsNobody(const std::string& socket, std::vector<gid_t> groups) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (setgroups(groups.size(), groups.data()) != 0 || setresgid(kNogroup, kNogroup, kNogroup) != 0 ||
+        setresuid(kNobody, kNobody, kNobody) != 0) {
+      _exit(99);
+    }
+    ktls_agent* agent = nullptr;
+    const int rc = ktls_agent_connect(socket.c_str(), "nobody-app", 1, 5000, &agent);
+    if (rc == KTLS_OK) _exit(0);
+    const std::string error = ktls_last_error();
+    if (rc == KTLS_E_PERMISSION && error.find("may not subscribe") != std::string::npos &&
+        error.find("uid 65534") != std::string::npos) {
+      _exit(11);
+    }
+    if (rc == KTLS_E_PERMISSION && error.find("not allowed to connect") != std::string::npos) {
+      _exit(10);
+    }
+    fprintf(stderr, "subscribe as nobody: %s: %s\n", ktls_status_name(rc), error.c_str());
+    _exit(12);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(KtlsctlTest, HandoffSocketAdmitsOnlyAllowedProcesses) {
+  ASSERT_EQ(0u, geteuid()) << "this test switches to nobody, which needs root";
+  // Defaults: 0660, the agent's (root's) group, only the agent's uid may subscribe. A process
+  // outside the group cannot connect; one inside it (gid 0 as a supplementary group) can connect
+  // but is refused by the agent's SO_PEERCRED check, which says why and counts it.
+  AgentOptions options;
+  options.start_app = false;
+  Stack stack(options);
+  ASSERT_EQ(0, chmod(stack.dir().c_str(), 0711));
+  struct stat st {};
+  ASSERT_EQ(0, stat(stack.handoff_socket().c_str(), &st));
+  EXPECT_EQ(0660, st.st_mode & 07777);
+  EXPECT_EQ(10, SubscribeAsNobody(stack.handoff_socket(), {}));
+  EXPECT_EQ(11, SubscribeAsNobody(stack.handoff_socket(), {0}));
+  EXPECT_TRUE(Contains(stack.AgentLog(), "refused an app: uid 65534 gid 65534")) << stack.AgentLog();
+  Metrics m;
+  std::string error;
+  ASSERT_TRUE(FetchMetrics(ReadyInfo(stack)["metrics"], &m, &error)) << error;
+  EXPECT_EQ(1, m.Get("ktls_app_subscribers_refused_total"));
+
+  // The socket's group by flag: its members may connect and subscribe; the uid by flag too.
+  options.extra_flags = {"--handoff_socket_mode=0660", "--handoff_socket_group=nogroup"};
+  Stack grouped(options);
+  ASSERT_EQ(0, chmod(grouped.dir().c_str(), 0711));
+  ASSERT_EQ(0, stat(grouped.handoff_socket().c_str(), &st));
+  EXPECT_EQ(0660, st.st_mode & 07777);
+  EXPECT_EQ(kNogroup, st.st_gid);
+  EXPECT_EQ(0, SubscribeAsNobody(grouped.handoff_socket(), {}));
+  options.extra_flags = {"--handoff_allowed_uids=65534"};
+  Stack by_uid(options);
+  ASSERT_EQ(0, chmod(by_uid.dir().c_str(), 0711));
+  EXPECT_EQ(0, SubscribeAsNobody(by_uid.handoff_socket(), {0}));
+
+  // 'other' access is refused at start.
+  AgentOptions open_mode;
+  open_mode.start_app = false;
+  open_mode.expect_ready = false;
+  open_mode.extra_flags = {"--handoff_socket_mode=0666"};
+  Stack refused(open_mode);
+  for (int i = 0; i < 100 && refused.agent().Running(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_FALSE(refused.agent().Running());
+  EXPECT_TRUE(Contains(refused.AgentLog(), "gives 'other' access")) << refused.AgentLog();
+}
+
 TEST(KtlsctlTest, TcpListenerNeedsMutualTlsAndAnAllowListedClient) {
   const testcerts::TestCert ca = testcerts::MakeCa("control CA");
   const testcerts::TestCert server = MakeLeaf(ca, "agent control", {"localhost"});
@@ -211,6 +287,19 @@ TEST(KtlsctlTest, TcpListenerNeedsMutualTlsAndAnAllowListedClient) {
   const testcerts::TestCert ops = testcerts::MakeCert(client_spec, &ca);
   client_spec.common_name = "intruder";
   const testcerts::TestCert intruder = testcerts::MakeCert(client_spec, &ca);
+  // Cross-type confusion: identities equal to allowed values, but of another kind. A CN that
+  // spells the allowed SPIFFE ID, a DNS SAN equal to the allowed CN, a URI SAN "ops".
+  client_spec.common_name = "spiffe://example/ops";
+  const testcerts::TestCert cn_as_spiffe = testcerts::MakeCert(client_spec, &ca);
+  client_spec.common_name = "someone";
+  client_spec.dns_names = {"ops"};
+  client_spec.uri_names = {"ops"};
+  const testcerts::TestCert san_as_cn = testcerts::MakeCert(client_spec, &ca);
+  // The real SPIFFE identity: a URI SAN, whatever the CN.
+  client_spec.common_name = "workload";
+  client_spec.dns_names = {};
+  client_spec.uri_names = {"spiffe://example/ops"};
+  const testcerts::TestCert spiffe = testcerts::MakeCert(client_spec, &ca);
   TempDir files;
   const std::string ca_file = files.Write("ca.crt", ca.cert_pem);
   const std::string server_crt = files.Write("server.crt", server.cert_pem);
@@ -219,6 +308,12 @@ TEST(KtlsctlTest, TcpListenerNeedsMutualTlsAndAnAllowListedClient) {
   const std::string ops_key = files.Write("ops.key", ops.key_pem);
   const std::string intruder_crt = files.Write("intruder.crt", intruder.cert_pem);
   const std::string intruder_key = files.Write("intruder.key", intruder.key_pem);
+  const std::string cn_as_spiffe_crt = files.Write("cnspiffe.crt", cn_as_spiffe.cert_pem);
+  const std::string cn_as_spiffe_key = files.Write("cnspiffe.key", cn_as_spiffe.key_pem);
+  const std::string san_as_cn_crt = files.Write("sancn.crt", san_as_cn.cert_pem);
+  const std::string san_as_cn_key = files.Write("sancn.key", san_as_cn.key_pem);
+  const std::string spiffe_crt = files.Write("spiffe.crt", spiffe.cert_pem);
+  const std::string spiffe_key = files.Write("spiffe.key", spiffe.key_pem);
 
   // Without its TLS settings the agent refuses to start.
   AgentOptions refused;
@@ -233,12 +328,24 @@ TEST(KtlsctlTest, TcpListenerNeedsMutualTlsAndAnAllowListedClient) {
     EXPECT_FALSE(s.agent().Running());
     EXPECT_TRUE(Contains(s.AgentLog(), "the TCP control API is mutual-TLS only")) << s.AgentLog();
   }
+  // An allow-list entry that does not say what it matches is refused at start.
+  refused.extra_flags = {"--control_tcp_address=127.0.0.1:0", "--control_tls_cert=" + server_crt,
+                         "--control_tls_key=" + server_key, "--control_client_ca=" + ca_file,
+                         "--control_allowed_clients=ops"};
+  {
+    Stack s(refused);
+    for (int i = 0; i < 100 && s.agent().Running(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    EXPECT_FALSE(s.agent().Running());
+    EXPECT_TRUE(Contains(s.AgentLog(), "'ops' does not say what it matches")) << s.AgentLog();
+  }
 
   AgentOptions options;
   options.start_app = false;
   options.extra_flags = {"--control_tcp_address=127.0.0.1:0", "--control_tls_cert=" + server_crt,
                          "--control_tls_key=" + server_key, "--control_client_ca=" + ca_file,
-                         "--control_allowed_clients=spiffe://example/ops,ops"};
+                         "--control_allowed_clients=spiffe://example/ops,cn:ops"};
   Stack stack(options);
   const std::string tcp = ReadyInfo(stack)["control_tcp"];
   ASSERT_FALSE(tcp.empty());
@@ -257,7 +364,15 @@ TEST(KtlsctlTest, TcpListenerNeedsMutualTlsAndAnAllowListedClient) {
   EXPECT_EQ(0, r.exit_code) << r.err;
   r = with(intruder_crt, intruder_key, {"cert", "list"});
   EXPECT_EQ(1, r.exit_code);
-  EXPECT_TRUE(Contains(r.err, "not in --control_allowed_clients (PERMISSION_DENIED)")) << r.err;
+  EXPECT_TRUE(Contains(r.err, "not in control_allowed_clients (PERMISSION_DENIED)")) << r.err;
+  r = with(spiffe_crt, spiffe_key, {"cert", "list"});
+  EXPECT_EQ(0, r.exit_code) << r.err;
+  r = with(cn_as_spiffe_crt, cn_as_spiffe_key, {"cert", "list"});
+  EXPECT_EQ(1, r.exit_code) << "a CN spelling the allowed SPIFFE ID must not pass";
+  EXPECT_TRUE(Contains(r.err, "cn:spiffe://example/ops] is not in control_allowed_clients"))
+      << r.err;
+  r = with(san_as_cn_crt, san_as_cn_key, {"cert", "list"});
+  EXPECT_EQ(1, r.exit_code) << "DNS/URI SANs equal to the allowed CN must not pass";
   // No client certificate at all: the TLS handshake fails.
   grpc::SslCredentialsOptions no_cert;
   no_cert.pem_root_certs = ca.cert_pem;

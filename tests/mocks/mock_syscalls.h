@@ -38,6 +38,9 @@ class MockSysCalls : public SysCalls {
     ON_CALL(*this, EventFd).WillByDefault(Invoke(&real_, &SysCalls::EventFd));
     ON_CALL(*this, Unlink).WillByDefault(Invoke(&real_, &SysCalls::Unlink));
     ON_CALL(*this, Chmod).WillByDefault(Invoke(&real_, &SysCalls::Chmod));
+    ON_CALL(*this, Chown).WillByDefault(Invoke(&real_, &SysCalls::Chown));
+    ON_CALL(*this, Open).WillByDefault(Invoke(&real_, &SysCalls::Open));
+    ON_CALL(*this, Flock).WillByDefault(Invoke(&real_, &SysCalls::Flock));
   }
 
   MOCK_METHOD(SysResult, Socket, (int, int, int), (override));
@@ -62,6 +65,9 @@ class MockSysCalls : public SysCalls {
   MOCK_METHOD(SysResult, EventFd, (unsigned int, int), (override));
   MOCK_METHOD(SysResult, Unlink, (const char*), (override));
   MOCK_METHOD(SysResult, Chmod, (const char*, unsigned int), (override));
+  MOCK_METHOD(SysResult, Chown, (const char*, uid_t, gid_t), (override));
+  MOCK_METHOD(SysResult, Open, (const char*, int, unsigned int), (override));
+  MOCK_METHOD(SysResult, Flock, (int, int), (override));
 
   SysCalls& real() { return real_; }
 

@@ -46,11 +46,23 @@ the chart's appVersion. Call with (list IMAGE ROOT). */}}
 {{- end }}
 
 {{- define "ktls-sidecar.handoffSocket" -}}
-{{- printf "%s/%s" .Values.sockets.dir .Values.sockets.handoff }}
+{{- printf "%s/%s" .Values.sockets.handoffDir .Values.sockets.handoff }}
 {{- end }}
 
 {{- define "ktls-sidecar.controlSocket" -}}
-{{- printf "%s/%s" .Values.sockets.dir .Values.sockets.control }}
+{{- printf "%s/%s" .Values.sockets.controlDir .Values.sockets.control }}
+{{- end }}
+
+{{/* The agent's uid: 0 with tlsModuleAutoload (NET_ADMIN reaches only root), else 10001. */}}
+{{- define "ktls-sidecar.agentUid" -}}
+{{- if .Values.agent.tlsModuleAutoload }}0{{ else }}10001{{ end }}
+{{- end }}
+
+{{/* The app's uid, from app.securityContext (or the pod's), for --handoff_allowed_uids. */}}
+{{- define "ktls-sidecar.appUid" -}}
+{{- $sc := .Values.app.securityContext | default dict }}
+{{- $psc := .Values.podSecurityContext | default dict }}
+{{- int (default (default 10002 $psc.runAsUser) $sc.runAsUser) }}
 {{- end }}
 
 {{/* True ("true") when a PodMonitor is rendered: asked for, and the API exists. */}}

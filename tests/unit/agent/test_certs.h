@@ -35,6 +35,7 @@ enum class KeyKind { kEcP256, kRsa2048 };
 struct CertSpec {
   std::string common_name;
   std::vector<std::string> dns_names;  // subjectAltName DNS entries; empty: no SAN extension
+  std::vector<std::string> uri_names;  // subjectAltName URI entries (e.g. SPIFFE IDs)
   bool is_ca = false;
   bool client_auth = false;  // extendedKeyUsage clientAuth instead of serverAuth
   KeyKind key_kind = KeyKind::kEcP256;
@@ -143,9 +144,10 @@ inline TestCert MakeCert(const CertSpec& spec, const TestCert* issuer) {
                                               : "critical,digitalSignature");
     AddExt(x, issuer_cert, NID_ext_key_usage, spec.client_auth ? "clientAuth" : "serverAuth");
   }
-  if (!spec.dns_names.empty()) {
+  if (!spec.dns_names.empty() || !spec.uri_names.empty()) {
     std::vector<std::string> entries;
     for (const std::string& dns : spec.dns_names) entries.push_back(absl::StrCat("DNS:", dns));
+    for (const std::string& uri : spec.uri_names) entries.push_back(absl::StrCat("URI:", uri));
     AddExt(x, issuer_cert, NID_subject_alt_name, absl::StrJoin(entries, ","));
   }
   EVP_PKEY* signer = issuer != nullptr ? issuer->key.get() : out.key.get();

@@ -110,7 +110,10 @@ class MetricsCollectorTest : public ::testing::Test {
 // The contract: every family with its type, help and label names ("name type [labels] help").
 constexpr char kSchema[] = R"(ktls_accept_errors_total counter [] accept() failures other than EAGAIN/EINTR
 ktls_accept_pauses_total counter [] times accepting paused for lack of fds or memory (EMFILE, ENFILE, ENOMEM)
+ktls_app_connections_over_limit_total counter [] app connections refused: max_app_connections reached
 ktls_app_protocol_errors_total counter [] malformed or unexpected messages from apps
+ktls_app_subscribe_timeouts_total counter [] app connections closed for not subscribing in time
+ktls_app_subscribers_refused_total counter [] app connections refused: peer uid/gid not allowed to subscribe (SO_PEERCRED)
 ktls_apps_connected gauge [] apps subscribed now
 ktls_apps_disconnected_total counter [] app subscriptions that ended
 ktls_apps_subscribed_total counter [] app subscriptions accepted
