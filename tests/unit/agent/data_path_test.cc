@@ -21,6 +21,7 @@
 #include "agent/socket_bio.h"
 #include "tests/mocks/mock_syscalls.h"
 #include "tests/unit/agent/agent_test_util.h"
+#include "tests/unit/agent/loopback_listener.h"
 
 #ifndef SOL_TLS
 #define SOL_TLS 282
@@ -59,17 +60,11 @@ class DataPathTest : public ::testing::Test {
     ASSERT_TRUE(certs.ok());
     state_.certificates = *certs;
 
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(0, bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof(a)));
-    socklen_t len = sizeof(a);
-    getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
-    listen(lfd, 1);
-    ASSERT_TRUE(client_.ConnectTcp(ntohs(a.sin_port)));
-    server_fd_ = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    close(lfd);
+    LoopbackListener listener;
+    ASSERT_TRUE(listener.ok());
+    ASSERT_TRUE(client_.ConnectTcp(listener.port()));
+    server_fd_ = listener.Accept();
+    ASSERT_GE(server_fd_, 0);
 
     // A server-side TLS 1.3 handshake (client in a thread), TX then pretended installed.
     auto ssl = tls_->NewServerSsl(&state_);

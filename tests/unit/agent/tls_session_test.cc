@@ -4,8 +4,6 @@
 // handshake's read (re-arm for read, once), and the deadline (closes the fd, reports kTimeout).
 #include "agent/tls_session.h"
 
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -21,6 +19,7 @@
 #include "agent/tls_context.h"
 #include "tests/mocks/mock_syscalls.h"
 #include "tests/unit/agent/agent_test_util.h"
+#include "tests/unit/agent/loopback_listener.h"
 
 namespace ktls::testing {
 namespace {
@@ -68,20 +67,12 @@ class TlsSessionTest : public ::testing::Test {
 
   // A connected, non-blocking loopback pair: server_fd_ (accepted) and client_fd_.
   void MakeTcpPair() {
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(0, bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof(a)));
-    socklen_t len = sizeof(a);
-    getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
-    listen(lfd, 1);
-    client_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_EQ(0, connect(client_fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)));
-    fcntl(client_fd_, F_SETFL, fcntl(client_fd_, F_GETFL) | O_NONBLOCK);
-    server_fd_ = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    LoopbackListener listener;
+    ASSERT_TRUE(listener.ok());
+    client_fd_ = listener.Connect();
+    ASSERT_GE(client_fd_, 0);
+    server_fd_ = listener.Accept();
     ASSERT_GE(server_fd_, 0);
-    close(lfd);
   }
 
   std::unique_ptr<TlsSession> AcceptSession(absl::Time deadline) {
