@@ -222,5 +222,43 @@ TEST_F(TlsSessionTest, TheDeadlineClosesTheSocketAndReportsATimeout) {
   close(client_fd_);
 }
 
+// A BIO that takes every write and fails every read with `g_read_errno` and no retry flag:
+// OpenSSL then reports SSL_ERROR_SYSCALL, as with a socket read interrupted or drained under it.
+int g_read_errno = 0;
+BIO_METHOD* ErrnoBioMethod() {
+  static BIO_METHOD* m = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "errno test bio");
+    BIO_meth_set_write(m, [](BIO*, const char*, int len) { return len; });
+    BIO_meth_set_read(m, [](BIO*, char*, int) {
+      errno = g_read_errno;
+      return -1;
+    });
+    BIO_meth_set_ctrl(m, [](BIO*, int cmd, long, void*) -> long { return cmd == BIO_CTRL_FLUSH; });
+    BIO_meth_set_create(m, [](BIO* b) {
+      BIO_set_init(b, 1);
+      return 1;
+    });
+    return m;
+  }();
+  return m;
+}
+
+HandshakeStep StepWithReadErrno(SSL_CTX* ctx, int err) {
+  SslPtr ssl(SSL_new(ctx));
+  BIO* bio = BIO_new(ErrnoBioMethod());
+  SSL_set_bio(ssl.get(), bio, bio);  // the SSL owns the BIO
+  SSL_set_connect_state(ssl.get());
+  g_read_errno = err;
+  return StepHandshake(ssl.get());
+}
+
+TEST_F(TlsSessionTest, EagainAndEintrInSslErrorSyscallAreWantsOtherErrnosFail) {
+  EXPECT_EQ(HandshakeProgress::kWantRead, StepWithReadErrno(client_ctx_.get(), EAGAIN).progress);
+  EXPECT_EQ(HandshakeProgress::kWantRead, StepWithReadErrno(client_ctx_.get(), EINTR).progress);
+  HandshakeStep reset = StepWithReadErrno(client_ctx_.get(), ECONNRESET);
+  EXPECT_EQ(HandshakeProgress::kFailed, reset.progress);
+  EXPECT_EQ(ECONNRESET, reset.saved_errno);
+}
+
 }  // namespace
 }  // namespace ktls::testing
