@@ -201,9 +201,11 @@ void TlsSession::Expire() {
 }
 
 void TlsSession::Fail(HandshakeFailure failure) {
-  // OpenSSL has already queued/sent whatever alert the failure called for.
-  Close();
+  // OpenSSL has already queued/sent whatever alert the failure called for. The owner counts and
+  // logs before the socket closes: a peer that sees the close may read the counters at once.
+  state_ = State::kClosed;
   owner_->OnHandshakeFailed(failure);
+  Close();  // a no-op if the owner closed it already; owners are deleted deferred, never here
 }
 
 TlsStream TlsSession::Release() {

@@ -22,8 +22,7 @@
 // failure reason after one, so a stale error from one connection never fails another.
 //
 // Lifetime: the owner holds the session and is destroyed through EventLoop::DeferDelete, never
-// from inside a callback; the session calls its owner last in each path and touches nothing of
-// itself afterwards.
+// from inside a callback, so the session may still close itself after telling its owner.
 #ifndef KTLS_AGENT_TLS_SESSION_H_
 #define KTLS_AGENT_TLS_SESSION_H_
 
@@ -58,14 +57,15 @@ struct HandshakeFailure {
 class TlsSession;
 
 // What a session reports to whoever owns it (the listener's Connection, the dialer's Outbound).
-// Each call is the last thing the session does in that path; the owner may Release/Close it, or
-// ask for its own deferred deletion, from inside.
+// The owner may Release/Close the session, or ask for its own deferred deletion, from inside.
 class TlsSessionOwner {
  public:
   virtual ~TlsSessionOwner() = default;
   // The handshake completed (state kEstablished); the fd is still registered with the loop.
   virtual void OnHandshakeDone() = 0;
-  // The handshake failed or timed out; the fd and the SSL are already closed (state kClosed).
+  // The handshake failed or timed out (state kClosed). The fd and the SSL are closed when this
+  // returns (or when the owner calls Close() inside), so what the owner counts is visible before
+  // the peer sees the close.
   virtual void OnHandshakeFailed(const HandshakeFailure& failure) = 0;
 };
 
