@@ -10,15 +10,13 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 #include <vector>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "agent/ktls_crypto_info.h"
 #include "agent/listener.h"
 #include "agent/log.h"
-#include "agent/relay.h"
 #include "agent/socket_bio.h"
 
 namespace ktls {
@@ -44,7 +42,10 @@ std::string ErrnoText(int err) {
 }  // namespace
 
 // One outbound connection until it is handed back (kTLS), given to a RelaySession, or failed.
-class Dialer::Outbound final : public EventHandler {
+// Resolve and connect are its own; the handshake is a TlsSession in the connect role (which
+// takes over the fd once it is connected) and the data path is DecideDataPath's, as for the
+// listener's connections. What stays here after the handshake is TLS 1.3 ticket draining.
+class Dialer::Outbound final : public EventHandler, private TlsSessionOwner {
  public:
   enum class State { kResolving, kConnecting, kHandshaking, kTickets, kDone };
 
@@ -138,7 +139,7 @@ class Dialer::Outbound final : public EventHandler {
         OnConnectable();
         return;
       case State::kHandshaking:
-        DriveHandshake();
+        session_->OnEvents(events);
         return;
       case State::kTickets:
         DrainTickets();
@@ -149,10 +150,20 @@ class Dialer::Outbound final : public EventHandler {
   }
 
   void OnTick(absl::Time now) {
-    if (state_ == State::kDone) return;
-    if (state_ == State::kTickets && now >= ticket_deadline_) {
-      Complete();  // no (more) tickets in time: hand off what we have
-      return;
+    switch (state_) {
+      case State::kDone:
+        return;
+      case State::kHandshaking:
+        session_->CheckDeadline(now);  // reports through OnHandshakeFailed
+        return;
+      case State::kTickets:
+        if (now >= ticket_deadline_) {
+          Complete();  // no (more) tickets in time: hand off what we have
+          return;
+        }
+        break;
+      default:
+        break;
     }
     if (now >= deadline_) {
       Fail(absl::StrCat("timed out after ", absl::FormatDuration(deadline_ - started_)));
@@ -247,18 +258,13 @@ class Dialer::Outbound final : public EventHandler {
     StartTls();
   }
 
-  void StartTls() {
+  // The client SSL for this request: versions, SNI, ALPN, verification, a cached session.
+  absl::StatusOr<SslPtr> NewClientSsl() {
     absl::StatusOr<SSL_CTX*> ctx = dialer_->ClientContext(req_.ca_file());
-    if (!ctx.ok()) {
-      Fail(std::string(ctx.status().message()));
-      return;
-    }
-    ssl_ = SslPtr(SSL_new(*ctx));
-    if (!ssl_) {
-      Fail("SSL_new failed");
-      return;
-    }
-    SSL* ssl = ssl_.get();
+    if (!ctx.ok()) return ctx.status();
+    SslPtr owned(SSL_new(*ctx));
+    if (!owned) return absl::InternalError("SSL_new failed");
+    SSL* ssl = owned.get();
     SSL_set_ex_data(ssl, OutboundExIndex(), this);
     if (req_.tls_version() == "TLSv1.2") {
       SSL_set_min_proto_version(ssl, TLS1_2_VERSION);
@@ -266,16 +272,15 @@ class Dialer::Outbound final : public EventHandler {
     } else if (req_.tls_version() == "TLSv1.3") {
       SSL_set_min_proto_version(ssl, TLS1_3_VERSION);
     } else if (!req_.tls_version().empty()) {
-      Fail(absl::StrCat("tls_version '", req_.tls_version(), "' is not TLSv1.2 or TLSv1.3"));
-      return;
+      return absl::InvalidArgumentError(
+          absl::StrCat("tls_version '", req_.tls_version(), "' is not TLSv1.2 or TLSv1.3"));
     }
     if (!sni_.empty()) SSL_set_tlsext_host_name(ssl, sni_.c_str());
     if (req_.alpn_size() > 0) {
       std::string wire;
       for (const auto& p : req_.alpn()) {
         if (p.empty() || p.size() > 255) {
-          Fail("alpn: protocol names must be 1..255 bytes");
-          return;
+          return absl::InvalidArgumentError("alpn: protocol names must be 1..255 bytes");
         }
         wire.push_back(static_cast<char>(p.size()));
         wire += p;
@@ -295,70 +300,52 @@ class Dialer::Outbound final : public EventHandler {
     if (SslSessionPtr s = dialer_->sessions_.Take(cache_key_)) {
       SSL_set_session(ssl, s.get());  // takes its own reference
     }
-    BioPtr bio = NewSocketBio(dialer_->sys_, fd_.get());
-    if (!bio) {
-      Fail("BIO allocation failed");
+    return owned;
+  }
+
+  void StartTls() {
+    absl::StatusOr<SslPtr> ssl = NewClientSsl();
+    if (!ssl.ok()) {
+      Fail(std::string(ssl.status().message()));
       return;
     }
-    SSL_set_bio(ssl, bio.get(), bio.get());  // the SSL owns the BIO from here
-    bio.release();
-    SSL_set_connect_state(ssl);
+    // The session takes the fd and its EPOLLOUT registration (this object stays the handler).
+    session_.emplace(*dialer_->loop_, dialer_->sys_, TlsRole::kConnect, std::move(fd_),
+                     std::move(*ssl), started_, deadline_, static_cast<TlsSessionOwner*>(this),
+                     this);
     state_ = State::kHandshaking;
-    DriveHandshake();
+    if (absl::Status s = session_->Start(); !s.ok()) Fail(std::string(s.message()));
   }
 
-  void Rearm(uint32_t events) {
-    if (events == armed_) return;
-    armed_ = events;
-    dialer_->loop_->Modify(fd_.get(), events, this);
+  void OnHandshakeFailed(const HandshakeFailure& f) override {
+    if (state_ != State::kHandshaking) return;
+    if (f.verify_failed) Inc(dialer_->stats_.dials_verify_failed);
+    const bool plain = f.verify_failed || f.reason == HandshakeFailureReason::kTimeout;
+    Fail(plain ? f.text : absl::StrCat("TLS handshake: ", f.text));
   }
 
-  void DriveHandshake() {
-    HandshakeStep step = StepHandshake(ssl_.get());
-    switch (step.progress) {
-      case HandshakeProgress::kDone:
-        OnHandshakeDone();
-        return;
-      case HandshakeProgress::kWantRead:
-        Rearm(EPOLLIN);
-        return;
-      case HandshakeProgress::kWantWrite:
-        Rearm(EPOLLOUT);
-        return;
-      case HandshakeProgress::kFailed:
-        break;
-    }
-    const int saved = step.saved_errno;
-    long verify = SSL_get_verify_result(ssl_.get());
-    if (verify != X509_V_OK) {
-      Inc(dialer_->stats_.dials_verify_failed);
-      ERR_clear_error();
-      Fail(absl::StrCat("certificate verify failed: ", X509_verify_cert_error_string(verify)));
-      return;
-    }
-    Fail(absl::StrCat("TLS handshake: ",
-                      DrainOpenSslErrors(saved ? strerror(saved) : "server closed the connection")));
-  }
-
-  void OnHandshakeDone() {
-    if (SSL_version(ssl_.get()) != TLS1_3_VERSION) {
+  void OnHandshakeDone() override {
+    if (state_ != State::kHandshaking) return;
+    SSL* ssl = session_->ssl();
+    if (SSL_version(ssl) != TLS1_3_VERSION) {
       Complete();  // TLS 1.2: the session (and RX keys) came with the handshake
       return;
     }
     // TLS 1.3: read the server's NewSessionTickets (they follow its Finished) before handing off.
-    RecordCount rc = SocketBioRecordCount(SSL_get_rbio(ssl_.get()));
+    RecordCount rc = SocketBioRecordCount(SSL_get_rbio(ssl));
     base_records_ = rc.records;
     state_ = State::kTickets;
     ticket_deadline_ = std::min(deadline_, absl::Now() + dialer_->options_.ticket_wait);
-    Rearm(EPOLLIN);
+    session_->Rearm(EPOLLIN);
     DrainTickets();
   }
 
   void DrainTickets() {
+    SSL* ssl = session_->ssl();
     char buf[16384];
     for (;;) {
       ERR_clear_error();
-      int n = SSL_read(ssl_.get(), buf, sizeof(buf));
+      int n = SSL_read(ssl, buf, sizeof(buf));
       if (n > 0) {
         // The server spoke first: keep what OpenSSL decrypted for the app, and stop reading so
         // that the kernel takes the rest.
@@ -367,11 +354,11 @@ class Dialer::Outbound final : public EventHandler {
           return;
         }
         initial_data_.append(buf, n);
-        if (SSL_pending(ssl_.get()) > 0) continue;
+        if (SSL_pending(ssl) > 0) continue;
         Complete();
         return;
       }
-      int err = SSL_get_error(ssl_.get(), n);
+      int err = SSL_get_error(ssl, n);
       if (err == SSL_ERROR_WANT_READ) break;
       if (err == SSL_ERROR_ZERO_RETURN) {
         Fail("server closed the connection right after the handshake");
@@ -382,66 +369,32 @@ class Dialer::Outbound final : public EventHandler {
       return;
     }
     // Nothing more to read now. Once a ticket arrived and OpenSSL is between records, hand off.
-    if (got_ticket_ && SocketBioRecordCount(SSL_get_rbio(ssl_.get())).at_boundary) Complete();
+    if (got_ticket_ && SocketBioRecordCount(SSL_get_rbio(ssl)).at_boundary) Complete();
   }
 
   void Complete() {
-    if (state_ == State::kDone) return;
+    if (state_ != State::kHandshaking && state_ != State::kTickets) return;
     Dialer* d = dialer_;
-    SSL* ssl = ssl_.get();
+    SSL* ssl = session_->ssl();
     RecordCount rc = SocketBioRecordCount(SSL_get_rbio(ssl));
-    OffloadDecision dec = CompleteKtlsInstallWithSecret(
-        d->sys_, ssl, fd_.get(), d->options_.policy,
-        absl::MakeConstSpan(secret_.data(), secret_len_), rc.records - base_records_,
-        rc.at_boundary);
+    DataPathDecision dec = DecideDataPath(
+        d->sys_, d->stats_, d->options_.policy, TlsRole::kConnect, ssl, session_->fd(),
+        Tls13RxKey{absl::MakeConstSpan(secret_.data(), secret_len_), rc.records - base_records_,
+                   rc.at_boundary});
     WipeSecret();
-    CountKtlsInstall(d->stats_, ssl);
     if (SSL_session_reused(ssl)) Inc(d->stats_.dials_resumed);
     v1::DialResult result;
     result.set_request_id(req_.request_id());
-    v1::ConnectionInfo* info = result.mutable_connection();
-    FillInfo(dec, info);
-    d->loop_->Remove(fd_.get());
-
-    if (dec.ktls) {
-      Inc(d->stats_.offload_ktls);
-      result.set_ok(true);
-      ReleaseSslAfterHandoff(std::move(ssl_));  // the kernel and the app own the stream now
-      Deliver(std::move(result), std::move(fd_));
-      return;
-    }
-    if (d->options_.policy == OffloadPolicy::kRequired) {
-      Inc(d->stats_.offload_refused);
-      ERR_clear_error();
-      SSL_shutdown(ssl);
-      Fail(absl::StrCat("offload=required: ", dec.reason_text));
-      return;
-    }
-    Inc(d->stats_.offload_relay);
-    d->stats_.CountFallback(dec.reason);
-    LogWarningOncePerKey(absl::StrCat("dial-fallback-", FallbackReasonLabel(dec.reason)),
-                         absl::StrCat("outbound: relaying instead of kTLS: ", dec.reason_text));
-    int pair[2];
-    SysResult r =
-        d->sys_.SocketPair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair);
-    if (!r.ok()) {
-      Fail(absl::StrCat("socketpair for relay: ", ErrnoText(r.err)));
-      return;
-    }
-    UniqueFd agent_end(d->sys_, pair[0]);
-    UniqueFd app_end(d->sys_, pair[1]);
+    FillInfo(dec.offload, result.mutable_connection());
     SSL_set_ex_data(ssl, OutboundExIndex(), nullptr);  // callbacks must not reach us any more
-    auto relay = std::make_unique<RelaySession>(*d->relay_ctx_, id_, std::move(fd_),
-                                                std::move(ssl_), nullptr, std::move(agent_end));
-    absl::Status s = relay->Start();
-    if (!s.ok()) {
-      Fail(absl::StrCat("relay: ", s.message()));
+    absl::StatusOr<UniqueFd> app_fd =
+        EnterDataPath(*d->relay_ctx_, dec, id_, session_->Release(), nullptr);
+    if (!app_fd.ok()) {
+      Fail(std::string(app_fd.status().message()));
       return;
     }
-    EventHandler* key = relay.get();
-    d->live_[key] = std::move(relay);
     result.set_ok(true);
-    Deliver(std::move(result), std::move(app_end));
+    Deliver(std::move(result), std::move(*app_fd));
   }
 
   void FillInfo(const OffloadDecision& dec, v1::ConnectionInfo* info) {
@@ -449,7 +402,7 @@ class Dialer::Outbound final : public EventHandler {
     info->set_outbound(true);
     info->set_dial_request_id(req_.request_id());
     info->set_sni(sni_);
-    FillSessionInfo(dialer_->sys_, ssl_.get(), fd_.get(), peer_, dec, info);
+    FillSessionInfo(dialer_->sys_, session_->ssl(), session_->fd(), peer_, dec, info);
     info->set_initial_data(initial_data_);
     info->set_handshake_micros(
         static_cast<uint64_t>(absl::ToInt64Microseconds(absl::Now() - started_)));
@@ -468,8 +421,8 @@ class Dialer::Outbound final : public EventHandler {
     WipeSecret();
     Inc(dialer_->stats_.dials_failed);
     KTLS_LOG(kDebug, "dial ", req_.host(), ":", req_.port(), " failed: ", error);
+    if (session_) session_->Close();
     if (fd_.valid()) dialer_->loop_->Remove(fd_.get());
-    ssl_.reset();
     fd_.reset();
     v1::DialResult result;
     result.set_request_id(req_.request_id());
@@ -494,9 +447,8 @@ class Dialer::Outbound final : public EventHandler {
   size_t next_addr_ = 0;
   sockaddr_storage peer_{};
   std::string last_error_;
-  UniqueFd fd_;
-  SslPtr ssl_;
-  uint32_t armed_ = EPOLLOUT;
+  UniqueFd fd_;  // while resolving and connecting; then the session's
+  std::optional<TlsSession> session_;
   std::array<uint8_t, 64> secret_{};
   size_t secret_len_ = 0;
   bool got_ticket_ = false;
@@ -526,7 +478,11 @@ absl::StatusOr<std::unique_ptr<Dialer>> Dialer::Create(SysCalls& sys, DialerOpti
   d->relay_ctx_ = std::make_unique<DataPlaneContext>(DataPlaneContext{
       sys, *d->loop_, relay_deps.tls, relay_deps.certs, stats, relay_deps.broker,
       options.policy, options.relay_buffer_bytes, next_id,
-      [raw](EventHandler* h) { raw->Finish(h); }, nullptr});
+      [raw](EventHandler* h) { raw->Finish(h); },
+      [raw](std::unique_ptr<EventHandler> h) {
+        EventHandler* key = h.get();
+        raw->live_[key] = std::move(h);
+      }});
   d->loop_->SetTicker(absl::Milliseconds(20), [raw](absl::Time now) { raw->OnTick(now); });
   {
     absl::MutexLock lock(&d->mailbox_->mu);

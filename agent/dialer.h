@@ -2,6 +2,10 @@
 // (verifying the server), installs kTLS (or falls back to the relay) and returns the connection
 // to the app that asked, with the same metadata as an inbound handoff.
 //
+// The handshake engine (agent/tls_session.h, connect role) and the data-path decision
+// (agent/data_path.h) are the listener's; the dialer itself only resolves, connects, drains
+// TLS 1.3 tickets and answers the request with a DialResult.
+//
 // Runs on its own thread and EventLoop (the same threading and lifetime rules as a worker, see
 // agent/event_loop.h); relayed outbound connections live there too. Name resolution uses
 // getaddrinfo on a short-lived thread (it blocks) and posts the result back; IP literals skip it.
@@ -26,7 +30,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "agent/connection.h"
+#include "agent/data_path.h"
 #include "agent/event_loop.h"
 #include "agent/ktls_installer.h"
 #include "agent/session_cache.h"
