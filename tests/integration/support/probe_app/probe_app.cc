@@ -24,7 +24,6 @@
 // Lines are "PROBE-<KIND> key=value ... error=<free text to the end of the line>".
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -41,6 +40,7 @@
 #include <vector>
 
 #include "ktls/ktls_client.hpp"
+#include "tests/integration/support/digest.h"
 
 namespace {
 
@@ -71,27 +71,7 @@ const char* ErrnoName(int err) {
 
 char PatternByte(uint64_t i) { return static_cast<char>((i * 131 + 7) >> 3); }
 
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
-  ~Sha256() { EVP_MD_CTX_free(ctx_); }
-  void Update(const void* p, size_t n) { EVP_DigestUpdate(ctx_, p, n); }
-  std::string Hex() {
-    unsigned char md[32];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx_, md, &len);
-    static const char* hex = "0123456789abcdef";
-    std::string out;
-    for (unsigned i = 0; i < len; ++i) {
-      out.push_back(hex[md[i] >> 4]);
-      out.push_back(hex[md[i] & 15]);
-    }
-    return out;
-  }
-
- private:
-  EVP_MD_CTX* ctx_;
-};
+using ktls::testing::Sha256;
 
 std::map<std::string, std::string> ParseFlags(int argc, char** argv, int first) {
   std::map<std::string, std::string> flags;
@@ -224,7 +204,7 @@ void ServeConnection(ktls::Connection conn) {
         ended = true;
         break;
       }
-      reply = "SHA256 " + sha.Hex() + "\n";
+      reply = "SHA256 " + sha.FinalHex() + "\n";
     } else if (line == "CLOSE") {
       const int rc = ktls_shutdown(conn.fd(), SHUT_WR);
       closed_write = true;
@@ -340,8 +320,8 @@ Transfer Run(ktls::Connection& conn, uint64_t send_bytes, uint64_t recv_bytes) {
         t.end_n = n;
         t.end_err = err;
         t.end_info = info;
-        t.sent_sha = sent_sha.Hex();
-        t.recv_sha = recv_sha.Hex();
+        t.sent_sha = sent_sha.FinalHex();
+        t.recv_sha = recv_sha.FinalHex();
         return t;
       }
     }
@@ -368,8 +348,8 @@ Transfer Run(ktls::Connection& conn, uint64_t send_bytes, uint64_t recv_bytes) {
       break;
     }
   }
-  t.sent_sha = sent_sha.Hex();
-  t.recv_sha = recv_sha.Hex();
+  t.sent_sha = sent_sha.FinalHex();
+  t.recv_sha = recv_sha.FinalHex();
   return t;
 }
 
