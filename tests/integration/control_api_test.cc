@@ -129,9 +129,8 @@ TEST_F(ControlApiTest, EveryValidationErrorHasItsCodeMessageAndCounterAndLosesNo
       INVALID, "cannot parse certificate 1 of the chain", "bad_certificate_pem");
   add("key not PEM", with_key("keynotpem", "secret"), INVALID,
       "private_key_pem: not a PEM private key", "bad_private_key");
-  add("encrypted key",
-      with_key("encrypted", testcerts::KeyToEncryptedPem(other.key.get(), "pass")), INVALID,
-      "private_key_pem: the key is encrypted", "encrypted_private_key");
+  add("encrypted key", with_key("encrypted", testcerts::KeyToEncryptedPem(other.key.get(), "pass")),
+      INVALID, "private_key_pem: the key is encrypted", "encrypted_private_key");
   add("key of another certificate", with_key("mismatch", good.key_pem), INVALID,
       "certificate 'mismatch': private key does not match certificate", "key_mismatch");
   add("malformed server name", Request("badname", other, {"bad name!.test"}), INVALID,

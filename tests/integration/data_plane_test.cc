@@ -145,9 +145,9 @@ TEST_P(DataPlaneTest, ServerInitiatedCloseSendsCloseNotify) {
   ASSERT_EQ("", c->error());
   int status = 0;
   std::string body;
-  ASSERT_TRUE(Roundtrip(
-      *c, "GET /bytes/10 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", &status,
-      &body));
+  ASSERT_TRUE(Roundtrip(*c,
+                        "GET /bytes/10 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                        &status, &body));
   EXPECT_EQ(BytesPattern(10), body);
   EXPECT_TRUE(c->ReadCloseNotify()) << c->error();
 }
@@ -183,7 +183,9 @@ TEST_F(StackTest, TwoHundredConcurrentConnections) {
     ASSERT_TRUE(clients[i]->ReadResponse(&status, &h, &body));
     ktls += JsonString(body, "data_path") == "ktls";
   }
-  if (ExpectOffload()) EXPECT_EQ(kConnections, ktls);
+  if (ExpectOffload()) {
+    EXPECT_EQ(kConnections, ktls);
+  }
 }
 
 TEST_F(StackTest, BigDownloadMatchesPattern) {

@@ -312,7 +312,8 @@ bool MemTlsClient::Fill() {
 }
 
 bool MemTlsClient::Write(const std::string& data) {
-  return SslWriteAll(ssl_, data, 1 << 14, [this] { return Flush(); }, &error_);
+  const auto flush = [this] { return Flush(); };
+  return SslWriteAll(ssl_, data, 1 << 14, flush, &error_);
 }
 
 bool MemTlsClient::ReadLine(std::string* line) {

@@ -251,7 +251,8 @@ bool TlsClient::Pump(bool want_read) {
 }
 
 bool TlsClient::Write(const std::string& data) {
-  return SslWriteAll(ssl_, data, 1 << 16, [this] { return Pump(false); }, &error_);
+  const auto flush = [this] { return Pump(false); };
+  return SslWriteAll(ssl_, data, 1 << 16, flush, &error_);
 }
 
 bool TlsClient::ReadResponse(int* status, std::map<std::string, std::string>* headers,

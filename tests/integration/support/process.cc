@@ -19,10 +19,10 @@ pid_t SpawnChild(std::vector<std::string> argv, const ChildStdio& stdio) {
   if (pid != 0) return pid;
   // The child: only async-signal-safe calls from here to exec.
   const int out = open(stdio.stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  const int err = stdio.stderr_path == stdio.stdout_path
-                      ? out
-                      : open(stdio.stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                             0644);
+  const int err =
+      stdio.stderr_path == stdio.stdout_path
+          ? out
+          : open(stdio.stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (stdio.stdin_fd >= 0) dup2(stdio.stdin_fd, 0);
   dup2(out, 1);
   dup2(err, 2);

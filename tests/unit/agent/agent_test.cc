@@ -94,13 +94,12 @@ class AgentTest : public ::testing::Test {
   // broker's Unix listener (accepted first, by the app) passes no address and is never failed.
   void FailTcpAccepts(std::function<int()> fail) {
     ON_CALL(sys_, Accept4(_, _, _, _))
-        .WillByDefault(
-            Invoke([this, fail](int fd, sockaddr* a, socklen_t* l, int f) -> SysResult {
-              if (a != nullptr) {
-                if (const int err = fail(); err != 0) return SysResult{-1, err};
-              }
-              return sys_.real().Accept4(fd, a, l, f);
-            }));
+        .WillByDefault(Invoke([this, fail](int fd, sockaddr* a, socklen_t* l, int f) -> SysResult {
+          if (a != nullptr) {
+            if (const int err = fail(); err != 0) return SysResult{-1, err};
+          }
+          return sys_.real().Accept4(fd, a, l, f);
+        }));
   }
 
   ScopedTempDir tmp_{"ktls-agent-test"};  // removed after everything below

@@ -296,15 +296,15 @@ struct LayoutCase {
 };
 
 const LayoutCase kLayouts[] = {
-    {"Aes128GcmTls12", Direction::kTx, TlsVersion::kTls12, KtlsCipher::kAes128Gcm, 16, 0x10,
-     0xa0, 0x0102030405060708ULL, 40, sizeof(tls12_crypto_info_aes_gcm_128), TLS_1_2_VERSION,
+    {"Aes128GcmTls12", Direction::kTx, TlsVersion::kTls12, KtlsCipher::kAes128Gcm, 16, 0x10, 0xa0,
+     0x0102030405060708ULL, 40, sizeof(tls12_crypto_info_aes_gcm_128), TLS_1_2_VERSION,
      TLS_CIPHER_AES_GCM_128, "a4a5a6a7a8a9aaab", "a0a1a2a3", "0102030405060708", TLS_TX},
-    {"Aes256GcmTls13", Direction::kRx, TlsVersion::kTls13, KtlsCipher::kAes256Gcm, 32, 0x40,
-     0xc0, 0xfedcba9876543210ULL, 56, sizeof(tls12_crypto_info_aes_gcm_256), TLS_1_3_VERSION,
+    {"Aes256GcmTls13", Direction::kRx, TlsVersion::kTls13, KtlsCipher::kAes256Gcm, 32, 0x40, 0xc0,
+     0xfedcba9876543210ULL, 56, sizeof(tls12_crypto_info_aes_gcm_256), TLS_1_3_VERSION,
      TLS_CIPHER_AES_GCM_256, "c4c5c6c7c8c9cacb", "c0c1c2c3", "fedcba9876543210", TLS_RX},
     // ChaCha20-Poly1305 has no salt: the whole 12-byte IV is the iv field.
-    {"ChaChaWholeIvNoSalt", Direction::kTx, TlsVersion::kTls12, KtlsCipher::kChaCha20Poly1305,
-     32, 0x60, 0xe0, 0x100, 56, sizeof(tls12_crypto_info_chacha20_poly1305), TLS_1_2_VERSION,
+    {"ChaChaWholeIvNoSalt", Direction::kTx, TlsVersion::kTls12, KtlsCipher::kChaCha20Poly1305, 32,
+     0x60, 0xe0, 0x100, 56, sizeof(tls12_crypto_info_chacha20_poly1305), TLS_1_2_VERSION,
      TLS_CIPHER_CHACHA20_POLY1305, "e0e1e2e3e4e5e6e7e8e9eaeb", "", "0000000000000100", TLS_TX},
 };
 
@@ -313,8 +313,8 @@ class CryptoInfoLayoutTest : public ::testing::TestWithParam<LayoutCase> {};
 TEST_P(CryptoInfoLayoutTest, ExactLayout) {
   const LayoutCase& l = GetParam();
   const std::vector<uint8_t> key = Iota(l.key_len, l.key_start);
-  absl::StatusOr<CryptoInfo> info = CryptoInfo::FromKeyAndIv(l.direction, l.version, l.cipher,
-                                                             key, Iota(12, l.iv_start), l.seq);
+  absl::StatusOr<CryptoInfo> info =
+      CryptoInfo::FromKeyAndIv(l.direction, l.version, l.cipher, key, Iota(12, l.iv_start), l.seq);
   ASSERT_TRUE(info.ok()) << info.status();
   EXPECT_EQ(info->size(), l.size);
   EXPECT_EQ(info->size(), l.struct_size);

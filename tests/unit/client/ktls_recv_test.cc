@@ -245,9 +245,9 @@ class KtlsRecvTest : public ::testing::Test {
     const int got = errno;
     if (n_ != -1) return ::testing::AssertionFailure() << "returned " << n_ << ", not -1";
     if (got != err) {
-      return ::testing::AssertionFailure() << "errno " << got << " (" << std::strerror(got)
-                                           << "), expected " << err << " (" << std::strerror(err)
-                                           << ")";
+      return ::testing::AssertionFailure()
+             << "errno " << got << " (" << std::strerror(got) << "), expected " << err << " ("
+             << std::strerror(err) << ")";
     }
     return ::testing::AssertionSuccess();
   }

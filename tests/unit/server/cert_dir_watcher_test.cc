@@ -20,7 +20,6 @@ namespace {
 
 class CertDirWatcherTest : public ::testing::Test {
  protected:
-
   void Write(const std::string& rel, const std::string& contents) {
     std::ofstream(dir_ + "/" + rel, std::ios::trunc) << contents;
   }

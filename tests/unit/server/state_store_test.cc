@@ -19,7 +19,6 @@ namespace {
 
 class StateStoreTest : public ::testing::Test {
  protected:
-
   static int Mode(const std::string& path) {
     struct stat st {};
     return stat(path.c_str(), &st) == 0 ? static_cast<int>(st.st_mode & 07777) : -1;
