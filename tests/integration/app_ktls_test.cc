@@ -91,10 +91,17 @@ class AppKtlsTest : public ::testing::Test {
     return id;
   }
 
-  // The probe app's END line for connection `id` (empty, with the failure recorded, if none).
-  ProbeLine EndOf(const std::string& id) {
-    ProbeLine end = WaitForProbeLine(*probe_, "END", "id", id, 30000);
-    if (end.empty()) ADD_FAILURE() << "no END for " << id << ":\n" << probe_->Log();
+  // Has the client of an opened connection do `act` (close_notify, a fatal alert) and returns
+  // the probe app's END line for the connection: empty, with the failure recorded, when the
+  // connection did not open, `act` failed or no END came.
+  ProbeLine EndAfter(const Opened& o, bool (MemTlsClient::*act)()) {
+    if (o.id.empty()) return {};
+    if (!(o.c.get()->*act)()) {
+      ADD_FAILURE() << o.c->error();
+      return {};
+    }
+    ProbeLine end = WaitForProbeLine(*probe_, "END", "id", o.id, 30000);
+    if (end.empty()) ADD_FAILURE() << "no END for " << o.id << ":\n" << probe_->Log();
     return end;
   }
 
@@ -112,10 +119,7 @@ class AppKtlsVersionTest : public AppKtlsTest, public ::testing::WithParamInterf
 
 TEST_P(AppKtlsVersionTest, ClientCloseNotifyIsEndOfStreamForTheApp) {
   const Opened o = OpenConnection(GetParam().code);
-  ASSERT_FALSE(o.id.empty());
-
-  ASSERT_TRUE(o.c->SendCloseNotify()) << o.c->error();
-  ProbeLine end = EndOf(o.id);
+  ProbeLine end = EndAfter(o, &MemTlsClient::SendCloseNotify);
   ASSERT_FALSE(end.empty());
   EXPECT_EQ("eof", end["result"]) << Describe(end);
   EXPECT_EQ("0", end["errno"]) << Describe(end);
@@ -153,9 +157,7 @@ TEST_P(AppKtlsVersionTest, AppShutdownSendsCloseNotifyThatOpensslSClientSees) {
 
 TEST_P(AppKtlsVersionTest, PeerFatalAlertIsTheDocumentedError) {
   const Opened o = OpenConnection(GetParam().code);
-  ASSERT_FALSE(o.id.empty());
-  ASSERT_TRUE(o.c->SendFatalAlert()) << o.c->error();
-  ProbeLine end = EndOf(o.id);
+  ProbeLine end = EndAfter(o, &MemTlsClient::SendFatalAlert);
   ASSERT_FALSE(end.empty());
   if (ExpectOffload() || stack_->ktls_available()) {
     // kTLS: the alert record reaches the app's socket; ktls_recv names it.
