@@ -24,6 +24,9 @@ test_pkgs=(
   qemu-system-x86 busybox-static cpio zstd kmod xz-utils
   # tests/fuzz: libFuzzer comes with clang's runtime
   clang-14 libclang-rt-14-dev
+  # tests/lint: .clang-format and .clang-tidy (binaries clang-format-14 and clang-tidy-14, with
+  # unversioned alternatives)
+  clang-format-14 clang-tidy-14
 )
 bench_pkgs=(
   # tests/bench/: the userspace-sidecar peer, the kernel-offload peer (run in the VM; Debian's

@@ -2,7 +2,8 @@
 # The README's test command: installs what is needed, builds, and runs every test suite:
 #   1. unit tests (host)                        ctest -L unit
 #   2. integration tests, relay mode (host)     ctest -L integration
-#   3. the VM suite: the same integration tests inside qemu on Debian's 6.1 and 6.12 cloud
+#   3. lint (clang-format, clang-tidy)          tests/lint/run.sh
+#   4. the VM suite: the same integration tests inside qemu on Debian's 6.1 and 6.12 cloud
 #      kernels with kTLS active (they FAIL there unless the kernel holds the keys)
 # Prints one summary line per suite and a final "N passed, M failed" line.
 set -uo pipefail
@@ -68,6 +69,10 @@ run_stage() {
   summary+=("$line")
 }
 
+# Lint: clang-format over the project's C/C++ sources, clang-tidy over agent/ server/ client/
+# proto/ with this build's compile_commands.json (tests/lint/run.sh: "FAIL format|tidy: ..." per
+# file, then "lint: N passed, M failed", one check per file or translation unit).
+run_stage lint '^(FAIL|format:|tidy:)' bash tests/lint/run.sh "$build"
 # Benchmark harness smoke run (seconds, host only; the full matrix is a separate command, see
 # docs/BENCHMARKS.md).
 run_stage bench-smoke '^bench-smoke: FAIL' bash tests/bench/run.sh --smoke "$build"

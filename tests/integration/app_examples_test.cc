@@ -20,11 +20,7 @@ namespace {
 
 class AppExamplesTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    AgentOptions o;
-    o.start_app = false;
-    stack_ = std::make_unique<Stack>(o);
-  }
+  void SetUp() override { stack_ = std::make_unique<Stack>(AgentOnly()); }
 
   // Starts `argv` + the handoff socket as the app and sends it one request.
   void ServeOneRequest(std::vector<std::string> argv, const std::string& greeting) {

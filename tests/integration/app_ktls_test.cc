@@ -30,9 +30,7 @@ const Version kVersions[] = {{"Tls13", TLS1_3_VERSION, "-tls1_3"},
 class AppKtlsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    AgentOptions o;
-    o.start_app = false;
-    stack_ = new Stack(o);
+    stack_ = new Stack(AgentOnly());
     probe_ = StartProbeApp(*stack_).release();
   }
   static void TearDownTestSuite() {
@@ -53,48 +51,87 @@ class AppKtlsTest : public ::testing::Test {
         stack_->dir() + "/" + name + ".out", stack_->dir() + "/" + name + ".err");
   }
 
+  // A MemTlsClient connection the probe app has answered INFO on, its data path checked.
+  struct Opened {
+    std::unique_ptr<MemTlsClient> c;
+    std::string id;  // "" (with the failure recorded) when any step failed
+  };
+  Opened OpenConnection(int version) {
+    Opened o;
+    if (stack_->port() <= 0) {
+      ADD_FAILURE() << "no agent";
+      return o;
+    }
+    o.c = MemTlsClient::Connect(stack_->port(), version);
+    std::string json;
+    if (!o.c->error().empty() || !o.c->Write("INFO\n") || !o.c->ReadLine(&json)) {
+      ADD_FAILURE() << o.c->error();
+      return o;
+    }
+    const std::string id = IdFromInfo(json);
+    if (id.empty()) {
+      ADD_FAILURE() << "no connection id in " << json;
+      return o;
+    }
+    ExpectConnOffloaded(id);
+    o.id = id;
+    return o;
+  }
+
+  // Asks INFO through an openssl s_client and checks the data path: the connection id, or ""
+  // (with the failure recorded).
+  std::string InfoThrough(PipedProcess& client) {
+    std::string id;
+    if (!client.WriteStdin("INFO\n") ||
+        !WaitUntil([&] { return !(id = IdFromInfo(client.Out())).empty(); }, 30000)) {
+      ADD_FAILURE() << "no INFO answer through s_client:\n" << client.Out() << client.Err();
+      return "";
+    }
+    ExpectConnOffloaded(id);
+    return id;
+  }
+
+  // Has the client of an opened connection do `act` (close_notify, a fatal alert) and returns
+  // the probe app's END line for the connection: empty, with the failure recorded, when the
+  // connection did not open, `act` failed or no END came.
+  ProbeLine EndAfter(const Opened& o, bool (MemTlsClient::*act)()) {
+    if (o.id.empty()) return {};
+    if (!(o.c.get()->*act)()) {
+      ADD_FAILURE() << o.c->error();
+      return {};
+    }
+    ProbeLine end = WaitForProbeLine(*probe_, "END", "id", o.id, 30000);
+    if (end.empty()) ADD_FAILURE() << "no END for " << o.id << ":\n" << probe_->Log();
+    return end;
+  }
+
   void ExpectConnOffloaded(const std::string& id) {
     ProbeLine conn = WaitForProbeLine(*probe_, "CONN", "id", id, 5000);
     ASSERT_FALSE(conn.empty()) << probe_->Log();
     ExpectProbeDataPath(*stack_, conn);
   }
 
-  static Stack* stack_;
-  static Process* probe_;
+  static inline Stack* stack_ = nullptr;
+  static inline Process* probe_ = nullptr;
 };
-Stack* AppKtlsTest::stack_ = nullptr;
-Process* AppKtlsTest::probe_ = nullptr;
 
 class AppKtlsVersionTest : public AppKtlsTest, public ::testing::WithParamInterface<Version> {};
 
 TEST_P(AppKtlsVersionTest, ClientCloseNotifyIsEndOfStreamForTheApp) {
-  ASSERT_GT(stack_->port(), 0);
-  auto c = MemTlsClient::Connect(stack_->port(), GetParam().code);
-  ASSERT_EQ("", c->error());
-  ASSERT_TRUE(c->Write("INFO\n")) << c->error();
-  std::string json;
-  ASSERT_TRUE(c->ReadLine(&json)) << c->error();
-  const std::string id = IdFromInfo(json);
-  ASSERT_FALSE(id.empty()) << json;
-  ExpectConnOffloaded(id);
-
-  ASSERT_TRUE(c->SendCloseNotify()) << c->error();
-  ProbeLine end = WaitForProbeLine(*probe_, "END", "id", id, 30000);
-  ASSERT_FALSE(end.empty()) << probe_->Log();
+  const Opened o = OpenConnection(GetParam().code);
+  ProbeLine end = EndAfter(o, &MemTlsClient::SendCloseNotify);
+  ASSERT_FALSE(end.empty());
   EXPECT_EQ("eof", end["result"]) << Describe(end);
   EXPECT_EQ("0", end["errno"]) << Describe(end);
   // The app answers a clean end with its own close_notify (ktls_shutdown).
-  EXPECT_TRUE(c->ReadCloseNotify()) << c->error();
+  EXPECT_TRUE(o.c->ReadCloseNotify()) << o.c->error();
 }
 
 TEST_P(AppKtlsVersionTest, AppShutdownSendsCloseNotifyThatOpensslSClientSees) {
   ASSERT_GT(stack_->port(), 0);
   auto client = SClient(GetParam(), std::string("s_client_close_") + GetParam().name);
-  ASSERT_TRUE(client->WriteStdin("INFO\n"));
-  std::string id;
-  ASSERT_TRUE(WaitUntil([&] { return !(id = IdFromInfo(client->Out())).empty(); }, 30000))
-      << client->Out() << client->Err();
-  ExpectConnOffloaded(id);
+  const std::string id = InfoThrough(*client);
+  ASSERT_FALSE(id.empty());
   ASSERT_TRUE(client->WriteStdin("CLOSE\n"));
   ProbeLine closed = WaitForProbeLine(*probe_, "CLOSE", "id", id, 30000);
   ASSERT_FALSE(closed.empty()) << probe_->Log();
@@ -119,17 +156,9 @@ TEST_P(AppKtlsVersionTest, AppShutdownSendsCloseNotifyThatOpensslSClientSees) {
 }
 
 TEST_P(AppKtlsVersionTest, PeerFatalAlertIsTheDocumentedError) {
-  ASSERT_GT(stack_->port(), 0);
-  auto c = MemTlsClient::Connect(stack_->port(), GetParam().code);
-  ASSERT_EQ("", c->error());
-  ASSERT_TRUE(c->Write("INFO\n")) << c->error();
-  std::string json;
-  ASSERT_TRUE(c->ReadLine(&json)) << c->error();
-  const std::string id = IdFromInfo(json);
-  ExpectConnOffloaded(id);
-  ASSERT_TRUE(c->SendFatalAlert()) << c->error();
-  ProbeLine end = WaitForProbeLine(*probe_, "END", "id", id, 30000);
-  ASSERT_FALSE(end.empty()) << probe_->Log();
+  const Opened o = OpenConnection(GetParam().code);
+  ProbeLine end = EndAfter(o, &MemTlsClient::SendFatalAlert);
+  ASSERT_FALSE(end.empty());
   if (ExpectOffload() || stack_->ktls_available()) {
     // kTLS: the alert record reaches the app's socket; ktls_recv names it.
     EXPECT_EQ("error", end["result"]) << Describe(end);
@@ -149,11 +178,8 @@ INSTANTIATE_TEST_SUITE_P(Versions, AppKtlsVersionTest, ::testing::ValuesIn(kVers
 TEST_F(AppKtlsTest, PeerKeyUpdateFromOpensslSClientIsTheDocumentedErrorWithoutHanging) {
   ASSERT_GT(stack_->port(), 0);
   auto client = SClient(kVersions[0], "s_client_keyupdate");
-  ASSERT_TRUE(client->WriteStdin("INFO\n"));
-  std::string id;
-  ASSERT_TRUE(WaitUntil([&] { return !(id = IdFromInfo(client->Out())).empty(); }, 30000))
-      << client->Out() << client->Err();
-  ExpectConnOffloaded(id);
+  const std::string id = InfoThrough(*client);
+  ASSERT_FALSE(id.empty());
   // "K" alone on a line (and in its own read: the INFO answer proves the previous line was
   // consumed) makes s_client send KeyUpdate(update_requested).
   ASSERT_TRUE(client->WriteStdin("K\n"));
@@ -192,9 +218,7 @@ TEST_F(AppKtlsTest, PeerKeyUpdateFromOpensslSClientIsTheDocumentedErrorWithoutHa
 // agent at all; relayed ones end with it), hears about it once, resubscribes to the new agent
 // with ktls_agent_reconnect, and is handed its connections.
 TEST(AppRestartTest, AppResubscribesToARestartedAgentAndKeepsItsKtlsConnections) {
-  AgentOptions o;
-  o.start_app = false;
-  Stack stack(o);
+  Stack stack(AgentOnly());
   ASSERT_GT(stack.port(), 0);
   std::unique_ptr<Process> probe = StartProbeApp(stack);
   auto held = MemTlsClient::Connect(stack.port(), TLS1_3_VERSION);

@@ -31,9 +31,7 @@ const Version kVersions[] = {{"Tls13", "TLSv1.3", "-tls1_3"}, {"Tls12", "TLSv1.2
 class AppOutboundTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    AgentOptions o;
-    o.start_app = false;
-    stack_ = std::make_unique<Stack>(o);
+    stack_ = std::make_unique<Stack>(AgentOnly());
     cert_ = MakeTestCert(stack_->dir());
   }
 

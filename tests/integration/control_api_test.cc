@@ -101,52 +101,38 @@ TEST_F(ControlApiTest, EveryValidationErrorHasItsCodeMessageAndCounterAndLosesNo
   add("name with a space", Request("a b", other), INVALID,
       "may contain only letters, digits, '.', '_' and '-'", "invalid_name");
   add("empty name", Request("", other), INVALID, "name: required", "invalid_name");
-  {
-    auto r = Request("big", other);
-    r.set_cert_chain_pem(std::string(600 * 1024, 'A'));
-    add("oversize chain", r, INVALID, "cert_chain_pem: 614400 bytes exceeds the limit of 524288",
-        "too_large");
-  }
-  {
-    auto r = Request("bigkey", other);
-    r.set_private_key_pem(std::string(70 * 1024, 'A'));
-    add("oversize key", r, INVALID, "private_key_pem: 71680 bytes exceeds the limit of 65536",
-        "too_large");
-  }
+  // Request(name, other) with its chain or its key replaced.
+  auto with_chain = [&](const char* name, std::string pem) {
+    auto r = Request(name, other);
+    r.set_cert_chain_pem(std::move(pem));
+    return r;
+  };
+  auto with_key = [&](const char* name, std::string pem) {
+    auto r = Request(name, other);
+    r.set_private_key_pem(std::move(pem));
+    return r;
+  };
+  add("oversize chain", with_chain("big", std::string(600 * 1024, 'A')), INVALID,
+      "cert_chain_pem: 614400 bytes exceeds the limit of 524288", "too_large");
+  add("oversize key", with_key("bigkey", std::string(70 * 1024, 'A')), INVALID,
+      "private_key_pem: 71680 bytes exceeds the limit of 65536", "too_large");
   {
     auto r = Request("names", other);
     for (int i = 0; i < 101; ++i) r.add_server_names("n" + std::to_string(i) + ".test");
     add("too many names", r, INVALID, "server_names: 101 names exceeds the limit of 100",
         "too_large");
   }
-  {
-    auto r = Request("notpem", other);
-    r.set_cert_chain_pem("hello");
-    add("chain not PEM", r, INVALID, "cert_chain_pem: not a PEM certificate", "bad_certificate_pem");
-  }
-  {
-    auto r = Request("badpem", other);
-    r.set_cert_chain_pem("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
-    add("broken PEM body", r, INVALID, "cannot parse certificate 1 of the chain",
-        "bad_certificate_pem");
-  }
-  {
-    auto r = Request("keynotpem", other);
-    r.set_private_key_pem("secret");
-    add("key not PEM", r, INVALID, "private_key_pem: not a PEM private key", "bad_private_key");
-  }
-  {
-    auto r = Request("encrypted", other);
-    r.set_private_key_pem(testcerts::KeyToEncryptedPem(other.key.get(), "pass"));
-    add("encrypted key", r, INVALID, "private_key_pem: the key is encrypted",
-        "encrypted_private_key");
-  }
-  {
-    auto r = Request("mismatch", other);
-    r.set_private_key_pem(good.key_pem);
-    add("key of another certificate", r, INVALID,
-        "certificate 'mismatch': private key does not match certificate", "key_mismatch");
-  }
+  add("chain not PEM", with_chain("notpem", "hello"), INVALID,
+      "cert_chain_pem: not a PEM certificate", "bad_certificate_pem");
+  add("broken PEM body",
+      with_chain("badpem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+      INVALID, "cannot parse certificate 1 of the chain", "bad_certificate_pem");
+  add("key not PEM", with_key("keynotpem", "secret"), INVALID,
+      "private_key_pem: not a PEM private key", "bad_private_key");
+  add("encrypted key", with_key("encrypted", testcerts::KeyToEncryptedPem(other.key.get(), "pass")),
+      INVALID, "private_key_pem: the key is encrypted", "encrypted_private_key");
+  add("key of another certificate", with_key("mismatch", good.key_pem), INVALID,
+      "certificate 'mismatch': private key does not match certificate", "key_mismatch");
   add("malformed server name", Request("badname", other, {"bad name!.test"}), INVALID,
       "invalid server name", "invalid_server_name");
   add("wildcard in the middle", Request("midwild", other, {"a.*.test"}), INVALID,

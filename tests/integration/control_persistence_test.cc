@@ -24,6 +24,22 @@ void Corrupt(const std::string& path) {
   f.write("XXXXXXXX", 8);
 }
 
+// Commits certificate `name` through the control API; *generation gets the committed generation.
+::testing::AssertionResult ApplyCertificate(Control& c, const std::string& name,
+                                            const testcerts::TestCert& cert, bool set_default,
+                                            uint64_t* generation) {
+  v1::StageCertificateRequest r;
+  r.set_name(name);
+  r.set_cert_chain_pem(cert.cert_pem);
+  r.set_private_key_pem(cert.key_pem);
+  r.set_set_default(set_default);
+  v1::CommitResponse resp;
+  const grpc::Status s = c.certs->ApplyCertificate(Ctx().get(), r, &resp);
+  if (!s.ok()) return ::testing::AssertionFailure() << name << ": " << s.error_message();
+  *generation = resp.generation();
+  return ::testing::AssertionSuccess();
+}
+
 TEST(ControlPersistenceTest, CommittedStateSurvivesARestartAndACorruptFileIsSkipped) {
   TempDir state;
   const std::string state_dir = state.path() + "/state";
@@ -39,18 +55,8 @@ TEST(ControlPersistenceTest, CommittedStateSurvivesARestartAndACorruptFileIsSkip
   {
     Stack first(options);
     Control c(ReadyInfo(first)["control_socket"]);
-    v1::StageCertificateRequest r;
-    r.set_name("b");
-    r.set_cert_chain_pem(b.cert_pem);
-    r.set_private_key_pem(b.key_pem);
-    v1::CommitResponse resp;
-    ASSERT_TRUE(c.certs->ApplyCertificate(Ctx().get(), r, &resp).ok());
-    r.set_name("a");
-    r.set_cert_chain_pem(a.cert_pem);
-    r.set_private_key_pem(a.key_pem);
-    r.set_set_default(true);
-    ASSERT_TRUE(c.certs->ApplyCertificate(Ctx().get(), r, &resp).ok());
-    generation = resp.generation();
+    ASSERT_TRUE(ApplyCertificate(c, "b", b, /*set_default=*/false, &generation));
+    ASSERT_TRUE(ApplyCertificate(c, "a", a, /*set_default=*/true, &generation));
     v1::StageTrustBundleRequest t;
     t.set_ca_pem(client_ca.cert_pem);
     v1::TrustBundleResponse tr;
@@ -137,13 +143,9 @@ TEST(ControlPersistenceTest, CommittedStateSurvivesARestartAndACorruptFileIsSkip
     EXPECT_EQ(0, r.exit_code) << r.err;
     EXPECT_NE(std::string::npos, r.out.find("checksum mismatch")) << r.out;
     // A new commit of b repairs it.
-    v1::StageCertificateRequest req;
-    req.set_name("b");
-    req.set_cert_chain_pem(b.cert_pem);
-    req.set_private_key_pem(b.key_pem);
-    v1::CommitResponse resp;
-    ASSERT_TRUE(c.certs->ApplyCertificate(Ctx().get(), req, &resp).ok());
-    EXPECT_GT(resp.generation(), generation);
+    uint64_t repaired = 0;
+    ASSERT_TRUE(ApplyCertificate(c, "b", b, /*set_default=*/false, &repaired));
+    EXPECT_GT(repaired, generation);
   }
 }
 

@@ -60,16 +60,30 @@ void ExpectDataPath(const Stack& stack, const std::string& conninfo) {
   }
 }
 
-class DataPlaneTest : public ::testing::TestWithParam<Suite> {
+// Sends `request` on `c` and reads one response: its status and body.
+::testing::AssertionResult Roundtrip(TlsClient& c, const std::string& request, int* status,
+                                     std::string* body) {
+  if (!c.Write(request)) return ::testing::AssertionFailure() << "write: " << c.error();
+  std::map<std::string, std::string> headers;
+  if (!c.ReadResponse(status, &headers, body)) {
+    return ::testing::AssertionFailure() << "response: " << c.error();
+  }
+  return ::testing::AssertionSuccess();
+}
+
+// The tests of one suite share one Stack: starting an agent costs seconds in the VM.
+template <typename Base>
+class StackPerSuite : public Base {
  protected:
   static void SetUpTestSuite() { stack_ = new Stack(); }
   static void TearDownTestSuite() {
     delete stack_;
     stack_ = nullptr;
   }
-  static Stack* stack_;
+  static inline Stack* stack_ = nullptr;
 };
-Stack* DataPlaneTest::stack_ = nullptr;
+
+class DataPlaneTest : public StackPerSuite<::testing::TestWithParam<Suite>> {};
 
 TEST_P(DataPlaneTest, RequestPipelinedBehindFinishedIsServedOnTheHandedFd) {
   const Suite& s = GetParam();
@@ -116,28 +130,24 @@ TEST_P(DataPlaneTest, SixteenMiBUpAndDownWithHashCheck) {
 }
 
 TEST_P(DataPlaneTest, ClientCloseNotifyBecomesEofAndAppCloseSendsCloseNotify) {
-  const Suite& s = GetParam();
-  auto c = TlsClient::Connect(stack_->port(), OptionsFor(s));
+  auto c = TlsClient::Connect(stack_->port(), OptionsFor(GetParam()));
   ASSERT_EQ("", c->error());
-  ASSERT_TRUE(c->Write("GET /bytes/10 HTTP/1.1\r\nHost: localhost\r\n\r\n"));
   int status = 0;
-  std::map<std::string, std::string> h;
   std::string body;
-  ASSERT_TRUE(c->ReadResponse(&status, &h, &body)) << c->error();
+  ASSERT_TRUE(Roundtrip(*c, "GET /bytes/10 HTTP/1.1\r\nHost: localhost\r\n\r\n", &status, &body));
   // Client's close_notify -> EOF at the app -> the app closes -> close_notify back to us.
   c->ShutdownWrite();
   EXPECT_TRUE(c->ReadCloseNotify()) << c->error();
 }
 
 TEST_P(DataPlaneTest, ServerInitiatedCloseSendsCloseNotify) {
-  const Suite& s = GetParam();
-  auto c = TlsClient::Connect(stack_->port(), OptionsFor(s));
+  auto c = TlsClient::Connect(stack_->port(), OptionsFor(GetParam()));
   ASSERT_EQ("", c->error());
-  ASSERT_TRUE(c->Write("GET /bytes/10 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"));
   int status = 0;
-  std::map<std::string, std::string> h;
   std::string body;
-  ASSERT_TRUE(c->ReadResponse(&status, &h, &body)) << c->error();
+  ASSERT_TRUE(Roundtrip(*c,
+                        "GET /bytes/10 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                        &status, &body));
   EXPECT_EQ(BytesPattern(10), body);
   EXPECT_TRUE(c->ReadCloseNotify()) << c->error();
 }
@@ -146,16 +156,7 @@ INSTANTIATE_TEST_SUITE_P(AllSuites, DataPlaneTest, ::testing::ValuesIn(kSuites),
                          [](const auto& info) { return std::string(info.param.name); });
 
 // ---------------------------------------------------------------------------------------------
-class StackTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() { stack_ = new Stack(); }
-  static void TearDownTestSuite() {
-    delete stack_;
-    stack_ = nullptr;
-  }
-  static Stack* stack_;
-};
-Stack* StackTest::stack_ = nullptr;
+class StackTest : public StackPerSuite<::testing::Test> {};
 
 TEST_F(StackTest, TwoHundredConcurrentConnections) {
   constexpr int kConnections = 200;
@@ -182,7 +183,9 @@ TEST_F(StackTest, TwoHundredConcurrentConnections) {
     ASSERT_TRUE(clients[i]->ReadResponse(&status, &h, &body));
     ktls += JsonString(body, "data_path") == "ktls";
   }
-  if (ExpectOffload()) EXPECT_EQ(kConnections, ktls);
+  if (ExpectOffload()) {
+    EXPECT_EQ(kConnections, ktls);
+  }
 }
 
 TEST_F(StackTest, BigDownloadMatchesPattern) {

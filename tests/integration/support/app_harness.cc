@@ -22,9 +22,8 @@
 
 #include <gtest/gtest.h>
 
-#ifndef KTLS_AGENT_BIN
-#define KTLS_AGENT_BIN ""
-#endif
+#include "tests/integration/support/digest.h"
+
 #ifndef KTLS_PROBE_APP_BIN
 #define KTLS_PROBE_APP_BIN ""
 #endif
@@ -44,66 +43,15 @@
 namespace ktls::testing {
 namespace {
 
-std::string Env(const char* name, const std::string& fallback) {
-  const char* v = getenv(name);
-  return v && *v ? v : fallback;
-}
-
-std::string ReadWholeFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void SleepMs(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
-
-std::string Hex(const unsigned char* md, unsigned len) {
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out.push_back(hex[md[i] >> 4]);
-    out.push_back(hex[md[i] & 15]);
-  }
-  return out;
-}
-
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
-  ~Sha256() { EVP_MD_CTX_free(ctx_); }
-  void Update(const void* p, size_t n) { EVP_DigestUpdate(ctx_, p, n); }
-  std::string Final() {
-    unsigned char md[32];
-    unsigned len = 0;
-    EVP_DigestFinal_ex(ctx_, md, &len);
-    return Hex(md, len);
-  }
-
- private:
-  EVP_MD_CTX* ctx_;
-};
-
-std::string OpenSslError(const char* what) {
-  std::string out = what;
-  unsigned long e;
-  while ((e = ERR_get_error()) != 0) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof(buf));
-    out += std::string(": ") + buf;
-  }
-  return out;
-}
-
 char UpstreamByte(uint64_t i) { return static_cast<char>((i * 7 + 3) & 255); }
 
 }  // namespace
 
-std::string ProbeAppBin() { return Env("KTLS_PROBE_APP_BIN", KTLS_PROBE_APP_BIN); }
-std::string ClientSharedLib() { return Env("KTLS_CLIENT_SO", KTLS_CLIENT_SO); }
-std::string ExampleCBin() { return Env("KTLS_EXAMPLE_C_BIN", KTLS_EXAMPLE_C_BIN); }
-std::string ExampleCppBin() { return Env("KTLS_EXAMPLE_CPP_BIN", KTLS_EXAMPLE_CPP_BIN); }
-std::string ExamplePy() { return Env("KTLS_EXAMPLE_PY", KTLS_EXAMPLE_PY); }
+std::string ProbeAppBin() { return EnvOr("KTLS_PROBE_APP_BIN", KTLS_PROBE_APP_BIN); }
+std::string ClientSharedLib() { return EnvOr("KTLS_CLIENT_SO", KTLS_CLIENT_SO); }
+std::string ExampleCBin() { return EnvOr("KTLS_EXAMPLE_C_BIN", KTLS_EXAMPLE_C_BIN); }
+std::string ExampleCppBin() { return EnvOr("KTLS_EXAMPLE_CPP_BIN", KTLS_EXAMPLE_CPP_BIN); }
+std::string ExamplePy() { return EnvOr("KTLS_EXAMPLE_PY", KTLS_EXAMPLE_PY); }
 
 std::string Python3() {
   if (access("/usr/bin/python3", X_OK) == 0) return "/usr/bin/python3";
@@ -115,15 +63,6 @@ std::string Python3() {
   return "";
 }
 
-bool WaitUntil(const std::function<bool()>& pred, int timeout_ms) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  for (;;) {
-    if (pred()) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    SleepMs(20);
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 PipedProcess::PipedProcess(std::vector<std::string> argv, const std::string& out_path,
                            const std::string& err_path)
@@ -132,20 +71,11 @@ PipedProcess::PipedProcess(std::vector<std::string> argv, const std::string& out
   // the test binary.
   signal(SIGPIPE, SIG_IGN);
   int in[2];
-  if (pipe2(in, O_CLOEXEC) != 0) return;
-  pid_ = fork();
-  if (pid_ == 0) {
-    int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    dup2(in[0], 0);
-    dup2(out, 1);
-    dup2(err, 2);
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    _exit(127);
+  if (pipe2(in, O_CLOEXEC) != 0) {
+    child_ = std::make_unique<ChildProcess>(-1);
+    return;
   }
+  child_ = std::make_unique<ChildProcess>(std::move(argv), ChildStdio{in[0], out_path, err_path});
   close(in[0]);
   stdin_fd_ = in[1];
 }
@@ -169,35 +99,6 @@ bool PipedProcess::WriteStdin(const std::string& data) {
 void PipedProcess::CloseStdin() {
   if (stdin_fd_ >= 0) close(stdin_fd_);
   stdin_fd_ = -1;
-}
-
-bool PipedProcess::Running() {
-  if (reaped_ || pid_ <= 0) return false;
-  int st;
-  if (waitpid(pid_, &st, WNOHANG) == pid_) {
-    reaped_ = true;
-    status_ = st;
-    return false;
-  }
-  return true;
-}
-
-int PipedProcess::Wait(int timeout_ms) {
-  WaitUntil([this] { return !Running(); }, timeout_ms);
-  return reaped_ ? status_ : -1;
-}
-
-int PipedProcess::Terminate(int timeout_ms) {
-  if (pid_ <= 0) return -1;
-  if (!reaped_) {
-    kill(pid_, SIGTERM);
-    if (Wait(timeout_ms) == -1 && !reaped_) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, &status_, 0);
-      reaped_ = true;
-    }
-  }
-  return status_;
 }
 
 std::string PipedProcess::Out() const { return ReadWholeFile(out_path_); }
@@ -262,11 +163,7 @@ std::unique_ptr<Process> StartAgent(const std::string& dir, const std::string& h
                                    const std::string& name, int* port) {
   const std::string ready = dir + "/" + name + ".ready";
   auto p = std::make_unique<Process>(
-      std::vector<std::string>{Env("KTLS_AGENT_BIN", KTLS_AGENT_BIN), "--listen=127.0.0.1:0",
-                               "--handoff_socket=" + handoff_socket, "--ready_file=" + ready,
-                               "--workers=2", "--log_level=info",
-                               "--control_socket=" + dir + "/" + name + ".control.sock",
-                               "--metrics_address=127.0.0.1:0"},
+      AgentArgv(handoff_socket, ready, dir + "/" + name + ".control.sock"),
       dir + "/" + name + ".log");
   std::string text;
   WaitUntil(
@@ -275,8 +172,7 @@ std::unique_ptr<Process> StartAgent(const std::string& dir, const std::string& h
         return !text.empty() || !p->Running();
       },
       30000);
-  const size_t at = text.find("listen=127.0.0.1:");
-  *port = at == std::string::npos ? 0 : atoi(text.c_str() + at + 17);
+  *port = ReadyFilePort(text);
   EXPECT_GT(*port, 0) << "agent " << name << " not ready; log:\n" << p->Log();
   return p;
 }
@@ -348,20 +244,11 @@ void ExpectProbeDataPath(const Stack& stack, const ProbeLine& line) {
 // ---------------------------------------------------------------------------------------------
 std::unique_ptr<MemTlsClient> MemTlsClient::Connect(int port, int tls_version) {
   std::unique_ptr<MemTlsClient> c(new MemTlsClient());
-  c->fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(c->fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+  c->fd_ = ConnectLoopback(port);
+  if (c->fd_ < 0) {
     c->error_ = std::string("connect: ") + strerror(errno);
     return c;
   }
-  int one = 1;
-  setsockopt(c->fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  timeval tv{60, 0};  // no test may hang forever on a silent peer
-  setsockopt(c->fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-  setsockopt(c->fd_, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
   c->ctx_ = SSL_CTX_new(TLS_client_method());
   SSL_CTX_set_min_proto_version(c->ctx_, tls_version);
   SSL_CTX_set_max_proto_version(c->ctx_, tls_version);
@@ -376,7 +263,7 @@ std::unique_ptr<MemTlsClient> MemTlsClient::Connect(int port, int tls_version) {
     if (rc == 1) break;
     const int err = SSL_get_error(c->ssl_, rc);
     if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
-      c->error_ = OpenSslError("handshake");
+      c->error_ = OpenSslErrors("handshake");
       return c;
     }
     if (!c->Flush() || (err == SSL_ERROR_WANT_READ && !c->Fill())) {
@@ -388,12 +275,7 @@ std::unique_ptr<MemTlsClient> MemTlsClient::Connect(int port, int tls_version) {
   return c;
 }
 
-MemTlsClient::~MemTlsClient() {
-  if (ssl_) SSL_free(ssl_);
-  if (net_) BIO_free(net_);
-  if (ctx_) SSL_CTX_free(ctx_);
-  if (fd_ >= 0) close(fd_);
-}
+MemTlsClient::~MemTlsClient() { FreeBioPairClient(ssl_, net_, ctx_, fd_); }
 
 bool MemTlsClient::Flush() {
   char buf[1 << 16];
@@ -430,24 +312,8 @@ bool MemTlsClient::Fill() {
 }
 
 bool MemTlsClient::Write(const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    const int n = SSL_write(ssl_, data.data() + off,
-                            static_cast<int>(std::min<size_t>(data.size() - off, 1 << 14)));
-    if (n > 0) {
-      off += static_cast<size_t>(n);
-      if (!Flush()) return false;
-      continue;
-    }
-    const int err = SSL_get_error(ssl_, n);
-    if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
-      if (!Flush()) return false;
-      continue;
-    }
-    error_ = OpenSslError("SSL_write");
-    return false;
-  }
-  return Flush();
+  const auto flush = [this] { return Flush(); };
+  return SslWriteAll(ssl_, data, 1 << 14, flush, &error_);
 }
 
 bool MemTlsClient::ReadLine(std::string* line) {
@@ -468,7 +334,7 @@ bool MemTlsClient::ReadLine(std::string* line) {
       if (!Flush()) return false;
       continue;
     }
-    error_ = err == SSL_ERROR_ZERO_RETURN ? "close_notify" : OpenSslError("SSL_read");
+    error_ = err == SSL_ERROR_ZERO_RETURN ? "close_notify" : OpenSslErrors("SSL_read");
     return false;
   }
   *line = rbuf_.substr(0, nl);
@@ -492,7 +358,7 @@ bool MemTlsClient::ReadCloseNotify() {
       if (!Flush() || !Fill()) return false;
       continue;
     }
-    error_ = OpenSslError("waiting for close_notify");
+    error_ = OpenSslErrors("waiting for close_notify");
     return false;
   }
 }
@@ -571,7 +437,7 @@ void TicketingUpstream::Run() {
       SSL_CTX_use_PrivateKey_file(ctx, cert_.key.c_str(), SSL_FILETYPE_PEM) != 1) {
     SSL_CTX_free(ctx);
     close(fd);
-    return finish(OpenSslError("certificate"));
+    return finish(OpenSslErrors("certificate"));
   }
   SSL* ssl = SSL_new(ctx);
   SSL_set_fd(ssl, fd);
@@ -596,7 +462,7 @@ void TicketingUpstream::Run() {
       } else {
         const int e = SSL_get_error(ssl, rc);
         if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
-          error = OpenSslError("handshake");
+          error = OpenSslErrors("handshake");
           break;
         }
         want_write = e == SSL_ERROR_WANT_WRITE;
@@ -615,7 +481,7 @@ void TicketingUpstream::Run() {
         const int e = SSL_get_error(ssl, n);
         if (e == SSL_ERROR_ZERO_RETURN) peer_closed = true;
         else if (e == SSL_ERROR_WANT_WRITE) want_write = true;
-        else if (e != SSL_ERROR_WANT_READ) error = OpenSslError("SSL_read");
+        else if (e != SSL_ERROR_WANT_READ) error = OpenSslErrors("SSL_read");
         break;
       }
       if (!error.empty()) break;
@@ -623,7 +489,7 @@ void TicketingUpstream::Run() {
       while (r.sent < download_) {
         if (ticket_every_ > 0 && r.sent >= next_ticket) {
           if (SSL_new_session_ticket(ssl) != 1) {
-            error = OpenSslError("SSL_new_session_ticket");
+            error = OpenSslErrors("SSL_new_session_ticket");
             break;
           }
           ++r.tickets_midstream;
@@ -640,7 +506,7 @@ void TicketingUpstream::Run() {
         }
         const int e = SSL_get_error(ssl, n);
         if (e == SSL_ERROR_WANT_WRITE) want_write = true;
-        else if (e != SSL_ERROR_WANT_READ) error = OpenSslError("SSL_write");
+        else if (e != SSL_ERROR_WANT_READ) error = OpenSslErrors("SSL_write");
         break;
       }
       if (!error.empty()) break;
@@ -653,8 +519,8 @@ void TicketingUpstream::Run() {
     pollfd p{fd, static_cast<short>(POLLIN | (want_write ? POLLOUT : 0)), 0};
     poll(&p, 1, 50);
   }
-  r.sent_sha = sent_sha.Final();
-  r.received_sha = recv_sha.Final();
+  r.sent_sha = sent_sha.FinalHex();
+  r.received_sha = recv_sha.FinalHex();
   r.done = closed;
   SSL_free(ssl);
   SSL_CTX_free(ctx);

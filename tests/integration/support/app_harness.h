@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "tests/integration/support/harness.h"
+#include "tests/integration/support/process.h"
 
 namespace ktls::testing {
 
@@ -33,9 +34,6 @@ std::string ExamplePy();        // KTLS_EXAMPLE_PY
 // Debian's interpreter (/usr/bin/python3) when present, else python3 from PATH, else "".
 std::string Python3();
 
-// Polls `pred` every 20 ms; false when it is still false after `timeout_ms`.
-bool WaitUntil(const std::function<bool()>& pred, int timeout_ms);
-
 // A child process whose stdin is a pipe the test writes; stdout and stderr go to separate files.
 // Killed (SIGTERM, then SIGKILL) when destroyed.
 class PipedProcess {
@@ -43,23 +41,21 @@ class PipedProcess {
   PipedProcess(std::vector<std::string> argv, const std::string& out_path,
                const std::string& err_path);
   ~PipedProcess();
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return child_->pid(); }
   bool WriteStdin(const std::string& data);
   void CloseStdin();
-  bool Running();
+  bool Running() { return child_->Running(); }
   // Waits up to `timeout_ms` for the process to exit on its own: its wait status, or -1.
-  int Wait(int timeout_ms);
-  int Terminate(int timeout_ms = 3000);
+  int Wait(int timeout_ms) { return child_->Wait(timeout_ms); }
+  int Terminate(int timeout_ms = 3000) { return child_->Terminate(timeout_ms); }
   std::string Out() const;
   std::string Err() const;
 
  private:
-  pid_t pid_ = -1;
+  std::unique_ptr<ChildProcess> child_;  // after the stdin pipe exists
   int stdin_fd_ = -1;
   std::string out_path_;
   std::string err_path_;
-  int status_ = -1;
-  bool reaped_ = false;
 };
 
 // One "PROBE-<KIND> key=value ... error=<rest of line>" line of ktls-probe-app.

@@ -11,6 +11,9 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
+#include "tests/integration/support/digest.h"
+#include "tests/integration/support/process.h"
+
 #include <chrono>
 #include <cstring>
 #include <cstdlib>
@@ -20,18 +23,19 @@
 namespace ktls::testing {
 namespace {
 
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+// SHA-256 of the certificate's DER, in hex (the control API's fingerprint).
+std::string Fingerprint(X509* cert) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  X509_digest(cert, EVP_sha256(), md, &len);
+  return HexEncode(md, len);
 }
 
 }  // namespace
 
 std::map<std::string, std::string> ReadyInfo(const Stack& stack) {
   std::map<std::string, std::string> out;
-  std::istringstream in(ReadAll(stack.dir() + "/ready"));
+  std::istringstream in(ReadWholeFile(stack.dir() + "/ready"));
   for (std::string line; std::getline(in, line);) {
     const size_t eq = line.find('=');
     if (eq != std::string::npos) out[line.substr(0, eq)] = line.substr(eq + 1);
@@ -66,24 +70,12 @@ CommandResult Ktlsctl(const std::string& socket, const std::vector<std::string>&
   std::vector<std::string> argv = {KtlsctlBin()};
   if (!socket.empty()) argv.push_back("--socket=" + socket);
   argv.insert(argv.end(), args.begin(), args.end());
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    dup2(out, 1);
-    dup2(err, 2);
-    std::vector<char*> a;
-    for (auto& s : argv) a.push_back(s.data());
-    a.push_back(nullptr);
-    execv(a[0], a.data());
-    _exit(127);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
+  const int status =
+      ChildProcess(std::move(argv), ChildStdio{-1, out_path, err_path}).WaitForExit();
   CommandResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  r.out = ReadAll(out_path);
-  r.err = ReadAll(err_path);
+  r.out = ReadWholeFile(out_path);
+  r.err = ReadWholeFile(err_path);
   unlink(out_path.c_str());
   unlink(err_path.c_str());
   rmdir(dir.c_str());
@@ -172,16 +164,8 @@ std::string FingerprintOfPem(const std::string& cert_pem) {
   X509* x = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
   BIO_free(bio);
   if (x == nullptr) return "";
-  unsigned char md[32];
-  unsigned int len = 0;
-  X509_digest(x, EVP_sha256(), md, &len);
+  std::string out = Fingerprint(x);
   X509_free(x);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out.push_back(hex[md[i] >> 4]);
-    out.push_back(hex[md[i] & 15]);
-  }
   return out;
 }
 
@@ -200,16 +184,8 @@ std::string ServedFingerprint(int port, const std::string& sni, std::string* err
     if (error != nullptr) *error = "no peer certificate";
     return "";
   }
-  unsigned char md[32];
-  unsigned int len = 0;
-  X509_digest(peer, EVP_sha256(), md, &len);
+  std::string out = Fingerprint(peer);
   X509_free(peer);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out.push_back(hex[md[i] >> 4]);
-    out.push_back(hex[md[i] & 15]);
-  }
   return out;
 }
 

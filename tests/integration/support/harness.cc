@@ -1,46 +1,49 @@
 #include "tests/integration/support/harness.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <signal.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <sstream>
-#include <thread>
 
 #include <gtest/gtest.h>
+
+#include "tests/integration/support/digest.h"
 
 namespace ktls::testing {
 namespace {
 
-std::string Env(const char* name, const std::string& fallback) {
-  const char* v = getenv(name);
-  return v && *v ? v : fallback;
+std::string DemoAppBin() { return EnvOr("KTLS_DEMO_APP_BIN", KTLS_DEMO_APP_BIN); }
+
+}  // namespace
+
+bool ExpectOffload() { return EnvOr("KTLS_EXPECT_OFFLOAD", "0") == "1"; }
+
+std::string AgentBin() { return EnvOr("KTLS_AGENT_BIN", KTLS_AGENT_BIN); }
+
+std::vector<std::string> AgentArgv(const std::string& handoff_socket, const std::string& ready_file,
+                                   const std::string& control_socket) {
+  return {AgentBin(), "--listen=127.0.0.1:0", "--handoff_socket=" + handoff_socket,
+          "--ready_file=" + ready_file, "--workers=2", "--log_level=info",
+          // Per-test control socket and no fixed metrics port, so that several agents (tests, a
+          // developer's own) coexist.
+          "--control_socket=" + control_socket, "--metrics_address=127.0.0.1:0"};
 }
 
-std::string AgentBin() { return Env("KTLS_AGENT_BIN", KTLS_AGENT_BIN); }
-std::string DemoAppBin() { return Env("KTLS_DEMO_APP_BIN", KTLS_DEMO_APP_BIN); }
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+int ReadyFilePort(const std::string& ready) {
+  const size_t p = ready.find("listen=127.0.0.1:");
+  return p == std::string::npos ? 0 : atoi(ready.c_str() + p + 17);
 }
-
-void SleepMs(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
 int ConnectLoopback(int port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -49,7 +52,9 @@ int ConnectLoopback(int port) {
   a.sin_port = htons(static_cast<uint16_t>(port));
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    const int saved = errno;  // for the caller's message
     close(fd);
+    errno = saved;
     return -1;
   }
   int one = 1;
@@ -60,81 +65,70 @@ int ConnectLoopback(int port) {
   return fd;
 }
 
-}  // namespace
-
-bool ExpectOffload() { return Env("KTLS_EXPECT_OFFLOAD", "0") == "1"; }
-
-// ---------------------------------------------------------------------------------------------
-Process::Process(std::vector<std::string> argv, const std::string& log_path) : log_path_(log_path) {
-  pid_ = fork();
-  if (pid_ == 0) {
-    int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    std::vector<char*> args;
-    for (auto& a : argv) args.push_back(a.data());
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
+std::string OpenSslErrors(const char* what) {
+  std::string out = what;
+  unsigned long e;
+  while ((e = ERR_get_error()) != 0) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof(buf));
+    out += std::string(": ") + buf;
   }
+  return out;
 }
 
-Process::~Process() { Terminate(3000); }
-
-bool Process::Running() {
-  if (reaped_) return false;
-  int st;
-  if (waitpid(pid_, &st, WNOHANG) == pid_) {
-    reaped_ = true;
-    status_ = st;
+bool SslWriteAll(SSL* ssl, const std::string& data, size_t chunk,
+                 const std::function<bool()>& flush, std::string* error) {
+  size_t off = 0;
+  while (off < data.size()) {
+    const int n =
+        SSL_write(ssl, data.data() + off, static_cast<int>(std::min(data.size() - off, chunk)));
+    if (n > 0) {
+      off += static_cast<size_t>(n);
+      if (!flush()) return false;
+      continue;
+    }
+    const int err = SSL_get_error(ssl, n);
+    if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+      if (!flush()) return false;
+      continue;
+    }
+    *error = OpenSslErrors("SSL_write");
     return false;
   }
-  return true;
+  return flush();
 }
 
-int Process::Terminate(int timeout_ms) {
-  if (pid_ <= 0) return -1;
-  if (!reaped_) {
-    kill(pid_, SIGTERM);
-    for (int waited = 0; waited < timeout_ms && Running(); waited += 10) SleepMs(10);
-    if (!reaped_) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, &status_, 0);
-      reaped_ = true;
-    }
-  }
-  return status_;
+void FreeBioPairClient(SSL* ssl, BIO* net, SSL_CTX* ctx, int fd) {
+  if (ssl) SSL_free(ssl);
+  if (net) BIO_free(net);
+  if (ctx) SSL_CTX_free(ctx);
+  if (fd >= 0) close(fd);
 }
 
-std::string Process::Log() const { return ReadFile(log_path_); }
+// ---------------------------------------------------------------------------------------------
+Process::Process(std::vector<std::string> argv, const std::string& log_path)
+    : log_path_(log_path), child_(std::move(argv), ChildStdio{-1, log_path, log_path}) {}
 
 // ---------------------------------------------------------------------------------------------
 Stack::Stack(AgentOptions options) {
   char tmpl[] = "/tmp/ktls-it-XXXXXX";
   dir_ = mkdtemp(tmpl);
   handoff_socket_ = dir_ + "/handoff.sock";
-  std::vector<std::string> argv = {AgentBin(), "--listen=127.0.0.1:0",
-                                   "--handoff_socket=" + handoff_socket_,
-                                   "--ready_file=" + dir_ + "/ready", "--workers=2",
-                                   "--log_level=info",
-                                   // Per-test control socket and no fixed metrics port, so that
-                                   // several agents (tests, a developer's own) coexist.
-                                   "--control_socket=" + dir_ + "/control.sock",
-                                   "--metrics_address=127.0.0.1:0"};
+  std::vector<std::string> argv =
+      AgentArgv(handoff_socket_, dir_ + "/ready", dir_ + "/control.sock");
   for (auto& f : options.extra_flags) argv.push_back(f);
   agent_ = std::make_unique<Process>(argv, dir_ + "/agent.log");
   std::string ready;
   for (int i = 0; i < 1500 && ready.empty(); ++i) {  // TCG guests are slow: up to 30 s
     if (!agent_->Running()) break;
-    ready = ReadFile(dir_ + "/ready");
+    ready = ReadWholeFile(dir_ + "/ready");
     if (ready.empty()) SleepMs(20);
   }
   if (ready.empty()) {
     if (options.expect_ready) ADD_FAILURE() << "agent did not become ready; log:\n" << agent_->Log();
     return;
   }
-  size_t p = ready.find("listen=127.0.0.1:");
-  port_ = p == std::string::npos ? 0 : atoi(ready.c_str() + p + 17);
+  port_ = ReadyFilePort(ready);
   ktls_available_ = ready.find("ktls_available=1") != std::string::npos;
   if (options.start_app) StartApp(options.app_workers);
 }
@@ -222,12 +216,7 @@ std::unique_ptr<TlsClient> TlsClient::Connect(int port, const ClientOptions& o,
   return c;
 }
 
-TlsClient::~TlsClient() {
-  if (ssl_) SSL_free(ssl_);
-  if (net_) BIO_free(net_);
-  if (ctx_) SSL_CTX_free(ctx_);
-  if (fd_ >= 0) close(fd_);
-}
+TlsClient::~TlsClient() { FreeBioPairClient(ssl_, net_, ctx_, fd_); }
 
 bool TlsClient::Pump(bool want_read) {
   // Flush everything OpenSSL produced in one write() where possible.
@@ -262,23 +251,8 @@ bool TlsClient::Pump(bool want_read) {
 }
 
 bool TlsClient::Write(const std::string& data) {
-  size_t off = 0;
-  while (off < data.size()) {
-    int n = SSL_write(ssl_, data.data() + off, static_cast<int>(std::min<size_t>(data.size() - off, 1 << 16)));
-    if (n > 0) {
-      off += n;
-      if (!Pump(false)) return false;
-      continue;
-    }
-    int err = SSL_get_error(ssl_, n);
-    if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
-      if (!Pump(false)) return false;
-      continue;
-    }
-    error_ = "SSL_write failed";
-    return false;
-  }
-  return Pump(false);
+  const auto flush = [this] { return Pump(false); };
+  return SslWriteAll(ssl_, data, 1 << 16, flush, &error_);
 }
 
 bool TlsClient::ReadResponse(int* status, std::map<std::string, std::string>* headers,
@@ -426,16 +400,10 @@ int RunCommand(const std::string& command, std::string* out) {
 }
 
 std::string Sha256Hex(const std::string& data) {
-  unsigned char md[32];
+  unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out.push_back(hex[md[i] >> 4]);
-    out.push_back(hex[md[i] & 15]);
-  }
-  return out;
+  return HexEncode(md, len);
 }
 
 std::string BytesPattern(size_t n) {

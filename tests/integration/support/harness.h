@@ -10,10 +10,13 @@
 #include <openssl/ssl.h>
 #include <sys/types.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include "tests/integration/support/process.h"
 
 namespace ktls::testing {
 
@@ -24,19 +27,25 @@ bool ExpectOffload();
 class Process {
  public:
   Process(std::vector<std::string> argv, const std::string& log_path);
-  ~Process();
-  pid_t pid() const { return pid_; }
-  bool Running();
+  pid_t pid() const { return child_.pid(); }
+  bool Running() { return child_.Running(); }
   // Sends SIGTERM and waits up to `timeout_ms`; returns the exit status (or -1).
-  int Terminate(int timeout_ms = 5000);
-  std::string Log() const;
+  int Terminate(int timeout_ms = 5000) { return child_.Terminate(timeout_ms); }
+  std::string Log() const { return ReadWholeFile(log_path_); }
 
  private:
-  pid_t pid_ = -1;
   std::string log_path_;
-  int status_ = -1;
-  bool reaped_ = false;
+  ChildProcess child_;
 };
+
+// The agent binary (KTLS_AGENT_BIN overrides the compiled-in path) and its command line as the
+// tests run it: loopback port 0, two workers, the given handoff socket, ready file and control
+// socket, no fixed metrics port.
+std::string AgentBin();
+std::vector<std::string> AgentArgv(const std::string& handoff_socket, const std::string& ready_file,
+                                   const std::string& control_socket);
+// The port in an agent's ready file ("listen=127.0.0.1:PORT"); 0 when there is none.
+int ReadyFilePort(const std::string& ready);
 
 struct AgentOptions {
   std::vector<std::string> extra_flags;  // e.g. "--offload=off"
@@ -44,6 +53,13 @@ struct AgentOptions {
   bool start_app = true;
   bool expect_ready = true;  // false: the test checks that the agent refuses to start
 };
+
+// Options for a Stack without the demo app: the test starts its own app (or none).
+inline AgentOptions AgentOnly() {
+  AgentOptions o;
+  o.start_app = false;
+  return o;
+}
 
 // A temporary directory with an agent and (optionally) a demo app subscribed to it.
 class Stack {
@@ -124,6 +140,20 @@ bool JsonBool(const std::string& json, const std::string& key);
 // Connects, sends `bytes`, and waits (up to 15 s) for the server to close the connection.
 // True when it closed (with or without an alert first).
 bool SendRawAndAwaitClose(int port, const std::string& bytes);
+
+// A blocking TCP socket connected to 127.0.0.1:port, with TCP_NODELAY and 60 s send and receive
+// timeouts; -1 (errno set) when connect failed.
+int ConnectLoopback(int port);
+
+// The pieces TlsClient and app_harness.h's MemTlsClient (TLS over a memory BIO pair) share:
+// `what` followed by OpenSSL's queued errors (the queue is drained).
+std::string OpenSslErrors(const char* what);
+// SSL_write of all of `data`, at most `chunk` bytes a call, with `flush` moving what OpenSSL
+// produced to the socket; false (and *error) when a write or a flush fails.
+bool SslWriteAll(SSL* ssl, const std::string& data, size_t chunk,
+                 const std::function<bool()>& flush, std::string* error);
+// Frees the client's OpenSSL objects (the SSL owns its half of the pair) and closes `fd`.
+void FreeBioPairClient(SSL* ssl, BIO* net, SSL_CTX* ctx, int fd);
 
 // Runs a shell command, returns its exit status and stdout.
 int RunCommand(const std::string& command, std::string* out);

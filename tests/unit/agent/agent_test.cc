@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -16,26 +17,20 @@
 #include "agent/config.h"
 #include "tests/mocks/mock_syscalls.h"
 #include "tests/unit/agent/agent_test_util.h"
+#include "tests/unit/temp_dir.h"
 
 namespace ktls::testing {
 namespace {
 
 using ::testing::_;
-using ::testing::AnyNumber;
 using ::testing::Invoke;
 using ::testing::NiceMock;
-using ::testing::Return;
 
 class AgentTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/ktls-agent-test-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-  }
   void TearDown() override {
+    app_.reset();
     agent_.reset();
-    std::string cmd = "rm -rf " + dir_;
-    (void)system(cmd.c_str());
   }
 
   v1::AgentConfig Config() {
@@ -60,6 +55,13 @@ class AgentTest : public ::testing::Test {
     ASSERT_TRUE(absl::SimpleAtoi(addr.substr(addr.rfind(':') + 1), &port_));
   }
 
+  // Starts the agent with `c` and subscribes app_ with `credits`.
+  void StartWithApp(v1::AgentConfig c, uint32_t credits = 4) {
+    ASSERT_NO_FATAL_FAILURE(StartAgent(std::move(c)));
+    app_ = std::make_unique<FakeApp>(dir_ + "/handoff.sock");
+    ASSERT_TRUE(app_->Subscribe(credits));
+  }
+
   // Handshake + handoff through a subscribed fake app; returns the app's fd.
   int ConnectAndReceive(FakeApp& app, TestClient& client, v1::ConnectionInfo* info,
                         int version = TLS1_3_VERSION) {
@@ -68,19 +70,51 @@ class AgentTest : public ::testing::Test {
     return app.ReceiveHandoff(info);
   }
 
+  // A fresh client's connection reaches `app` (handshake + handoff); the fd is closed again.
+  ::testing::AssertionResult HandsOffANewConnection(FakeApp& app, v1::ConnectionInfo* info) {
+    TestClient client;
+    const int fd = ConnectAndReceive(app, client, info);
+    if (fd < 0) return ::testing::AssertionFailure() << "no handoff";
+    close(fd);
+    return ::testing::AssertionSuccess();
+  }
+
+  // Plaintext both ways between the TLS peer and the app's fd, whatever the data path.
+  static void ExpectPlaintextBothWays(TestClient& client, int fd) {
+    ASSERT_TRUE(client.WriteAll("hello from the peer"));
+    std::string got;
+    ASSERT_TRUE(ReadFdN(fd, 19, &got));
+    EXPECT_EQ("hello from the peer", got);
+    ASSERT_EQ(5, write(fd, "howdy", 5));
+    ASSERT_TRUE(client.ReadN(5, &got));
+    EXPECT_EQ("howdy", got);
+  }
+
+  // Accept4 on the TCP listener fails with the errno `fail()` returns (0: the real call). The
+  // broker's Unix listener (accepted first, by the app) passes no address and is never failed.
+  void FailTcpAccepts(std::function<int()> fail) {
+    ON_CALL(sys_, Accept4(_, _, _, _))
+        .WillByDefault(Invoke([this, fail](int fd, sockaddr* a, socklen_t* l, int f) -> SysResult {
+          if (a != nullptr) {
+            if (const int err = fail(); err != 0) return SysResult{-1, err};
+          }
+          return sys_.real().Accept4(fd, a, l, f);
+        }));
+  }
+
+  ScopedTempDir tmp_{"ktls-agent-test"};  // removed after everything below
+  const std::string dir_ = tmp_.path();
   NiceMock<MockSysCalls> sys_;
-  std::string dir_;
   std::unique_ptr<Agent> agent_;
+  std::unique_ptr<FakeApp> app_;  // StartWithApp's
   int port_ = 0;
 };
 
 TEST_F(AgentTest, HandsOffWithMetadataAndTheChosenDataPath) {
-  StartAgent(Config());
-  FakeApp app(dir_ + "/handoff.sock");
-  ASSERT_TRUE(app.Subscribe(4));
+  ASSERT_NO_FATAL_FAILURE(StartWithApp(Config()));
   TestClient client;
   v1::ConnectionInfo info;
-  int fd = ConnectAndReceive(app, client, &info);
+  int fd = ConnectAndReceive(*app_, client, &info);
   ASSERT_GE(fd, 0);
   EXPECT_EQ("TLSv1.3", info.tls_version());
   EXPECT_EQ(0x0304u, info.tls_version_code());
@@ -101,13 +135,7 @@ TEST_F(AgentTest, HandsOffWithMetadataAndTheChosenDataPath) {
     EXPECT_EQ(1u, agent_->stats().fallbacks[static_cast<size_t>(FallbackReason::kModuleMissing)]);
   }
   // Either way the app reads and writes plaintext with plain read()/write().
-  ASSERT_TRUE(client.WriteAll("hello from the peer"));
-  std::string got;
-  ASSERT_TRUE(ReadFdN(fd, 19, &got));
-  EXPECT_EQ("hello from the peer", got);
-  ASSERT_EQ(5, write(fd, "howdy", 5));
-  ASSERT_TRUE(client.ReadN(5, &got));
-  EXPECT_EQ("howdy", got);
+  ASSERT_NO_FATAL_FAILURE(ExpectPlaintextBothWays(client, fd));
   close(fd);
   EXPECT_EQ(1u, agent_->stats().handoffs_sent.load());
 }
@@ -115,24 +143,14 @@ TEST_F(AgentTest, HandsOffWithMetadataAndTheChosenDataPath) {
 TEST_F(AgentTest, RelaysBothWaysWithHalfClose) {
   v1::AgentConfig c = Config();
   c.set_offload(v1::OFFLOAD_POLICY_OFF);
-  StartAgent(c);
-  FakeApp app(dir_ + "/handoff.sock");
-  ASSERT_TRUE(app.Subscribe(4));
+  ASSERT_NO_FATAL_FAILURE(StartWithApp(c));
   TestClient client;
   v1::ConnectionInfo info;
-  int fd = ConnectAndReceive(app, client, &info);
+  int fd = ConnectAndReceive(*app_, client, &info);
   ASSERT_GE(fd, 0);
   EXPECT_EQ(v1::DATA_PATH_RELAY, info.data_path());
   EXPECT_EQ("policy: offload=off", info.fallback_reason());
-  // peer -> app
-  ASSERT_TRUE(client.WriteAll("hello from the peer"));
-  std::string got;
-  ASSERT_TRUE(ReadFdN(fd, 19, &got));
-  EXPECT_EQ("hello from the peer", got);
-  // app -> peer
-  ASSERT_EQ(5, write(fd, "howdy", 5));
-  ASSERT_TRUE(client.ReadN(5, &got));
-  EXPECT_EQ("howdy", got);
+  ASSERT_NO_FATAL_FAILURE(ExpectPlaintextBothWays(client, fd));
   // Peer's close_notify -> EOF at the app; app's EOF -> close_notify at the peer.
   SSL_shutdown(client.ssl());
   EXPECT_TRUE(FdAtEof(fd));
@@ -146,18 +164,11 @@ TEST_F(AgentTest, RelaysBothWaysWithHalfClose) {
 
 TEST_F(AgentTest, EmfileOnAcceptPausesAcceptingThenRecovers) {
   std::atomic<int> failures{3};
-  ON_CALL(sys_, Accept4(_, _, _, _))
-      .WillByDefault(Invoke([&](int fd, sockaddr* a, socklen_t* l, int f) -> SysResult {
-        // Only the TCP listener (the broker's Unix listener is accepted first, by the app).
-        if (a != nullptr && failures.fetch_sub(1) > 0) return SysResult{-1, EMFILE};
-        return sys_.real().Accept4(fd, a, l, f);
-      }));
-  StartAgent(Config());
-  FakeApp app(dir_ + "/handoff.sock");
-  ASSERT_TRUE(app.Subscribe(4));
+  FailTcpAccepts([&] { return failures.fetch_sub(1) > 0 ? EMFILE : 0; });
+  ASSERT_NO_FATAL_FAILURE(StartWithApp(Config()));
   TestClient client;
   v1::ConnectionInfo info;
-  int fd = ConnectAndReceive(app, client, &info);
+  int fd = ConnectAndReceive(*app_, client, &info);
   ASSERT_GE(fd, 0);
   close(fd);
   EXPECT_GE(agent_->stats().accept_pauses.load(), 1u);
@@ -181,18 +192,12 @@ TEST_F(AgentTest, EintrAndEagainEverywhereStillCompleteTheHandshakeAndRelay) {
         if (waits.fetch_add(1) % 5 == 4) return SysResult{-1, EINTR};
         return sys_.real().EpollWait(ep, e, m, t);
       }));
-  ON_CALL(sys_, Accept4(_, _, _, _))
-      .WillByDefault(Invoke([&](int fd, sockaddr* a, socklen_t* l, int f) -> SysResult {
-        if (a != nullptr && accepts.fetch_add(1) == 0) return SysResult{-1, EINTR};
-        return sys_.real().Accept4(fd, a, l, f);
-      }));
-  StartAgent(Config());
-  FakeApp app(dir_ + "/handoff.sock");
-  ASSERT_TRUE(app.Subscribe(4));
+  FailTcpAccepts([&] { return accepts.fetch_add(1) == 0 ? EINTR : 0; });
+  ASSERT_NO_FATAL_FAILURE(StartWithApp(Config()));
   for (int version : {TLS1_3_VERSION, TLS1_2_VERSION}) {
     TestClient client;
     v1::ConnectionInfo info;
-    int fd = ConnectAndReceive(app, client, &info, version);
+    int fd = ConnectAndReceive(*app_, client, &info, version);
     ASSERT_GE(fd, 0);
     std::string big(200000, 'x');
     ASSERT_TRUE(client.WriteAll(big));
@@ -213,28 +218,21 @@ TEST_F(AgentTest, SocketpairFailureClosesOnlyThatConnection) {
       }));
   v1::AgentConfig c = Config();
   c.set_offload(v1::OFFLOAD_POLICY_OFF);  // every connection relays, so every one needs a pair
-  StartAgent(c);
-  FakeApp app(dir_ + "/handoff.sock");
-  ASSERT_TRUE(app.Subscribe(4));
+  ASSERT_NO_FATAL_FAILURE(StartWithApp(c));
   TestClient first;
   ASSERT_TRUE(first.ConnectTcp(port_));
   ASSERT_TRUE(first.Handshake());
   EXPECT_TRUE(first.ServerClosed());
   EXPECT_TRUE(WaitFor([&] { return agent_->stats().relay_errors.load() == 1; }));
-  TestClient second;
   v1::ConnectionInfo info;
-  int fd = ConnectAndReceive(app, second, &info);
-  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(HandsOffANewConnection(*app_, &info));
   EXPECT_EQ("policy: offload=off", info.fallback_reason());
-  close(fd);
 }
 
 TEST_F(AgentTest, SilentClientTimesOut) {
   v1::AgentConfig c = Config();
   c.set_handshake_timeout_ms(200);
-  StartAgent(c);
-  FakeApp app(dir_ + "/handoff.sock");
-  ASSERT_TRUE(app.Subscribe(4));
+  ASSERT_NO_FATAL_FAILURE(StartWithApp(c));
   TestClient client;
   ASSERT_TRUE(client.ConnectTcp(port_));
   EXPECT_TRUE(client.ServerClosed());
@@ -243,20 +241,15 @@ TEST_F(AgentTest, SilentClientTimesOut) {
 }
 
 TEST_F(AgentTest, GarbageClientHelloFailsAndIsCounted) {
-  StartAgent(Config());
-  FakeApp app(dir_ + "/handoff.sock");
-  ASSERT_TRUE(app.Subscribe(4));
+  ASSERT_NO_FATAL_FAILURE(StartWithApp(Config()));
   TestClient client;
   ASSERT_TRUE(client.ConnectTcp(port_));
   ASSERT_EQ(9, send(client.fd(), "\x16\x03\x01\x00\x04garbage", 9, 0));
   EXPECT_TRUE(client.ServerClosed());
   EXPECT_TRUE(WaitFor([&] { return agent_->stats().handshakes_failed.load() == 1; }));
   // Another connection is unaffected.
-  TestClient good;
   v1::ConnectionInfo info;
-  int fd = ConnectAndReceive(app, good, &info);
-  EXPECT_GE(fd, 0);
-  close(fd);
+  EXPECT_TRUE(HandsOffANewConnection(*app_, &info));
 }
 
 TEST_F(AgentTest, NoSubscriberMeansNoAcceptUntilAnAppArrives) {
@@ -277,9 +270,7 @@ TEST_F(AgentTest, NoSubscriberMeansNoAcceptUntilAnAppArrives) {
 TEST_F(AgentTest, ConnectionWaitingTooLongForCreditIsClosedCleanly) {
   v1::AgentConfig c = Config();
   c.set_handoff_wait_timeout_ms(300);
-  StartAgent(c);
-  FakeApp app(dir_ + "/handoff.sock");
-  ASSERT_TRUE(app.Subscribe(1));
+  ASSERT_NO_FATAL_FAILURE(StartWithApp(c, 1));
   // Both TCP connections are accepted while the single credit is unused; only one can be
   // handed off.
   TestClient a, b;
@@ -290,7 +281,7 @@ TEST_F(AgentTest, ConnectionWaitingTooLongForCreditIsClosedCleanly) {
   ta.join();
   tb.join();
   v1::ConnectionInfo info;
-  int fd = app.ReceiveHandoff(&info);
+  int fd = app_->ReceiveHandoff(&info);
   ASSERT_GE(fd, 0);
   TestClient& waiting = info.peer().port() == [&] {
     sockaddr_in s{};
@@ -327,11 +318,8 @@ TEST_F(AgentTest, MalformedAppMessagesAreRejectedAndOtherAppsServed) {
 
   FakeApp good(dir_ + "/handoff.sock");
   ASSERT_TRUE(good.Subscribe(2));
-  TestClient client;
   v1::ConnectionInfo info;
-  int fd = ConnectAndReceive(good, client, &info);
-  EXPECT_GE(fd, 0);
-  close(fd);
+  EXPECT_TRUE(HandsOffANewConnection(good, &info));
 }
 
 TEST_F(AgentTest, VanishedAppLosesNoConnection) {
@@ -341,22 +329,17 @@ TEST_F(AgentTest, VanishedAppLosesNoConnection) {
   FakeApp stays(dir_ + "/handoff.sock");
   ASSERT_TRUE(stays.Subscribe(1));
   gone.reset();  // vanishes with 100 unused credits
-  TestClient client;
   v1::ConnectionInfo info;
-  int fd = ConnectAndReceive(stays, client, &info);
-  ASSERT_GE(fd, 0);
-  close(fd);
+  ASSERT_TRUE(HandsOffANewConnection(stays, &info));
 }
 
 TEST_F(AgentTest, UnknownSniGetsTheDefaultCertificateAndIsCounted) {
-  StartAgent(Config());
-  FakeApp app(dir_ + "/handoff.sock");
-  ASSERT_TRUE(app.Subscribe(2));
+  ASSERT_NO_FATAL_FAILURE(StartWithApp(Config(), 2));
   TestClient client;
   ASSERT_TRUE(client.ConnectTcp(port_));
   ASSERT_TRUE(client.Handshake(TLS1_3_VERSION, "", "unknown.example"));
   v1::ConnectionInfo info;
-  int fd = app.ReceiveHandoff(&info);
+  int fd = app_->ReceiveHandoff(&info);
   ASSERT_GE(fd, 0);
   EXPECT_EQ("unknown.example", info.sni());
   EXPECT_EQ(1u, agent_->stats().sni_unmatched.load());

@@ -182,14 +182,28 @@ TEST(CryptoInfoTest, Tls13Rfc8448ServerSecretGivesRfcKeyAndIv) {
   EXPECT_EQ(info->sockopt_name(), TLS_TX);
 }
 
+// The kernel struct `T` a successful CryptoInfo holds; nullptr (with the failure recorded) when
+// creating it failed or its size is not T's.
+template <typename T>
+const T* KernelStruct(const absl::StatusOr<CryptoInfo>& info) {
+  if (!info.ok()) {
+    ADD_FAILURE() << info.status();
+    return nullptr;
+  }
+  if (info->size() != sizeof(T)) {
+    ADD_FAILURE() << "size " << info->size() << ", expected " << sizeof(T);
+    return nullptr;
+  }
+  return static_cast<const T*>(info->data());
+}
+
 TEST(CryptoInfoTest, Tls13Aes256UsesSha384) {
   std::vector<uint8_t> secret(48);
   for (size_t i = 0; i < secret.size(); ++i) secret[i] = static_cast<uint8_t>(i * 7 + 1);
   absl::StatusOr<CryptoInfo> info =
       CryptoInfo::FromTls13TrafficSecret(Direction::kTx, KtlsCipher::kAes256Gcm, secret, 0);
-  ASSERT_TRUE(info.ok()) << info.status();
-  ASSERT_EQ(info->size(), sizeof(tls12_crypto_info_aes_gcm_256));
-  const auto* c = static_cast<const tls12_crypto_info_aes_gcm_256*>(info->data());
+  const auto* c = KernelStruct<tls12_crypto_info_aes_gcm_256>(info);
+  ASSERT_NE(c, nullptr);
   EXPECT_EQ(c->info.version, TLS_1_3_VERSION);
   EXPECT_EQ(c->info.cipher_type, TLS_CIPHER_AES_GCM_256);
   const std::vector<uint8_t> key = ReferenceExpandLabel(EVP_sha384(), secret, "key", 32);
@@ -206,9 +220,8 @@ TEST(CryptoInfoTest, Tls13ChaChaUsesSha256AndWholeIv) {
   const std::vector<uint8_t> secret = Hex(kRfc8448[0].secret);
   absl::StatusOr<CryptoInfo> info =
       CryptoInfo::FromTls13TrafficSecret(Direction::kRx, KtlsCipher::kChaCha20Poly1305, secret, 1);
-  ASSERT_TRUE(info.ok()) << info.status();
-  ASSERT_EQ(info->size(), sizeof(tls12_crypto_info_chacha20_poly1305));
-  const auto* c = static_cast<const tls12_crypto_info_chacha20_poly1305*>(info->data());
+  const auto* c = KernelStruct<tls12_crypto_info_chacha20_poly1305>(info);
+  ASSERT_NE(c, nullptr);
   EXPECT_EQ(c->info.cipher_type, TLS_CIPHER_CHACHA20_POLY1305);
   // HkdfLabel encodes the output length, so this 32-byte key is not an extension of RFC 8448's
   // 16-byte AES key; the independent reference checks it.
@@ -261,47 +274,58 @@ std::vector<uint8_t> Iota(size_t n, uint8_t start) {
   return v;
 }
 
-TEST(CryptoInfoTest, Aes128GcmTls12ExactLayout) {
-  const std::vector<uint8_t> key = Iota(16, 0x10);
-  const std::vector<uint8_t> iv12 = Iota(12, 0xa0);
-  absl::StatusOr<CryptoInfo> info = CryptoInfo::FromKeyAndIv(
-      Direction::kTx, TlsVersion::kTls12, KtlsCipher::kAes128Gcm, key, iv12, 0x0102030405060708ULL);
+// FromKeyAndIv against hand-written images of the kernel's structs: key and IV counted up from
+// `key_start` / `iv_start`, the IV split into salt and explicit part as the cipher wants it.
+struct LayoutCase {
+  const char* name;
+  Direction direction;
+  TlsVersion version;
+  KtlsCipher cipher;
+  size_t key_len;
+  uint8_t key_start;
+  uint8_t iv_start;
+  uint64_t seq;
+  size_t size;         // bytes, as linux/tls.h lays them out
+  size_t struct_size;  // sizeof the kernel's tls12_crypto_info_* for the cipher
+  uint16_t version_code;
+  uint16_t cipher_code;
+  const char* iv_field;  // hex of the struct's iv field
+  const char* salt;      // hex of its salt ("": the cipher has none)
+  const char* rec_seq;   // hex, big-endian
+  int sockopt;           // TLS_TX or TLS_RX
+};
+
+const LayoutCase kLayouts[] = {
+    {"Aes128GcmTls12", Direction::kTx, TlsVersion::kTls12, KtlsCipher::kAes128Gcm, 16, 0x10, 0xa0,
+     0x0102030405060708ULL, 40, sizeof(tls12_crypto_info_aes_gcm_128), TLS_1_2_VERSION,
+     TLS_CIPHER_AES_GCM_128, "a4a5a6a7a8a9aaab", "a0a1a2a3", "0102030405060708", TLS_TX},
+    {"Aes256GcmTls13", Direction::kRx, TlsVersion::kTls13, KtlsCipher::kAes256Gcm, 32, 0x40, 0xc0,
+     0xfedcba9876543210ULL, 56, sizeof(tls12_crypto_info_aes_gcm_256), TLS_1_3_VERSION,
+     TLS_CIPHER_AES_GCM_256, "c4c5c6c7c8c9cacb", "c0c1c2c3", "fedcba9876543210", TLS_RX},
+    // ChaCha20-Poly1305 has no salt: the whole 12-byte IV is the iv field.
+    {"ChaChaWholeIvNoSalt", Direction::kTx, TlsVersion::kTls12, KtlsCipher::kChaCha20Poly1305, 32,
+     0x60, 0xe0, 0x100, 56, sizeof(tls12_crypto_info_chacha20_poly1305), TLS_1_2_VERSION,
+     TLS_CIPHER_CHACHA20_POLY1305, "e0e1e2e3e4e5e6e7e8e9eaeb", "", "0000000000000100", TLS_TX},
+};
+
+class CryptoInfoLayoutTest : public ::testing::TestWithParam<LayoutCase> {};
+
+TEST_P(CryptoInfoLayoutTest, ExactLayout) {
+  const LayoutCase& l = GetParam();
+  const std::vector<uint8_t> key = Iota(l.key_len, l.key_start);
+  absl::StatusOr<CryptoInfo> info =
+      CryptoInfo::FromKeyAndIv(l.direction, l.version, l.cipher, key, Iota(12, l.iv_start), l.seq);
   ASSERT_TRUE(info.ok()) << info.status();
-  EXPECT_EQ(info->size(), 40u);
-  EXPECT_EQ(info->size(), sizeof(tls12_crypto_info_aes_gcm_128));
-  const std::vector<uint8_t> want =
-      ExpectedImage(TLS_1_2_VERSION, TLS_CIPHER_AES_GCM_128, Hex("a4a5a6a7a8a9aaab"), key,
-                    Hex("a0a1a2a3"), Hex("0102030405060708"));
+  EXPECT_EQ(info->size(), l.size);
+  EXPECT_EQ(info->size(), l.struct_size);
+  const std::vector<uint8_t> want = ExpectedImage(l.version_code, l.cipher_code, Hex(l.iv_field),
+                                                  key, Hex(l.salt), Hex(l.rec_seq));
   EXPECT_EQ(ToHex(Image(*info)), ToHex(want));
-  EXPECT_EQ(info->sockopt_name(), TLS_TX);
+  EXPECT_EQ(info->sockopt_name(), l.sockopt);
 }
 
-TEST(CryptoInfoTest, Aes256GcmTls13ExactLayout) {
-  const std::vector<uint8_t> key = Iota(32, 0x40);
-  const std::vector<uint8_t> iv12 = Iota(12, 0xc0);
-  absl::StatusOr<CryptoInfo> info = CryptoInfo::FromKeyAndIv(
-      Direction::kRx, TlsVersion::kTls13, KtlsCipher::kAes256Gcm, key, iv12, 0xfedcba9876543210ULL);
-  ASSERT_TRUE(info.ok()) << info.status();
-  EXPECT_EQ(info->size(), 56u);
-  const std::vector<uint8_t> want =
-      ExpectedImage(TLS_1_3_VERSION, TLS_CIPHER_AES_GCM_256, Hex("c4c5c6c7c8c9cacb"), key,
-                    Hex("c0c1c2c3"), Hex("fedcba9876543210"));
-  EXPECT_EQ(ToHex(Image(*info)), ToHex(want));
-  EXPECT_EQ(info->sockopt_name(), TLS_RX);
-}
-
-TEST(CryptoInfoTest, ChaChaExactLayoutWholeIvNoSalt) {
-  const std::vector<uint8_t> key = Iota(32, 0x60);
-  const std::vector<uint8_t> iv12 = Iota(12, 0xe0);
-  absl::StatusOr<CryptoInfo> info = CryptoInfo::FromKeyAndIv(
-      Direction::kTx, TlsVersion::kTls12, KtlsCipher::kChaCha20Poly1305, key, iv12, 0x100);
-  ASSERT_TRUE(info.ok()) << info.status();
-  EXPECT_EQ(info->size(), 56u);
-  EXPECT_EQ(info->size(), sizeof(tls12_crypto_info_chacha20_poly1305));
-  const std::vector<uint8_t> want = ExpectedImage(TLS_1_2_VERSION, TLS_CIPHER_CHACHA20_POLY1305,
-                                                  iv12, key, {}, Hex("0000000000000100"));
-  EXPECT_EQ(ToHex(Image(*info)), ToHex(want));
-}
+INSTANTIATE_TEST_SUITE_P(Ciphers, CryptoInfoLayoutTest, ::testing::ValuesIn(kLayouts),
+                         [](const auto& info) { return std::string(info.param.name); });
 
 TEST(CryptoInfoTest, RecordSequenceIsBigEndian) {
   absl::StatusOr<CryptoInfo> info = CryptoInfo::FromKeyAndIv(

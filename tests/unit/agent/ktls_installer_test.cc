@@ -32,7 +32,6 @@ namespace {
 using ::testing::_;
 using ::testing::Invoke;
 using ::testing::NiceMock;
-using ::testing::Return;
 
 class KtlsInstallerTest : public ::testing::TestWithParam<const char*> {
  protected:

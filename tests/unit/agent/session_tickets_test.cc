@@ -13,9 +13,6 @@
 namespace ktls {
 namespace {
 
-using testcerts::CertSpec;
-using testcerts::MakeCa;
-using testcerts::MakeCert;
 using testcerts::TestCert;
 
 struct Outcome {
@@ -134,10 +131,10 @@ TEST_P(SessionTicketsTest, ContextsWithTheSameKeysResumeEachOthersSessions) {
 }
 
 TEST_P(SessionTicketsTest, ClientTrustSwapAppliesToNewHandshakesAndEndsOldSessions) {
-  const TestCert ca = MakeCa("swap CA");
-  CertSpec spec{"client", {}};
+  const TestCert ca = testcerts::MakeCa("swap CA");
+  testcerts::CertSpec spec{"client", {}};
   spec.client_auth = true;
-  const TestCert client = MakeCert(spec, &ca);
+  const TestCert client = testcerts::MakeCert(spec, &ca);
   auto bundle = TrustBundle::Create(ca.cert_pem, "", true);
   ASSERT_TRUE(bundle.ok()) << bundle.status();
 

@@ -22,13 +22,8 @@
 
 #include "client/lib/io.h"
 #include "ktls/ktls_client.h"
-
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
-#ifndef TCP_ULP
-#define TCP_ULP 31
-#endif
+#include "ktls/wire.h"
+#include "tests/unit/client/fake_agent.h"
 
 namespace ktls::client {
 namespace {
@@ -54,6 +49,11 @@ class FakeKtlsKernel : public RecvSysCalls {
   void PushRecord(uint8_t type, Bytes b) { Push(Record{type, std::move(b)}); }
   // Records that "arrive" the first time ktls_recv polls.
   void PushLater(uint8_t type, Bytes b) { later_.push_back(Record{type, std::move(b)}); }
+  void PushError(int err) {
+    Record r;
+    r.err = err;
+    Push(std::move(r));
+  }
   void SetEof() { eof_ = true; }
 
   IoResult RecvMsg(int fd, msghdr* msg, int flags) override {
@@ -242,246 +242,187 @@ Bytes Ticket(size_t body) {
   return m;
 }
 
-std::string Recv(FakeKtlsKernel& k, size_t len, ssize_t* n, ktls_record_info* info,
-                 int flags = 0) {
-  std::string buf(len, '\0');
-  *n = KtlsRecv(k, kFd, buf.data(), buf.size(), flags, info);
-  buf.resize(*n > 0 ? *n : 0);
-  return buf;
+// ktls_recv against one fake kernel; each read leaves its result in n_ and info_.
+class KtlsRecvTest : public ::testing::Test {
+ protected:
+  // Reads into a buffer of `len` bytes: what was read.
+  std::string Recv(size_t len, int flags = 0) {
+    std::string buf(len, '\0');
+    n_ = KtlsRecv(k_, kFd, buf.data(), buf.size(), flags, &info_);
+    buf.resize(n_ > 0 ? n_ : 0);
+    return buf;
+  }
+  // Reads into a buffer of `len` bytes and expects -1 with errno `err`.
+  ::testing::AssertionResult RecvFails(size_t len, int err, int flags = 0) {
+    Recv(len, flags);
+    const int got = errno;
+    if (n_ != -1) return ::testing::AssertionFailure() << "returned " << n_ << ", not -1";
+    if (got != err) {
+      return ::testing::AssertionFailure()
+             << "errno " << got << " (" << std::strerror(got) << "), expected " << err << " ("
+             << std::strerror(err) << ")";
+    }
+    return ::testing::AssertionSuccess();
+  }
+
+  FakeKtlsKernel k_;
+  ktls_record_info info_{};
+  ssize_t n_ = 0;
+};
+
+TEST_F(KtlsRecvTest, ReturnsApplicationData) {
+  k_.PushRecord(kRecordApplicationData, Text("hello "));
+  k_.PushRecord(kRecordApplicationData, Text("world"));
+  EXPECT_EQ("hello world", Recv(64));  // data records merge, as in the kernel
+  EXPECT_TRUE(info_.tls_rx);
+  EXPECT_EQ(KTLS_RECORD_APPLICATION_DATA, info_.record_type);
+  EXPECT_EQ(nullptr, info_.error);
 }
 
-TEST(KtlsRecvTest, ReturnsApplicationData) {
-  FakeKtlsKernel k;
-  k.PushRecord(kRecordApplicationData, Text("hello "));
-  k.PushRecord(kRecordApplicationData, Text("world"));
-  ktls_record_info info;
-  ssize_t n;
-  EXPECT_EQ("hello world", Recv(k, 64, &n, &info));  // data records merge, as in the kernel
-  EXPECT_TRUE(info.tls_rx);
-  EXPECT_EQ(KTLS_RECORD_APPLICATION_DATA, info.record_type);
-  EXPECT_EQ(nullptr, info.error);
+TEST_F(KtlsRecvTest, PlainBytesWithoutRecordTypeArePassedThrough) {
+  k_.PushRecord(0, Text("relay bytes"));
+  EXPECT_EQ("relay bytes", Recv(64));
+  EXPECT_FALSE(info_.tls_rx);
+  EXPECT_EQ(KTLS_RECORD_APPLICATION_DATA, info_.record_type);
 }
 
-TEST(KtlsRecvTest, PlainBytesWithoutRecordTypeArePassedThrough) {
-  FakeKtlsKernel k;
-  k.PushRecord(0, Text("relay bytes"));
-  ktls_record_info info;
-  ssize_t n;
-  EXPECT_EQ("relay bytes", Recv(k, 64, &n, &info));
-  EXPECT_FALSE(info.tls_rx);
-  EXPECT_EQ(KTLS_RECORD_APPLICATION_DATA, info.record_type);
+TEST_F(KtlsRecvTest, SessionTicketsAreSkippedSilently) {
+  k_.PushRecord(kRecordHandshake, Ticket(180));
+  k_.PushRecord(kRecordHandshake, Ticket(180));
+  k_.PushRecord(kRecordApplicationData, Text("GET /"));
+  EXPECT_EQ("GET /", Recv(4096));
+  EXPECT_EQ(2u, info_.skipped_records);
 }
 
-TEST(KtlsRecvTest, SessionTicketsAreSkippedSilently) {
-  FakeKtlsKernel k;
-  k.PushRecord(kRecordHandshake, Ticket(180));
-  k.PushRecord(kRecordHandshake, Ticket(180));
-  k.PushRecord(kRecordApplicationData, Text("GET /"));
-  ktls_record_info info;
-  ssize_t n;
-  EXPECT_EQ("GET /", Recv(k, 4096, &n, &info));
-  EXPECT_EQ(2u, info.skipped_records);
+TEST_F(KtlsRecvTest, TicketWithNothingBehindItIsEagainNotData) {
+  k_.PushRecord(kRecordHandshake, Ticket(100));
+  EXPECT_TRUE(RecvFails(4096, EAGAIN, MSG_DONTWAIT));
+  EXPECT_EQ(1u, info_.skipped_records);
+  EXPECT_EQ(nullptr, info_.error);
 }
 
-TEST(KtlsRecvTest, TicketWithNothingBehindItIsEagainNotData) {
-  FakeKtlsKernel k;
-  k.PushRecord(kRecordHandshake, Ticket(100));
-  ktls_record_info info;
-  ssize_t n;
-  Recv(k, 4096, &n, &info, MSG_DONTWAIT);
-  EXPECT_EQ(-1, n);
-  EXPECT_EQ(EAGAIN, errno);
-  EXPECT_EQ(1u, info.skipped_records);
-  EXPECT_EQ(nullptr, info.error);
+TEST_F(KtlsRecvTest, CloseNotifyIsEofAndIsRemembered) {
+  k_.PushRecord(kRecordAlert, {1, 0});
+  k_.PushRecord(kRecordApplicationData, Text("after close_notify"));  // must never be seen
+  Recv(4096);
+  EXPECT_EQ(0, n_);
+  EXPECT_EQ(KTLS_RECORD_ALERT, info_.record_type);
+  EXPECT_STREQ("close_notify", info_.alert_name);
+  EXPECT_TRUE(k_.shut_rd);
+  Recv(4096);
+  EXPECT_EQ(0, n_);
 }
 
-TEST(KtlsRecvTest, CloseNotifyIsEofAndIsRemembered) {
-  FakeKtlsKernel k;
-  k.PushRecord(kRecordAlert, {1, 0});
-  k.PushRecord(kRecordApplicationData, Text("after close_notify"));  // must never be seen
-  ktls_record_info info;
-  ssize_t n;
-  Recv(k, 4096, &n, &info);
-  EXPECT_EQ(0, n);
-  EXPECT_EQ(KTLS_RECORD_ALERT, info.record_type);
-  EXPECT_STREQ("close_notify", info.alert_name);
-  EXPECT_TRUE(k.shut_rd);
-  Recv(k, 4096, &n, &info);
-  EXPECT_EQ(0, n);
+TEST_F(KtlsRecvTest, FatalAlertIsConnResetWithItsName) {
+  k_.PushRecord(kRecordAlert, {2, 20});
+  EXPECT_TRUE(RecvFails(4096, ECONNRESET));
+  EXPECT_EQ(2, info_.alert_level);
+  EXPECT_EQ(20, info_.alert_description);
+  EXPECT_STREQ("bad_record_mac", info_.alert_name);
+  EXPECT_NE(nullptr, info_.error);
 }
 
-TEST(KtlsRecvTest, FatalAlertIsConnResetWithItsName) {
-  FakeKtlsKernel k;
-  k.PushRecord(kRecordAlert, {2, 20});
-  ktls_record_info info;
-  ssize_t n;
-  Recv(k, 4096, &n, &info);
-  EXPECT_EQ(-1, n);
-  EXPECT_EQ(ECONNRESET, errno);
-  EXPECT_EQ(2, info.alert_level);
-  EXPECT_EQ(20, info.alert_description);
-  EXPECT_STREQ("bad_record_mac", info.alert_name);
-  EXPECT_NE(nullptr, info.error);
+TEST_F(KtlsRecvTest, KeyUpdateIsEkeyexpired) {
+  k_.PushRecord(kRecordHandshake, {kHandshakeKeyUpdate, 0, 0, 1, 1});
+  EXPECT_TRUE(RecvFails(4096, EKEYEXPIRED));
+  EXPECT_STREQ("peer KeyUpdate: kernel lacks TLS 1.3 rekey", info_.error);
 }
 
-TEST(KtlsRecvTest, KeyUpdateIsEkeyexpired) {
-  FakeKtlsKernel k;
-  k.PushRecord(kRecordHandshake, {kHandshakeKeyUpdate, 0, 0, 1, 1});
-  ktls_record_info info;
-  ssize_t n;
-  Recv(k, 4096, &n, &info);
-  EXPECT_EQ(-1, n);
-  EXPECT_EQ(EKEYEXPIRED, errno);
-  EXPECT_STREQ("peer KeyUpdate: kernel lacks TLS 1.3 rekey", info.error);
-}
-
-TEST(KtlsRecvTest, SmallBufferReadsTheWholeControlRecordFirst) {
+TEST_F(KtlsRecvTest, SmallBufferReadsTheWholeControlRecordFirst) {
   // A 3-byte buffer gets the ticket in pieces; the rest is fetched without blocking and only up
   // to the end of the message, so the data record behind it is untouched.
-  FakeKtlsKernel k;
-  k.PushRecord(kRecordHandshake, Ticket(150));
-  k.PushRecord(kRecordApplicationData, Text("abcdef"));
-  ktls_record_info info;
-  ssize_t n;
-  EXPECT_EQ("abc", Recv(k, 3, &n, &info));
-  EXPECT_EQ(1u, info.skipped_records);
-  for (size_t i = 1; i + 1 < k.flags_seen.size(); ++i) {
-    EXPECT_TRUE(k.flags_seen[i] & MSG_DONTWAIT) << "continuation read " << i << " may block";
+  k_.PushRecord(kRecordHandshake, Ticket(150));
+  k_.PushRecord(kRecordApplicationData, Text("abcdef"));
+  EXPECT_EQ("abc", Recv(3));
+  EXPECT_EQ(1u, info_.skipped_records);
+  for (size_t i = 1; i + 1 < k_.flags_seen.size(); ++i) {
+    EXPECT_TRUE(k_.flags_seen[i] & MSG_DONTWAIT) << "continuation read " << i << " may block";
   }
-  EXPECT_EQ("def", Recv(k, 3, &n, &info));
+  EXPECT_EQ("def", Recv(3));
 }
 
-TEST(KtlsRecvTest, HandshakeMessageSplitAcrossRecordsWaitsForTheRest) {
-  FakeKtlsKernel k;
+TEST_F(KtlsRecvTest, HandshakeMessageSplitAcrossRecordsWaitsForTheRest) {
   Bytes ticket = Ticket(300);
-  k.PushRecord(kRecordHandshake, Bytes(ticket.begin(), ticket.begin() + 100));
-  k.PushLater(kRecordHandshake, Bytes(ticket.begin() + 100, ticket.end()));
-  k.PushLater(kRecordApplicationData, Text("data"));
-  ktls_record_info info;
-  ssize_t n;
-  EXPECT_EQ("data", Recv(k, 4096, &n, &info));
-  EXPECT_EQ(1u, info.skipped_records);
-  EXPECT_GE(k.poll_calls, 1);
+  k_.PushRecord(kRecordHandshake, Bytes(ticket.begin(), ticket.begin() + 100));
+  k_.PushLater(kRecordHandshake, Bytes(ticket.begin() + 100, ticket.end()));
+  k_.PushLater(kRecordApplicationData, Text("data"));
+  EXPECT_EQ("data", Recv(4096));
+  EXPECT_EQ(1u, info_.skipped_records);
+  EXPECT_GE(k_.poll_calls, 1);
 }
 
-TEST(KtlsRecvTest, HandshakeMessageThatNeverCompletesTimesOut) {
-  FakeKtlsKernel k;
-  k.PushRecord(kRecordHandshake, Bytes{kHandshakeNewSessionTicket, 0, 1, 0, 9});
-  ktls_record_info info;
-  ssize_t n;
-  Recv(k, 4096, &n, &info);
-  EXPECT_EQ(-1, n);
-  EXPECT_EQ(EPROTO, errno);
-  ASSERT_NE(nullptr, info.error);
-  EXPECT_NE(nullptr, std::strstr(info.error, "timed out"));
+TEST_F(KtlsRecvTest, HandshakeMessageThatNeverCompletesTimesOut) {
+  k_.PushRecord(kRecordHandshake, Bytes{kHandshakeNewSessionTicket, 0, 1, 0, 9});
+  EXPECT_TRUE(RecvFails(4096, EPROTO));
+  ASSERT_NE(nullptr, info_.error);
+  EXPECT_NE(nullptr, std::strstr(info_.error, "timed out"));
 }
 
-TEST(KtlsRecvTest, DataInsideAHandshakeMessageIsAProtocolError) {
-  FakeKtlsKernel k;
-  k.PushRecord(kRecordHandshake, Bytes{kHandshakeNewSessionTicket, 0, 0, 50, 1});
-  k.PushRecord(kRecordApplicationData, Text("interleaved"));
-  ktls_record_info info;
-  ssize_t n;
-  Recv(k, 4096, &n, &info);
-  EXPECT_EQ(-1, n);
-  EXPECT_EQ(EPROTO, errno);
-  EXPECT_NE(nullptr, std::strstr(info.error, "interleaved"));
+TEST_F(KtlsRecvTest, DataInsideAHandshakeMessageIsAProtocolError) {
+  k_.PushRecord(kRecordHandshake, Bytes{kHandshakeNewSessionTicket, 0, 0, 50, 1});
+  k_.PushRecord(kRecordApplicationData, Text("interleaved"));
+  EXPECT_TRUE(RecvFails(4096, EPROTO));
+  EXPECT_NE(nullptr, std::strstr(info_.error, "interleaved"));
 }
 
-TEST(KtlsRecvTest, PeekSeesDataBehindConsumedControlRecords) {
-  FakeKtlsKernel k;
-  k.PushRecord(kRecordHandshake, Ticket(40));
-  k.PushRecord(kRecordApplicationData, Text("peek me"));
-  ktls_record_info info;
-  ssize_t n;
-  EXPECT_EQ("peek me", Recv(k, 64, &n, &info, MSG_PEEK));
-  EXPECT_EQ(1u, info.skipped_records);
-  EXPECT_EQ("peek me", Recv(k, 64, &n, &info));
-  EXPECT_EQ(0u, info.skipped_records);
+TEST_F(KtlsRecvTest, PeekSeesDataBehindConsumedControlRecords) {
+  k_.PushRecord(kRecordHandshake, Ticket(40));
+  k_.PushRecord(kRecordApplicationData, Text("peek me"));
+  EXPECT_EQ("peek me", Recv(64, MSG_PEEK));
+  EXPECT_EQ(1u, info_.skipped_records);
+  EXPECT_EQ("peek me", Recv(64));
+  EXPECT_EQ(0u, info_.skipped_records);
 }
 
-TEST(KtlsRecvTest, KernelErrorsGetMessages) {
+TEST_F(KtlsRecvTest, KernelErrorsGetMessages) {
   for (int err : {EIO, EBADMSG, EMSGSIZE}) {
-    FakeKtlsKernel k;
-    FakeKtlsKernel::Record r;
-    r.err = err;
-    k.Push(r);
-    ktls_record_info info;
-    ssize_t n;
-    Recv(k, 64, &n, &info);
-    EXPECT_EQ(-1, n);
-    EXPECT_EQ(err, errno);
-    EXPECT_NE(nullptr, info.error) << err;
+    k_.PushError(err);  // consumed by the failing read
+    EXPECT_TRUE(RecvFails(64, err));
+    EXPECT_NE(nullptr, info_.error) << err;
   }
-  FakeKtlsKernel k;
-  FakeKtlsKernel::Record r;
-  r.err = ECONNRESET;  // ordinary socket errors pass through without a TLS message
-  k.Push(r);
-  ktls_record_info info;
-  ssize_t n;
-  Recv(k, 64, &n, &info);
-  EXPECT_EQ(ECONNRESET, errno);
-  EXPECT_EQ(nullptr, info.error);
+  k_.PushError(ECONNRESET);  // ordinary socket errors pass through without a TLS message
+  EXPECT_TRUE(RecvFails(64, ECONNRESET));
+  EXPECT_EQ(nullptr, info_.error);
 }
 
-TEST(KtlsRecvTest, TruncatedControlDataIsAnError) {
-  FakeKtlsKernel k;
+TEST_F(KtlsRecvTest, TruncatedControlDataIsAnError) {
   FakeKtlsKernel::Record r;
   r.bytes = Text("??");
   r.ctrunc_without_type = true;
-  k.Push(r);
-  ktls_record_info info;
-  ssize_t n;
-  Recv(k, 64, &n, &info);
-  EXPECT_EQ(-1, n);
-  EXPECT_EQ(EPROTO, errno);
-  EXPECT_NE(nullptr, std::strstr(info.error, "MSG_CTRUNC"));
+  k_.Push(r);
+  EXPECT_TRUE(RecvFails(64, EPROTO));
+  EXPECT_NE(nullptr, std::strstr(info_.error, "MSG_CTRUNC"));
 }
 
-TEST(KtlsRecvTest, DescriptorsSentAlongAreClosed) {
-  FakeKtlsKernel k;
+TEST_F(KtlsRecvTest, DescriptorsSentAlongAreClosed) {
   FakeKtlsKernel::Record r;
   r.bytes = Text("x");
   r.stray_fd = 1234;
-  k.Push(r);
-  ktls_record_info info;
-  ssize_t n;
-  EXPECT_EQ("x", Recv(k, 64, &n, &info));
-  EXPECT_EQ(std::vector<int>{1234}, k.closed);
+  k_.Push(r);
+  EXPECT_EQ("x", Recv(64));
+  EXPECT_EQ(std::vector<int>{1234}, k_.closed);
 }
 
 // ---- injected kernel behaviour: what the issue lists (EIO, EAGAIN, MSG_CTRUNC, several cmsgs,
 // EKEYEXPIRED), readv, and ktls_shutdown ----
 
-TEST(KtlsRecvTest, KeyUpdateMessageSaysWhetherTheKernelCouldRekey) {
-  FakeKtlsKernel k;
-  k.release = "6.14.2-amd64";
-  k.PushRecord(kRecordHandshake, {kHandshakeKeyUpdate, 0, 0, 1, 0});
-  ktls_record_info info;
-  ssize_t n;
-  Recv(k, 4096, &n, &info);
-  EXPECT_EQ(-1, n);
-  EXPECT_EQ(EKEYEXPIRED, errno);
-  EXPECT_STREQ(kKeyUpdateNoSecretMessage, info.error);
-  EXPECT_EQ(KTLS_RECORD_HANDSHAKE, info.record_type);
+TEST_F(KtlsRecvTest, KeyUpdateMessageSaysWhetherTheKernelCouldRekey) {
+  k_.release = "6.14.2-amd64";
+  k_.PushRecord(kRecordHandshake, {kHandshakeKeyUpdate, 0, 0, 1, 0});
+  EXPECT_TRUE(RecvFails(4096, EKEYEXPIRED));
+  EXPECT_STREQ(kKeyUpdateNoSecretMessage, info_.error);
+  EXPECT_EQ(KTLS_RECORD_HANDSHAKE, info_.record_type);
 }
 
-TEST(KtlsRecvTest, KernelEkeyexpiredAfterAKeyUpdateIsReportedAsSuch) {
+TEST_F(KtlsRecvTest, KernelEkeyexpiredAfterAKeyUpdateIsReportedAsSuch) {
   // 6.14+: once the KeyUpdate record has been read, the kernel pauses RX with EKEYEXPIRED.
-  FakeKtlsKernel k;
-  k.release = "6.14.0";
-  FakeKtlsKernel::Record r;
-  r.err = EKEYEXPIRED;
-  k.Push(r);
-  ktls_record_info info;
-  ssize_t n;
-  Recv(k, 64, &n, &info);
-  EXPECT_EQ(-1, n);
-  EXPECT_EQ(EKEYEXPIRED, errno);
-  EXPECT_STREQ(kKeyUpdateNoSecretMessage, info.error);
+  k_.release = "6.14.0";
+  k_.PushError(EKEYEXPIRED);
+  EXPECT_TRUE(RecvFails(64, EKEYEXPIRED));
+  EXPECT_STREQ(kKeyUpdateNoSecretMessage, info_.error);
 }
 
-TEST(KtlsRecvTest, KernelReleaseParsing) {
+TEST_F(KtlsRecvTest, KernelReleaseParsing) {
   EXPECT_FALSE(KernelReleaseHasRxRekey("6.1.0-56-cloud-amd64"));
   EXPECT_FALSE(KernelReleaseHasRxRekey("6.12.117+deb12-cloud-amd64"));
   EXPECT_FALSE(KernelReleaseHasRxRekey("6.13.9"));
@@ -495,100 +436,74 @@ TEST(KtlsRecvTest, KernelReleaseParsing) {
   EXPECT_STREQ(kKeyUpdateMessage, KeyUpdateMessage(false));
 }
 
-TEST(KtlsRecvTest, EioFromTheKernelIsExplained) {
-  FakeKtlsKernel k;
-  FakeKtlsKernel::Record r;
-  r.err = EIO;
-  k.Push(r);
-  k.PushRecord(kRecordApplicationData, Text("after"));
-  ktls_record_info info;
-  ssize_t n;
-  Recv(k, 64, &n, &info);
-  EXPECT_EQ(-1, n);
-  EXPECT_EQ(EIO, errno);
-  EXPECT_NE(nullptr, std::strstr(info.error, "non-data TLS record"));
+TEST_F(KtlsRecvTest, EioFromTheKernelIsExplained) {
+  k_.PushError(EIO);
+  k_.PushRecord(kRecordApplicationData, Text("after"));
+  EXPECT_TRUE(RecvFails(64, EIO));
+  EXPECT_NE(nullptr, std::strstr(info_.error, "non-data TLS record"));
   // The error is per call: the next read gets the data.
-  EXPECT_EQ("after", Recv(k, 64, &n, &info));
+  EXPECT_EQ("after", Recv(64));
 }
 
-TEST(KtlsRecvTest, EagainPassesThroughWithoutAMessage) {
-  FakeKtlsKernel k;
-  ktls_record_info info;
-  ssize_t n;
-  Recv(k, 64, &n, &info, MSG_DONTWAIT);
-  EXPECT_EQ(-1, n);
-  EXPECT_EQ(EAGAIN, errno);
-  EXPECT_EQ(nullptr, info.error);
-  EXPECT_EQ(0u, info.skipped_records);
+TEST_F(KtlsRecvTest, EagainPassesThroughWithoutAMessage) {
+  EXPECT_TRUE(RecvFails(64, EAGAIN, MSG_DONTWAIT));
+  EXPECT_EQ(nullptr, info_.error);
+  EXPECT_EQ(0u, info_.skipped_records);
 }
 
-TEST(KtlsRecvTest, ReadinessFromATicketAloneGivesEagainAndNoBytes) {
+TEST_F(KtlsRecvTest, ReadinessFromATicketAloneGivesEagainAndNoBytes) {
   // epoll said readable because a NewSessionTicket arrived; the read must not invent data.
-  FakeKtlsKernel k;
-  k.PushRecord(kRecordHandshake, Ticket(200));
+  k_.PushRecord(kRecordHandshake, Ticket(200));
   std::string buf(64, 'Z');
-  ktls_record_info info;
-  EXPECT_EQ(-1, KtlsRecv(k, kFd, buf.data(), buf.size(), MSG_DONTWAIT, &info));
+  EXPECT_EQ(-1, KtlsRecv(k_, kFd, buf.data(), buf.size(), MSG_DONTWAIT, &info_));
   EXPECT_EQ(EAGAIN, errno);
-  EXPECT_EQ(1u, info.skipped_records);
-  EXPECT_EQ(KTLS_RECORD_HANDSHAKE, info.record_type);
+  EXPECT_EQ(1u, info_.skipped_records);
+  EXPECT_EQ(KTLS_RECORD_HANDSHAKE, info_.record_type);
   // The next record is data again, and only its bytes are reported.
-  k.PushRecord(kRecordApplicationData, Text("real"));
-  ssize_t n;
-  EXPECT_EQ("real", Recv(k, 64, &n, &info, MSG_DONTWAIT));
-  EXPECT_EQ(KTLS_RECORD_APPLICATION_DATA, info.record_type);
+  k_.PushRecord(kRecordApplicationData, Text("real"));
+  EXPECT_EQ("real", Recv(64, MSG_DONTWAIT));
+  EXPECT_EQ(KTLS_RECORD_APPLICATION_DATA, info_.record_type);
 }
 
-TEST(KtlsRecvTest, SeveralControlMessagesWithTheRecordTypeSecond) {
-  FakeKtlsKernel k;
+TEST_F(KtlsRecvTest, SeveralControlMessagesWithTheRecordTypeSecond) {
   FakeKtlsKernel::Record r;
   r.type = kRecordAlert;
   r.bytes = {kAlertLevelFatal, 40};
   r.timestamp_first = true;  // SO_TIMESTAMP enabled by the app
-  k.Push(r);
-  ktls_record_info info;
-  ssize_t n;
-  Recv(k, 64, &n, &info);
-  EXPECT_EQ(-1, n);
-  EXPECT_EQ(ECONNRESET, errno);
-  EXPECT_STREQ("handshake_failure", info.alert_name);
+  k_.Push(r);
+  EXPECT_TRUE(RecvFails(64, ECONNRESET));
+  EXPECT_STREQ("handshake_failure", info_.alert_name);
 }
 
-TEST(KtlsRecvTest, CtruncAfterTheRecordTypeArrivedStillReadsTheRecord) {
-  FakeKtlsKernel k;
+TEST_F(KtlsRecvTest, CtruncAfterTheRecordTypeArrivedStillReadsTheRecord) {
   FakeKtlsKernel::Record r;
   r.type = kRecordApplicationData;
   r.bytes = Text("data");
   r.ctrunc_after_type = true;
-  k.Push(r);
-  ktls_record_info info;
-  ssize_t n;
-  EXPECT_EQ("data", Recv(k, 64, &n, &info));
-  EXPECT_TRUE(info.tls_rx);
+  k_.Push(r);
+  EXPECT_EQ("data", Recv(64));
+  EXPECT_TRUE(info_.tls_rx);
 }
 
-TEST(KtlsRecvTest, ReadvScattersDataAndGathersControlRecords) {
-  FakeKtlsKernel k;
+TEST_F(KtlsRecvTest, ReadvScattersDataAndGathersControlRecords) {
   // A ticket split so that it lands across both buffers, then data.
-  k.PushRecord(kRecordHandshake, Ticket(10));
-  k.PushRecord(kRecordApplicationData, Text("0123456789"));
+  k_.PushRecord(kRecordHandshake, Ticket(10));
+  k_.PushRecord(kRecordApplicationData, Text("0123456789"));
   char a[6], b[32];
   iovec iov[2] = {{a, sizeof(a)}, {b, sizeof(b)}};
-  ktls_record_info info;
-  const ssize_t n = KtlsRecvV(k, kFd, iov, 2, 0, &info);
-  ASSERT_EQ(10, n);
+  ASSERT_EQ(10, KtlsRecvV(k_, kFd, iov, 2, 0, &info_));
   EXPECT_EQ("012345", std::string(a, 6));
   EXPECT_EQ("6789", std::string(b, 4));
-  EXPECT_EQ(1u, info.skipped_records);
+  EXPECT_EQ(1u, info_.skipped_records);
 
   // An alert split across the two buffers is still understood.
-  k.PushRecord(kRecordAlert, {kAlertLevelWarning, kAlertCloseNotify});
+  k_.PushRecord(kRecordAlert, {kAlertLevelWarning, kAlertCloseNotify});
   char one[1], two[8];
   iovec small[2] = {{one, 1}, {two, sizeof(two)}};
-  EXPECT_EQ(0, KtlsRecvV(k, kFd, small, 2, 0, &info));
-  EXPECT_STREQ("close_notify", info.alert_name);
+  EXPECT_EQ(0, KtlsRecvV(k_, kFd, small, 2, 0, &info_));
+  EXPECT_STREQ("close_notify", info_.alert_name);
 
-  EXPECT_EQ(-1, KtlsRecvV(k, kFd, nullptr, 1, 0, &info));
+  EXPECT_EQ(-1, KtlsRecvV(k_, kFd, nullptr, 1, 0, &info_));
   EXPECT_EQ(EINVAL, errno);
 }
 
@@ -644,14 +559,7 @@ TEST(KtlsShutdownTest, NoAlertWithoutKtlsTxOrForTheReadSide) {
 
 // ---- the real kernel: relay socketpairs and plain TCP ----
 
-struct StreamPair {
-  int fd[2] = {-1, -1};
-  StreamPair() { EXPECT_EQ(0, socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fd)); }
-  ~StreamPair() {
-    if (fd[0] >= 0) close(fd[0]);
-    if (fd[1] >= 0) close(fd[1]);
-  }
-};
+using ::ktls::client::testing::StreamPair;
 
 TEST(KtlsRecvSocketTest, PlainDataAndEofOnASocketpair) {
   StreamPair p;
@@ -681,20 +589,8 @@ TEST(KtlsRecvSocketTest, DescriptorsSmuggledOverTheRelayAreClosed) {
   StreamPair p;
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   ASSERT_GE(devnull, 0);
-  char data = 'x';
-  iovec iov{&data, 1};
-  alignas(cmsghdr) unsigned char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(c), &devnull, sizeof(int));
-  ASSERT_EQ(1, sendmsg(p.fd[1], &msg, 0));
+  wire::OutgoingMessage one_byte_and_fd("x", devnull);  // SCM_RIGHTS, as an agent would send
+  ASSERT_EQ(1, sendmsg(p.fd[1], one_byte_and_fd.header(), 0));
   close(devnull);
   // The received copy gets the lowest free number, which is devnull's again.
   char buf[8];

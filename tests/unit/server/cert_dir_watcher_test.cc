@@ -15,18 +15,13 @@
 
 #include "server/cert_manager.h"
 #include "tests/unit/agent/test_certs.h"
+#include "tests/unit/temp_dir.h"
 
 namespace ktls {
 namespace {
 
 class CertDirWatcherTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/ktls-watch-test-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-  }
-  void TearDown() override { (void)std::system(("rm -rf '" + dir_ + "'").c_str()); }
-
   void Write(const std::string& rel, const std::string& contents) {
     std::ofstream(dir_ + "/" + rel, std::ios::trunc) << contents;
   }
@@ -71,7 +66,8 @@ class CertDirWatcherTest : public ::testing::Test {
     return false;
   }
 
-  std::string dir_;
+  testing::ScopedTempDir tmp_{"ktls-watch-test"};
+  const std::string dir_ = tmp_.path();
   std::mutex mu_;
   std::vector<Seen> seen_;
 };

@@ -13,8 +13,6 @@
 namespace ktls {
 namespace {
 
-using testcerts::CertSpec;
-using testcerts::MakeCa;
 using testcerts::MakeCert;
 using testcerts::TestCert;
 using ::testing::HasSubstr;
@@ -62,7 +60,7 @@ TEST(CertValidationTest, CertificateNames) {
 }
 
 TEST(CertValidationTest, StageRequestLimitsAndArmor) {
-  const TestCert ca = MakeCa("v CA");
+  const TestCert ca = testcerts::MakeCa("v CA");
   const TestCert c = MakeCert({"leaf", {"leaf.test"}}, &ca);
   CertificateSource r;
   r.name = "ok";
@@ -82,7 +80,7 @@ TEST(CertValidationTest, StageRequestLimitsAndArmor) {
 }
 
 TEST(CertValidationTest, SanCoverageFollowsTheOneLabelWildcardRule) {
-  const TestCert ca = MakeCa("v CA");
+  const TestCert ca = testcerts::MakeCa("v CA");
   const TestCert c = MakeCert({"leaf", {"exact.test", "*.wild.test"}}, &ca);
   std::vector<std::string> warnings;
   const CertificateEntryPtr e = Parse(c);
@@ -97,8 +95,8 @@ TEST(CertValidationTest, SanCoverageFollowsTheOneLabelWildcardRule) {
 }
 
 TEST(CertValidationTest, DatesUsageAndWarnings) {
-  const TestCert ca = MakeCa("v CA");
-  CertSpec soon{"soon", {"soon.test"}};
+  const TestCert ca = testcerts::MakeCa("v CA");
+  testcerts::CertSpec soon{"soon", {"soon.test"}};
   soon.not_after_offset_s = 3 * 86400;
   std::vector<std::string> warnings;
   EXPECT_FALSE(ValidateForServing(*Parse(MakeCert(soon, &ca)), {}, absl::Now(), &warnings).has_value());
@@ -118,7 +116,7 @@ TEST(CertValidationTest, DatesUsageAndWarnings) {
   ASSERT_TRUE(rej.has_value());
   EXPECT_EQ(ValidationFailure::kNotYetValid, rej->reason);
 
-  CertSpec client{"client", {"client.test"}};
+  testcerts::CertSpec client{"client", {"client.test"}};
   client.client_auth = true;
   rej = ValidateForServing(*Parse(MakeCert(client, &ca)), {}, absl::Now(), &warnings);
   ASSERT_TRUE(rej.has_value());
@@ -126,8 +124,8 @@ TEST(CertValidationTest, DatesUsageAndWarnings) {
 }
 
 TEST(CertValidationTest, DescribeShowsEverythingButTheKey) {
-  const TestCert ca = MakeCa("describe CA");
-  CertSpec spec{"describe me", {"d.test"}};
+  const TestCert ca = testcerts::MakeCa("describe CA");
+  testcerts::CertSpec spec{"describe me", {"d.test"}};
   spec.key_kind = testcerts::KeyKind::kRsa2048;
   const TestCert c = MakeCert(spec, &ca);
   v1::Certificate d = DescribeCertificate(*Parse(c));
@@ -144,8 +142,8 @@ TEST(CertValidationTest, DescribeShowsEverythingButTheKey) {
 }
 
 TEST(CertValidationTest, TrustBundlesCheckCrlSignersAndDates) {
-  const TestCert ca = MakeCa("client CA");
-  const TestCert other = MakeCa("other CA");
+  const TestCert ca = testcerts::MakeCa("client CA");
+  const TestCert other = testcerts::MakeCa("other CA");
   std::vector<std::string> warnings;
   v1::TrustBundle d;
   auto check = [&](const std::string& crl) {

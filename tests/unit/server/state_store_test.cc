@@ -12,18 +12,13 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/unit/temp_dir.h"
+
 namespace ktls {
 namespace {
 
 class StateStoreTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/ktls-state-test-XXXXXX";
-    root_ = mkdtemp(tmpl);
-    dir_ = root_ + "/state";
-  }
-  void TearDown() override { (void)std::system(("rm -rf '" + root_ + "'").c_str()); }
-
   static int Mode(const std::string& path) {
     struct stat st {};
     return stat(path.c_str(), &st) == 0 ? static_cast<int>(st.st_mode & 07777) : -1;
@@ -54,8 +49,9 @@ class StateStoreTest : public ::testing::Test {
     return r;
   }
 
-  std::string root_;
-  std::string dir_;
+  testing::ScopedTempDir tmp_{"ktls-state-test"};
+  const std::string root_ = tmp_.path();
+  const std::string dir_ = root_ + "/state";
 };
 
 TEST_F(StateStoreTest, WriteFileAtomicallyReplacesWith0600AndLeavesNoTemporaryFile) {

@@ -24,7 +24,6 @@
 // Lines are "PROBE-<KIND> key=value ... error=<free text to the end of the line>".
 #include <errno.h>
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -41,6 +40,7 @@
 
 #include "base/options.h"
 #include "ktls/ktls_client.hpp"
+#include "tests/integration/support/digest.h"
 
 namespace {
 
@@ -71,27 +71,7 @@ const char* ErrnoName(int err) {
 
 char PatternByte(uint64_t i) { return static_cast<char>((i * 131 + 7) >> 3); }
 
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
-  ~Sha256() { EVP_MD_CTX_free(ctx_); }
-  void Update(const void* p, size_t n) { EVP_DigestUpdate(ctx_, p, n); }
-  std::string Hex() {
-    unsigned char md[32];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx_, md, &len);
-    static const char* hex = "0123456789abcdef";
-    std::string out;
-    for (unsigned i = 0; i < len; ++i) {
-      out.push_back(hex[md[i] >> 4]);
-      out.push_back(hex[md[i] & 15]);
-    }
-    return out;
-  }
-
- private:
-  EVP_MD_CTX* ctx_;
-};
+using ktls::testing::Sha256;
 
 // The command line of both modes (see the top of the file), on the shared parser.
 struct ProbeOptions {
@@ -242,7 +222,7 @@ class LineSession {
       in_.erase(0, take);
       got += take;
     }
-    *hex = sha.Hex();
+    *hex = sha.FinalHex();
     return got == count;
   }
 
@@ -362,8 +342,8 @@ class TransferLoop {
         break;
       }
     }
-    t_.sent_sha = sent_sha_.Hex();
-    t_.recv_sha = recv_sha_.Hex();
+    t_.sent_sha = sent_sha_.FinalHex();
+    t_.recv_sha = recv_sha_.FinalHex();
     return t_;
   }
 
