@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-namespace ktls {
+namespace ktls::agent {
 
 const char* HandoffOutcomeName(HandoffOutcome o) {
   switch (o) {
@@ -71,4 +71,4 @@ std::vector<HandoffRecord> ActivityLog::RecentHandoffs(uint64_t before, size_t l
   return out;
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -22,7 +22,7 @@
 #include "absl/time/time.h"
 #include "ktls/v1/handoff.pb.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 struct LiveHandshake {
   uint64_t id = 0;
@@ -81,6 +81,6 @@ class ActivityLog {
   uint64_t next_sequence_ ABSL_GUARDED_BY(ring_mu_) = 1;
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_ACTIVITY_H_

@@ -10,7 +10,7 @@
 #include "agent/listener.h"
 #include "agent/log.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 absl::StatusOr<HandoffBrokerOptions> BrokerOptionsFromConfig(const v1::AgentConfig& c) {
@@ -220,4 +220,4 @@ void Agent::Stop() {
   if (broker_) broker_->Stop();
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

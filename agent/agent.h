@@ -1,5 +1,5 @@
 // The data plane assembled: kernel probe, certificates, TLS context, handoff broker and workers,
-// from one AgentConfig. The daemon's entry point (agent/daemon/) adds the control plane.
+// from one AgentConfig. The daemon's entry point (server/daemon/main.cc, the composition root) adds the control plane.
 #ifndef KTLS_AGENT_AGENT_H_
 #define KTLS_AGENT_AGENT_H_
 
@@ -22,7 +22,7 @@
 #include "agent/worker.h"
 #include "ktls/v1/config.pb.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 inline constexpr char kAgentVersion[] = "0.1.0";
 
@@ -78,6 +78,6 @@ class Agent {
   std::atomic<uint64_t> next_connection_id_{1};
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_AGENT_H_

@@ -29,7 +29,7 @@
 #include "absl/strings/string_view.h"
 #include "agent/pem.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 // Overwrites every byte the string owns, including spare capacity that earlier edits may have
@@ -463,4 +463,4 @@ uint64_t CertStore::generation() const {
   return generation_;
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -24,7 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/openssl_ptr.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 // Input for one certificate. key_pem is secret: CertificateSet::Create wipes it
 // (OPENSSL_cleanse) after parsing, whatever the outcome.
@@ -161,6 +161,6 @@ class CertStore {
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 1;
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_CERT_STORE_H_

@@ -7,7 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 // Feeds the DER encoding of an object into the digest.
@@ -108,4 +108,4 @@ absl::StatusOr<std::shared_ptr<const TrustBundle>> TrustBundle::Create(std::stri
   return std::shared_ptr<const TrustBundle>(std::move(bundle));
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -21,7 +21,7 @@
 #include "agent/openssl_ptr.h"
 #include "agent/pem.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 struct TrustBundle {
   X509StorePtr store;         // CAs and CRLs; CRL checking (leaf) is on when there are CRLs
@@ -40,6 +40,6 @@ struct TrustBundle {
                                                                    bool require_client_cert);
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_CLIENT_TRUST_H_

@@ -7,7 +7,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 const char* DefaultConfigText() {
   return R"pb(
@@ -133,4 +133,4 @@ absl::Status ValidateConfig(const v1::AgentConfig& c) {
   return absl::OkStatus();
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -7,7 +7,7 @@
 #include "absl/status/statusor.h"
 #include "ktls/v1/config.pb.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 // The embedded default configuration (what runs with no --config): one listener on
 // 127.0.0.1:8443, the handoff socket /run/ktls/handoff.sock, offload=preferred, an in-memory
@@ -24,6 +24,6 @@ void ApplyDefaults(v1::AgentConfig* config);
 // Checks ranges and consistency; messages name the field.
 absl::Status ValidateConfig(const v1::AgentConfig& config);
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_CONFIG_H_

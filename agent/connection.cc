@@ -4,7 +4,7 @@
 #include "agent/ktls_crypto_info.h"
 #include "agent/log.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 Connection::Connection(DataPlaneContext& ctx, UniqueFd fd, std::string listener,
                        const sockaddr_storage& peer, absl::Time deadline)
@@ -134,4 +134,4 @@ void Connection::OnHandshakeDone() {
   Finish();
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -28,7 +28,7 @@
 #include "agent/tls_session.h"
 #include "agent/unique_fd.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 class Connection final : public EventHandler, private TlsSessionOwner {
  public:
@@ -75,6 +75,6 @@ class Connection final : public EventHandler, private TlsSessionOwner {
   std::optional<TlsSession> session_;
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_CONNECTION_H_

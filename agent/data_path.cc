@@ -12,7 +12,7 @@
 #include "agent/log.h"
 #include "agent/relay.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 std::string ErrnoText(int err) {
@@ -171,4 +171,4 @@ void FillSessionInfo(SysCalls& sys, SSL* ssl, int fd, const sockaddr_storage& pe
   info->set_resumed(SSL_session_reused(ssl) == 1);
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -34,7 +34,7 @@
 #include "agent/unique_fd.h"
 #include "ktls/v1/handoff.pb.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 // What a worker (or the dialer) shares with its connections and relays. Everything here is
 // either immutable, thread-safe, or owned by the loop's thread.
@@ -101,6 +101,6 @@ void FillPeerIdentityFromSsl(SSL* ssl, v1::PeerIdentity* id);
 void FillSessionInfo(SysCalls& sys, SSL* ssl, int fd, const sockaddr_storage& peer,
                      const OffloadDecision& decision, v1::ConnectionInfo* info);
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_DATA_PATH_H_

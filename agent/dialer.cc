@@ -19,7 +19,7 @@
 #include "agent/log.h"
 #include "agent/socket_bio.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 constexpr size_t kMaxInitialData = 32 * 1024;  // wire::kMaxInitialDataBytes
@@ -592,4 +592,4 @@ void Dialer::OnTick(absl::Time now) {
   for (Outbound* o : outbound) o->OnTick(now);
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

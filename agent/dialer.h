@@ -38,7 +38,7 @@
 #include "agent/unique_fd.h"
 #include "ktls/v1/handoff.pb.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 struct DialerOptions {
   OffloadPolicy policy = OffloadPolicy::kPreferred;
@@ -108,6 +108,6 @@ class Dialer {
   std::shared_ptr<Mailbox> mailbox_ = std::make_shared<Mailbox>();
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_DIALER_H_

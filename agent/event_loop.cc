@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/log.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 // Drains the eventfd that Post() and Stop() write to.
 class EventLoop::Waker final : public EventHandler {
@@ -126,4 +126,4 @@ void EventLoop::Run() {
   deferred_.clear();
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

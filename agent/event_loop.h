@@ -26,7 +26,7 @@
 #include "agent/syscalls.h"
 #include "agent/unique_fd.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 class EventHandler {
  public:
@@ -77,6 +77,6 @@ class EventLoop {
   absl::Time next_tick_ = absl::InfinitePast();
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_EVENT_LOOP_H_

@@ -22,7 +22,7 @@
 #define SOL_TLS 282
 #endif
 
-namespace ktls {
+namespace ktls::agent {
 
 class HandoffBroker::Listener final : public EventHandler {
  public:
@@ -687,4 +687,4 @@ HandoffBroker::LatencySnapshot HandoffBroker::Latency() const {
   return latency_;
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

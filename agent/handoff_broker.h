@@ -46,7 +46,7 @@
 #include "agent/unique_fd.h"
 #include "ktls/v1/handoff.pb.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 struct HandoffBrokerOptions {
   std::string socket_path;
@@ -166,6 +166,6 @@ class HandoffBroker {
   LatencySnapshot latency_ ABSL_GUARDED_BY(latency_mu_);
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_HANDOFF_BROKER_H_

@@ -11,7 +11,7 @@
 #include <memory>
 #include <vector>
 
-namespace ktls {
+namespace ktls::agent {
 
 class Histogram {
  public:
@@ -53,6 +53,6 @@ class Histogram {
   std::atomic<double> sum_{0};
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_HISTOGRAM_H_

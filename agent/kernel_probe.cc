@@ -29,7 +29,7 @@
 #define SOL_TLS 282  // include/linux/socket.h; glibc's headers may lack it
 #endif
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 // Debian's Abseil is built with its own absl::string_view (ABSL_OPTION_USE_STD_STRING_VIEW 0),
@@ -328,4 +328,4 @@ KernelProbeResult ProbeKernel(SysCalls& sys) {
   return result;
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

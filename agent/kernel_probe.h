@@ -14,7 +14,7 @@
 #include "agent/ktls_crypto_info.h"
 #include "agent/syscalls.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 struct ProbeCell {
   TlsVersion version;
@@ -51,6 +51,6 @@ KernelProbeResult ProbeKernel(SysCalls& sys);
 //   ("rx", EINVAL)       -> "kernel rejected the cipher or version (SOL_TLS TLS_RX: EINVAL)"
 std::string DescribeKtlsErrno(std::string_view step, int err);
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_KERNEL_PROBE_H_

@@ -22,7 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/openssl_ptr.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 // Debian's Abseil is built with its own absl::string_view (ABSL_OPTION_USE_STD_STRING_VIEW 0),
@@ -323,4 +323,4 @@ absl::Status Tls13ExpandLabel(std::string_view digest, absl::Span<const uint8_t>
   return absl::OkStatus();
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

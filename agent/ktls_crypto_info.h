@@ -17,7 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 // Which way a key protects data. Carried by CryptoInfo so RX parameters cannot be installed as
 // TX (fizz tags its parameters the same way).
@@ -86,6 +86,6 @@ class CryptoInfo {
 absl::Status Tls13ExpandLabel(std::string_view digest, absl::Span<const uint8_t> secret,
                               std::string_view label, absl::Span<uint8_t> out);
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_KTLS_CRYPTO_INFO_H_

@@ -12,7 +12,7 @@
 #define SOL_TLS 282
 #endif
 
-namespace ktls {
+namespace ktls::agent {
 
 absl::string_view OffloadPolicyName(OffloadPolicy p) {
   switch (p) {
@@ -154,4 +154,4 @@ void ReleaseSslAfterHandoff(SslPtr ssl) {
   ssl.reset();
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -22,7 +22,7 @@
 #include "agent/syscalls.h"
 #include "agent/tls_context.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 enum class OffloadPolicy { kPreferred, kRequired, kOff };
 absl::string_view OffloadPolicyName(OffloadPolicy p);
@@ -61,6 +61,6 @@ void ReleaseSslAfterHandoff(SslPtr ssl);
 // time the kernel's setsockopts took (ktls_install_duration, sockets whose TCP_ULP succeeded).
 void CountKtlsInstall(AgentStats& stats, SSL* ssl);
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_KTLS_INSTALLER_H_

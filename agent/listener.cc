@@ -9,7 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 std::string ListenAddress::ToString() const {
   std::string a;
@@ -119,4 +119,4 @@ void FormatSockaddr(const sockaddr* sa, std::string* address, uint32_t* port) {
   *address = buf;
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

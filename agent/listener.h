@@ -12,7 +12,7 @@
 #include "agent/syscalls.h"
 #include "agent/unique_fd.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 struct ListenAddress {
   std::string name;  // listener name for logs and ConnectionInfo.listener
@@ -37,6 +37,6 @@ uint16_t BoundPort(SysCalls& sys, int fd);
 // Numeric address and port of a sockaddr.
 void FormatSockaddr(const sockaddr* sa, std::string* address, uint32_t* port);
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_LISTENER_H_

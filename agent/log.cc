@@ -12,7 +12,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
@@ -66,4 +66,4 @@ void LogWarningOncePerKey(absl::string_view key, absl::string_view message) {
   LogLine(LogLevel::kWarning, absl::StrCat(message, " (further occurrences are counted, not logged)"));
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

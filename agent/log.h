@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 
@@ -22,12 +22,12 @@ void LogLine(LogLevel level, absl::string_view message);
 // their counters carry the volume.
 void LogWarningOncePerKey(absl::string_view key, absl::string_view message);
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #define KTLS_LOG(level, ...)                                                        \
   do {                                                                              \
-    if (::ktls::LogLevel::level >= ::ktls::GetLogLevel())                          \
-      ::ktls::LogLine(::ktls::LogLevel::level, ::absl::StrCat(__VA_ARGS__));        \
+    if (::ktls::agent::LogLevel::level >= ::ktls::agent::GetLogLevel())                          \
+      ::ktls::agent::LogLine(::ktls::agent::LogLevel::level, ::absl::StrCat(__VA_ARGS__));        \
   } while (0)
 
 #endif  // KTLS_AGENT_LOG_H_

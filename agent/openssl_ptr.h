@@ -14,7 +14,7 @@
 
 #include <memory>
 
-namespace ktls {
+namespace ktls::agent {
 
 template <auto Fn>
 struct OpenSslDeleter {
@@ -47,6 +47,6 @@ inline void FreeX509NameStack(STACK_OF(X509_NAME) * s) { sk_X509_NAME_pop_free(s
 using X509StackPtr = std::unique_ptr<STACK_OF(X509), OpenSslDeleter<FreeX509Stack>>;
 using X509NameStackPtr = std::unique_ptr<STACK_OF(X509_NAME), OpenSslDeleter<FreeX509NameStack>>;
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_OPENSSL_PTR_H_

@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 absl::StatusOr<PeerCredentials> GetPeerCredentials(SysCalls& sys, int fd) {
   ucred cred{};
@@ -82,4 +82,4 @@ std::string SubscriberPolicy::Describe() const {
                       absl::StrJoin(gids_, ", "), "]");
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

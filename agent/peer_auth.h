@@ -19,7 +19,7 @@
 #include "absl/strings/string_view.h"
 #include "agent/syscalls.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 // The identity the kernel recorded for a Unix socket peer when it connected.
 struct PeerCredentials {
@@ -58,6 +58,6 @@ class SubscriberPolicy {
   std::vector<gid_t> gids_;
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_PEER_AUTH_H_

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/file.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 // A password callback that refuses: without it OpenSSL would prompt on the terminal for an
@@ -93,4 +93,4 @@ absl::StatusOr<EvpPkeyPtr> ParsePemPrivateKey(std::string_view pem) {
   return key;
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -19,7 +19,7 @@
 #include "absl/strings/string_view.h"
 #include "agent/openssl_ptr.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 using X509CrlPtr = std::unique_ptr<X509_CRL, OpenSslDeleter<X509_CRL_free>>;
 
@@ -50,6 +50,6 @@ absl::StatusOr<std::vector<X509CrlPtr>> ParsePemCrls(std::string_view pem, int* 
 // OpenSSL's reason, never anything from the key bytes.
 absl::StatusOr<EvpPkeyPtr> ParsePemPrivateKey(std::string_view pem);
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_PEM_H_

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/log.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 char* RelayBuffer::tail(size_t* len) {
   if (data_ == nullptr) data_ = std::make_unique_for_overwrite<char[]>(capacity_);
@@ -292,4 +292,4 @@ void RelaySession::Close(bool error, absl::string_view why) {
   ctx_.on_finished(this);
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

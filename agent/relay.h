@@ -19,7 +19,7 @@
 #include "agent/tls_context.h"
 #include "agent/unique_fd.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 // A fixed-capacity byte FIFO.
 // The memory is allocated when first written to and never zero-filled: a relayed
@@ -92,6 +92,6 @@ class RelaySession final : public EventHandler {
   uint32_t app_armed_ = 0;
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_RELAY_H_

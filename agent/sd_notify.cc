@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/unique_fd.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 absl::Status SdNotify(SysCalls& sys, absl::string_view notify_socket, absl::string_view state) {
   if (notify_socket.empty()) return absl::OkStatus();
@@ -54,4 +54,4 @@ absl::Status SdNotifyFromEnv(SysCalls& sys, absl::string_view state) {
   return SdNotify(sys, env == nullptr ? "" : env, state);
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -12,7 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "agent/syscalls.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 // Sends `state` (newline-separated assignments) to `notify_socket`: a filesystem path, or an
 // abstract socket name starting with '@'. Empty `notify_socket`: nothing to do, OkStatus.
@@ -22,6 +22,6 @@ absl::Status SdNotify(SysCalls& sys, absl::string_view notify_socket, absl::stri
 // SdNotify to getenv("NOTIFY_SOCKET").
 absl::Status SdNotifyFromEnv(SysCalls& sys, absl::string_view state);
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_SD_NOTIFY_H_

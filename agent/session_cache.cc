@@ -1,6 +1,6 @@
 #include "agent/session_cache.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 void SessionCache::Put(const std::string& key, SSL_SESSION* session) {
   if (session == nullptr || !SSL_SESSION_is_resumable(session)) return;
@@ -45,4 +45,4 @@ size_t SessionCache::upstreams() const {
   return map_.size();
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

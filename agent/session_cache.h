@@ -19,7 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/openssl_ptr.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 using SslSessionPtr = std::unique_ptr<SSL_SESSION, OpenSslDeleter<SSL_SESSION_free>>;
 
@@ -47,6 +47,6 @@ class SessionCache {
   const size_t per_upstream_;
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_SESSION_CACHE_H_

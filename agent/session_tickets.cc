@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 SessionTicketKey::~SessionTicketKey() {
   OPENSSL_cleanse(hmac_key.data(), hmac_key.size());
@@ -95,4 +95,4 @@ std::vector<std::string> SessionTicketKeys::Serialize() const {
   return out;
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -22,7 +22,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 struct SessionTicketKey {
   std::array<unsigned char, 16> name{};
@@ -60,6 +60,6 @@ class SessionTicketKeys {
   std::vector<SessionTicketKey> keys_;
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_SESSION_TICKETS_H_

@@ -16,7 +16,7 @@
 #define SOL_TLS 282
 #endif
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 // OpenSSL's private BIO controls for kTLS (include/internal/bio.h). They are part of the contract
@@ -326,4 +326,4 @@ bool EnsureUlp(BIO* bio) {
   return d != nullptr && SetUlp(d);
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -16,7 +16,7 @@
 #include "agent/openssl_ptr.h"
 #include "agent/syscalls.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 // What happened to kTLS on this BIO's socket. Errnos are those of the failing setsockopt.
 struct SocketBioKtlsState {
@@ -67,6 +67,6 @@ SysResult SendTlsRecord(SysCalls& sys, int fd, uint8_t record_type, const void* 
 // socket can still carry plain TCP, but never another ULP). Records the errno on failure.
 bool EnsureUlp(BIO* bio);
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_SOCKET_BIO_H_

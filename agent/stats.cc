@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 absl::string_view FallbackReasonLabel(FallbackReason r) {
   return EnumLabel(kFallbackReasonLabels, r, "unknown");
@@ -67,4 +67,4 @@ std::string AgentStats::Summary() const {
       " | relay bytes to_app=", v(relay_bytes_to_app), " to_peer=", v(relay_bytes_to_peer));
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -14,7 +14,7 @@
 #include "absl/strings/string_view.h"
 #include "agent/histogram.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 // Each entry carries how /metrics exports it: X(field, family, help, labels...). `field` is the
 // AgentStats member (and the stats RPC's key), `family` the Prometheus family, `help` the family's
@@ -37,13 +37,13 @@ inline constexpr char kRelayBytesHelp[] = "Plaintext bytes relayed, by direction
   X(handshakes_resumed, "ktls_handshakes_resumed_total", "TLS handshakes that resumed a session") \
   X(sni_unmatched, "ktls_sni_unmatched_total",                                                  \
     "handshakes whose SNI matched no certificate (default served)")                             \
-  X(ktls_tx_installed, "ktls_kernel_tls_installs_total", kKtlsInstallsHelp,                     \
+  X(ktls_tx_installed, "ktls_kernel_tls_installs_total", ::ktls::agent::kKtlsInstallsHelp,                     \
     {"direction", "tx"}, {"result", "ok"})                                                      \
-  X(ktls_tx_failed, "ktls_kernel_tls_installs_total", kKtlsInstallsHelp,                        \
+  X(ktls_tx_failed, "ktls_kernel_tls_installs_total", ::ktls::agent::kKtlsInstallsHelp,                        \
     {"direction", "tx"}, {"result", "failed"})                                                  \
-  X(ktls_rx_installed, "ktls_kernel_tls_installs_total", kKtlsInstallsHelp,                     \
+  X(ktls_rx_installed, "ktls_kernel_tls_installs_total", ::ktls::agent::kKtlsInstallsHelp,                     \
     {"direction", "rx"}, {"result", "ok"})                                                      \
-  X(ktls_rx_failed, "ktls_kernel_tls_installs_total", kKtlsInstallsHelp,                        \
+  X(ktls_rx_failed, "ktls_kernel_tls_installs_total", ::ktls::agent::kKtlsInstallsHelp,                        \
     {"direction", "rx"}, {"result", "failed"})                                                  \
   X(offload_ktls, "ktls_offload_ktls_total", "connections handed off with kTLS TX and RX")      \
   X(offload_relay, "ktls_offload_relay_total",                                                  \
@@ -67,8 +67,8 @@ inline constexpr char kRelayBytesHelp[] = "Plaintext bytes relayed, by direction
     "app connections refused: max_app_connections reached")                                     \
   X(app_subscribe_timeouts, "ktls_app_subscribe_timeouts_total",                                \
     "app connections closed for not subscribing in time")                                       \
-  X(relay_bytes_to_app, "ktls_relay_bytes_total", kRelayBytesHelp, {"direction", "to_app"})     \
-  X(relay_bytes_to_peer, "ktls_relay_bytes_total", kRelayBytesHelp, {"direction", "to_peer"})   \
+  X(relay_bytes_to_app, "ktls_relay_bytes_total", ::ktls::agent::kRelayBytesHelp, {"direction", "to_app"})     \
+  X(relay_bytes_to_peer, "ktls_relay_bytes_total", ::ktls::agent::kRelayBytesHelp, {"direction", "to_peer"})   \
   X(relay_closed, "ktls_relay_closed_total", "relayed connections finished")                    \
   X(relay_errors, "ktls_relay_errors_total", "relayed connections ended by an error")           \
   X(dials_started, "ktls_dials_started_total", "outbound dials requested by apps")              \
@@ -91,18 +91,18 @@ inline constexpr char kRelayBytesHelp[] = "Plaintext bytes relayed, by direction
 // Counters kept per value of a small enum (declared below), one sample each, labeled by
 // MetricLabelsOf(enum value). X(field, enum, family, help)
 #define KTLS_AGENT_COUNTER_ARRAYS(X)                                                          \
-  X(fallbacks, FallbackReason, "ktls_fallbacks_total",                                        \
+  X(fallbacks, ::ktls::agent::FallbackReason, "ktls_fallbacks_total",                                        \
     "Connections relayed in userspace instead of kTLS, by reason")                            \
-  X(handshake_failures, HandshakeFailureReason, "ktls_handshakes_failed_total",               \
+  X(handshake_failures, ::ktls::agent::HandshakeFailureReason, "ktls_handshakes_failed_total",               \
     "TLS handshakes that failed, by reason (timeout included)")                               \
-  X(connections_by_suite, TlsSuite, "ktls_handshakes_completed_total",                        \
+  X(connections_by_suite, ::ktls::agent::TlsSuite, "ktls_handshakes_completed_total",                        \
     "TLS handshakes completed, by protocol version and cipher suite")
 
 // X(field, bucket upper bounds, family, help)
 #define KTLS_AGENT_HISTOGRAMS(X)                                                              \
-  X(handshake_duration, HandshakeDurationBuckets(), "ktls_handshake_duration_seconds",        \
+  X(handshake_duration, ::ktls::agent::HandshakeDurationBuckets(), "ktls_handshake_duration_seconds",        \
     "TLS handshake duration, accept to Finished")                                             \
-  X(ktls_install_duration, KtlsInstallDurationBuckets(), "ktls_install_duration_seconds",     \
+  X(ktls_install_duration, ::ktls::agent::KtlsInstallDurationBuckets(), "ktls_install_duration_seconds",     \
     "Time in the kernel's kTLS setsockopts (TCP_ULP, TLS_TX, TLS_RX) per connection that "    \
     "reached the kernel's TLS code")
 
@@ -234,6 +234,6 @@ inline void Inc(std::atomic<uint64_t>& c, uint64_t n = 1) {
 }
 inline void Add(std::atomic<int64_t>& g, int64_t n) { g.fetch_add(n, std::memory_order_relaxed); }
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_STATS_H_

@@ -8,7 +8,7 @@
 
 #include <cerrno>
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 // Captures errno immediately after the call.
@@ -86,4 +86,4 @@ SysCalls& RealSysCalls() {
   return *kInstance;
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -17,7 +17,7 @@
 
 #include "base/unique_fd.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 struct SysResult {
   ssize_t rc = -1;
@@ -66,6 +66,6 @@ class SysCalls : public base::FdCloser {
 // The real kernel. Stateless; one instance serves every thread.
 SysCalls& RealSysCalls();
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_SYSCALLS_H_

@@ -23,7 +23,7 @@
 #include "agent/ktls_crypto_info.h"
 #include "agent/pem.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 constexpr char kDefaultTls12Ciphers[] =
@@ -492,4 +492,4 @@ std::shared_ptr<const SessionTicketKeys> TlsContext::ticket_keys() const {
   return tickets_->Get();
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -18,7 +18,7 @@
 #include "agent/openssl_ptr.h"
 #include "agent/session_tickets.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 struct TlsOptions {
   TlsVersion min_version = TlsVersion::kTls12;
@@ -93,6 +93,6 @@ class TlsContext {
   // so an SSL that outlives this object (it holds a reference on the SSL_CTX) stays safe.
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_TLS_CONTEXT_H_

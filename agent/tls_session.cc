@@ -10,7 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/socket_bio.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 std::string DrainOpenSslErrors(absl::string_view fallback) {
   unsigned long e = ERR_get_error();
@@ -228,4 +228,4 @@ void TlsSession::Unregister() {
   if (fd_.valid()) loop_.Remove(fd_.get());
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -38,7 +38,7 @@
 #include "agent/syscalls.h"
 #include "agent/unique_fd.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 // Which side of the handshake the agent plays.
 enum class TlsRole { kAccept, kConnect };
@@ -163,6 +163,6 @@ class TlsSession {
   bool registered_ = false;
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_TLS_SESSION_H_

@@ -6,10 +6,10 @@
 #include "agent/syscalls.h"
 #include "base/unique_fd.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 using UniqueFd = base::UniqueFd;
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_UNIQUE_FD_H_

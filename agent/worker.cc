@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/log.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 class Worker::ListenSocket final : public EventHandler {
  public:
@@ -158,4 +158,4 @@ void Worker::OnTick(absl::Time now) {
   UpdateAccepting();
 }
 
-}  // namespace ktls
+}  // namespace ktls::agent

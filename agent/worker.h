@@ -19,7 +19,7 @@
 #include "agent/connection.h"
 #include "agent/listener.h"
 
-namespace ktls {
+namespace ktls::agent {
 
 struct WorkerOptions {
   int index = 0;
@@ -65,6 +65,6 @@ class Worker {
   std::thread thread_;
 };
 
-}  // namespace ktls
+}  // namespace ktls::agent
 
 #endif  // KTLS_AGENT_WORKER_H_

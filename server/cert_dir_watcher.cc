@@ -21,7 +21,7 @@
 #include "server/secrets.h"
 #include "server/state_store.h"
 
-namespace ktls {
+namespace ktls::control {
 namespace {
 
 constexpr size_t kMaxFileBytes = 1 << 20;
@@ -36,7 +36,7 @@ std::string Basename(std::string path) {
 }
 
 std::string Digest(const std::string& a, const std::string& b) {
-  EvpMdCtxPtr ctx(EVP_MD_CTX_new());
+  agent::EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   if (ctx == nullptr || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1 ||
@@ -244,7 +244,7 @@ uint64_t CertDirWatcher::scans() const {
 
 CertDirWatcher::Callback CommitThrough(CertManager& certs) {
   return [&certs](WatchedCertificate& c) {
-    CertificateSource source;
+    agent::CertificateSource source;
     source.name = c.name;
     source.chain_pem = c.chain_pem;
     source.key_pem.swap(c.key_pem);  // Apply wipes it
@@ -257,4 +257,4 @@ CertDirWatcher::Callback CommitThrough(CertManager& certs) {
   };
 }
 
-}  // namespace ktls
+}  // namespace ktls::control

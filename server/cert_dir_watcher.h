@@ -36,7 +36,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
-namespace ktls {
+namespace ktls::control {
 
 struct WatchedCertificate {
   std::string dir;
@@ -111,6 +111,6 @@ class CertDirWatcher {
 // "cert_dir") and reports a rejected one (RELOAD_FAILED event). `certs` must outlive the watcher.
 CertDirWatcher::Callback CommitThrough(CertManager& certs);
 
-}  // namespace ktls
+}  // namespace ktls::control
 
 #endif  // KTLS_SERVER_CERT_DIR_WATCHER_H_

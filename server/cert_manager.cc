@@ -15,7 +15,7 @@
 #include "server/cert_validation.h"
 #include "server/secrets.h"
 
-namespace ktls {
+namespace ktls::control {
 namespace {
 
 constexpr char kDevelopment[] = "development";
@@ -23,8 +23,8 @@ constexpr char kDevelopment[] = "development";
 std::string SourceName(ReloadSource s) { return std::string(ReloadSourceLabel(s)); }
 
 // The chain as PEM (leaf first): what the state file keeps.
-absl::StatusOr<std::string> ChainPem(const CertificateEntry& e) {
-  BioPtr mem(BIO_new(BIO_s_mem()));
+absl::StatusOr<std::string> ChainPem(const agent::CertificateEntry& e) {
+  agent::BioPtr mem(BIO_new(BIO_s_mem()));
   if (mem == nullptr || PEM_write_bio_X509(mem.get(), e.leaf.get()) != 1) {
     ERR_clear_error();
     return absl::InternalError("cannot encode the certificate");
@@ -43,7 +43,7 @@ absl::StatusOr<std::string> ChainPem(const CertificateEntry& e) {
 // The private key as unencrypted PKCS#8 PEM into `out` (secret). The BIO is a secure-memory
 // BIO: its buffer is cleared when freed.
 absl::Status KeyPem(EVP_PKEY* key, std::string* out) {
-  BioPtr mem(BIO_new(BIO_s_secmem()));
+  agent::BioPtr mem(BIO_new(BIO_s_secmem()));
   if (mem == nullptr ||
       PEM_write_bio_PrivateKey(mem.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
     ERR_clear_error();
@@ -129,7 +129,7 @@ void CertificateEventQueue::Close() {
 }
 
 // ---------------------------------------------------------------------------------------------
-CertManager::CertManager(CertStore& store, StateStore* state, ControlMetrics& metrics,
+CertManager::CertManager(agent::CertStore& store, StateStore* state, ControlMetrics& metrics,
                          Options options)
     : store_(store), state_(state), metrics_(metrics), options_(options) {}
 
@@ -162,13 +162,13 @@ absl::Status CertManager::CheckGeneration(uint64_t expected) const {
 
 void CertManager::Initialize(StateStore::Loaded& loaded, std::vector<StateStore::Issue>* issues) {
   absl::MutexLock lock(&mu_);
-  const std::shared_ptr<const CertificateSet> initial = store_.Current();
+  const std::shared_ptr<const agent::CertificateSet> initial = store_.Current();
   const absl::Time now = absl::Now();
-  for (const CertificateEntryPtr& e : initial->shared_entries()) {
+  for (const agent::CertificateEntryPtr& e : initial->shared_entries()) {
     committed_.push_back(
         CommittedCertificate{e, initial->is_development() ? kDevelopment : "config", 0, now});
   }
-  if (const CertificateEntry* d = initial->default_entry()) default_name_ = d->name;
+  if (const agent::CertificateEntry* d = initial->default_entry()) default_name_ = d->name;
   uint64_t generation = std::max<uint64_t>(1, loaded.meta.certificate_generation());
   if (!LoadRecords(loaded, issues, &generation)) {
     store_.Restore(initial, generation);
@@ -199,12 +199,12 @@ bool CertManager::LoadRecords(StateStore::Loaded& loaded, std::vector<StateStore
   bool changed = false;
   for (v1::state::CertificateRecord& record : loaded.certificates) {
     const std::string path = state_ != nullptr ? state_->CertificatePath(record.name()) : "";
-    CertificateSource source;
+    agent::CertificateSource source;
     source.name = record.name();
     source.chain_pem = record.cert_chain_pem();
     source.key_pem.swap(*record.mutable_private_key_pem());  // wiped by ParseCertificate
     source.server_names.assign(record.server_names().begin(), record.server_names().end());
-    absl::StatusOr<CertificateEntryPtr> entry = ParseCertificate(source);
+    absl::StatusOr<agent::CertificateEntryPtr> entry = agent::ParseCertificate(source);
     absl::Status s = entry.ok() ? ValidateCertificateName(record.name()) : entry.status();
     if (!s.ok()) {
       issues->push_back({path, std::string(s.message())});
@@ -233,16 +233,16 @@ bool CertManager::LoadRecords(StateStore::Loaded& loaded, std::vector<StateStore
   return changed;
 }
 
-std::shared_ptr<const CertificateSet> CertManager::BuildInitialSet(
+std::shared_ptr<const agent::CertificateSet> CertManager::BuildInitialSet(
     std::vector<StateStore::Issue>* issues) {
   // Names two records both claim (which only a hand-edited state directory can produce) fail
   // the set: then the later records are dropped one by one until it builds.
   for (;;) {
-    std::vector<CertificateEntryPtr> entries;
+    std::vector<agent::CertificateEntryPtr> entries;
     for (const CommittedCertificate& c : committed_) entries.push_back(c.entry);
     const size_t def = static_cast<size_t>(std::max(0, IndexOf(default_name_)));
-    absl::StatusOr<std::shared_ptr<const CertificateSet>> set =
-        CertificateSet::FromEntries(std::move(entries), def);
+    absl::StatusOr<std::shared_ptr<const agent::CertificateSet>> set =
+        agent::CertificateSet::FromEntries(std::move(entries), def);
     if (set.ok()) return *std::move(set);
     const CommittedCertificate& last = committed_.back();
     issues->push_back({state_ != nullptr ? state_->CertificatePath(last.entry->name) : "",
@@ -292,7 +292,7 @@ absl::Status CertManager::Install(std::vector<CommittedCertificate> next,
   }
   // Only this manager swaps the store, under mu_: the swap below makes exactly this generation.
   const uint64_t new_generation = store_.generation() + 1;
-  std::vector<CertificateEntryPtr> entries;
+  std::vector<agent::CertificateEntryPtr> entries;
   entries.reserve(next.size());
   size_t default_index = 0;
   for (size_t i = 0; i < next.size(); ++i) {
@@ -300,8 +300,8 @@ absl::Status CertManager::Install(std::vector<CommittedCertificate> next,
     if (next[i].entry->name == default_name) default_index = i;
     entries.push_back(next[i].entry);  // shared, not copied
   }
-  absl::StatusOr<std::shared_ptr<const CertificateSet>> set =
-      CertificateSet::FromEntries(std::move(entries), default_index);
+  absl::StatusOr<std::shared_ptr<const agent::CertificateSet>> set =
+      agent::CertificateSet::FromEntries(std::move(entries), default_index);
   if (!set.ok()) {
     return Rejected({ClassifyParseError(set.status()),
                      absl::FailedPreconditionError(set.status().message())});
@@ -337,14 +337,14 @@ void CertManager::Publish(CertificateEvent event) {
   for (auto& w : watchers_) w->Push(event);
 }
 
-absl::StatusOr<StagedCertificate> CertManager::Stage(CertificateSource& certificate,
+absl::StatusOr<StagedCertificate> CertManager::Stage(agent::CertificateSource& certificate,
                                                      ReloadSource source) {
   absl::Cleanup wipe = [&certificate] { WipeAndClear(certificate.key_pem); };
   absl::MutexLock lock(&mu_);
   return StageLocked(certificate, source);
 }
 
-std::optional<Rejection> CertManager::CheckNameConflicts(const CertificateEntry& entry) const {
+std::optional<Rejection> CertManager::CheckNameConflicts(const agent::CertificateEntry& entry) const {
   for (const CommittedCertificate& c : committed_) {
     // The development certificate is dropped by the first real commit: no conflict with it.
     if (c.entry->name == entry.name || c.source == kDevelopment) continue;
@@ -362,7 +362,7 @@ std::optional<Rejection> CertManager::CheckNameConflicts(const CertificateEntry&
   return std::nullopt;
 }
 
-absl::StatusOr<StagedCertificate> CertManager::StageLocked(CertificateSource& certificate,
+absl::StatusOr<StagedCertificate> CertManager::StageLocked(agent::CertificateSource& certificate,
                                                            ReloadSource source) {
   absl::Cleanup wipe = [&certificate] { WipeAndClear(certificate.key_pem); };
   if (std::optional<Rejection> r = CheckStageRequest(certificate)) return Rejected(*r);
@@ -374,7 +374,7 @@ absl::StatusOr<StagedCertificate> CertManager::StageLocked(CertificateSource& ce
   StagedCertificate staged;
   staged.requested_names = certificate.server_names;
   staged.set_default = certificate.is_default;
-  absl::StatusOr<CertificateEntryPtr> parsed = ParseCertificate(certificate);
+  absl::StatusOr<agent::CertificateEntryPtr> parsed = agent::ParseCertificate(certificate);
   if (!parsed.ok()) return Rejected({ClassifyParseError(parsed.status()), parsed.status()});
   staged.entry = *std::move(parsed);
   staged.staged_at = absl::Now();
@@ -484,7 +484,7 @@ absl::Status CertManager::Abort(const std::string& name) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<CertificateChange> CertManager::Apply(CertificateSource& certificate,
+absl::StatusOr<CertificateChange> CertManager::Apply(agent::CertificateSource& certificate,
                                                      uint64_t expected_generation,
                                                      ReloadSource source) {
   absl::Cleanup wipe = [&certificate] { WipeAndClear(certificate.key_pem); };
@@ -642,4 +642,4 @@ std::map<std::string, std::string> CertManager::Sources() const {
   return out;
 }
 
-}  // namespace ktls
+}  // namespace ktls::control

@@ -46,11 +46,11 @@
 #include "server/control_metrics.h"
 #include "server/state_store.h"
 
-namespace ktls {
+namespace ktls::control {
 
 // A certificate being served.
 struct CommittedCertificate {
-  CertificateEntryPtr entry;  // shared with the served CertificateSet
+  agent::CertificateEntryPtr entry;  // shared with the served CertificateSet
   std::string source;         // "api", "config", "state", "cert_dir", "development"
   uint64_t generation = 0;    // the generation that committed it (0: from the configuration)
   absl::Time committed_at;
@@ -61,7 +61,7 @@ struct CommittedCertificate {
 
 // A certificate validated and kept under its name, not served yet.
 struct StagedCertificate {
-  CertificateEntryPtr entry;
+  agent::CertificateEntryPtr entry;
   std::vector<std::string> requested_names;  // as given; empty: the names came from the SANs
   bool set_default = false;
   std::vector<std::string> warnings;
@@ -134,7 +134,7 @@ class CertManager {
     size_t max_certificates = 1000;
     size_t max_staged = 64;
   };
-  CertManager(CertStore& store, StateStore* state, ControlMetrics& metrics, Options options);
+  CertManager(agent::CertStore& store, StateStore* state, ControlMetrics& metrics, Options options);
   ~CertManager();
 
   // Start-up, before the data plane runs: takes the data plane's initial set (from the
@@ -146,12 +146,12 @@ class CertManager {
 
   // `certificate.is_default` asks to make it the default at commit. Its key_pem is wiped (and
   // cleared) on every path.
-  absl::StatusOr<StagedCertificate> Stage(CertificateSource& certificate, ReloadSource source);
+  absl::StatusOr<StagedCertificate> Stage(agent::CertificateSource& certificate, ReloadSource source);
   absl::StatusOr<CertificateChange> Commit(const std::string& name, uint64_t expected_generation,
                                            ReloadSource source);
   absl::Status Abort(const std::string& name);
   // Stage + commit under one lock (no other change can come between).
-  absl::StatusOr<CertificateChange> Apply(CertificateSource& certificate,
+  absl::StatusOr<CertificateChange> Apply(agent::CertificateSource& certificate,
                                           uint64_t expected_generation, ReloadSource source);
   absl::StatusOr<CertificateChange> Delete(const std::string& name, bool force,
                                            uint64_t expected_generation);
@@ -174,7 +174,7 @@ class CertManager {
   std::map<std::string, std::string> Sources() const;
 
  private:
-  absl::StatusOr<StagedCertificate> StageLocked(CertificateSource& certificate,
+  absl::StatusOr<StagedCertificate> StageLocked(agent::CertificateSource& certificate,
                                                 ReloadSource source)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<CertificateChange> CommitLocked(const std::string& name,
@@ -182,14 +182,14 @@ class CertManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckGeneration(uint64_t expected) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The staged entry's names against the other committed certificates'.
-  std::optional<Rejection> CheckNameConflicts(const CertificateEntry& entry) const
+  std::optional<Rejection> CheckNameConflicts(const agent::CertificateEntry& entry) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Initialize: the state directory's records on top of the initial set (raising *generation to
   // the highest record's); true if any was taken.
   bool LoadRecords(StateStore::Loaded& loaded, std::vector<StateStore::Issue>* issues,
                    uint64_t* generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Initialize: the set built from committed_ (records dropped from the end until it builds).
-  std::shared_ptr<const CertificateSet> BuildInitialSet(std::vector<StateStore::Issue>* issues)
+  std::shared_ptr<const agent::CertificateSet> BuildInitialSet(std::vector<StateStore::Issue>* issues)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Builds the data-plane set from `next` (default by name), persists via `persist` with the
   // next generation, swaps, and makes `next` current.
@@ -207,7 +207,7 @@ class CertManager {
   int IndexOf(const std::string& name) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   absl::Status Rejected(const Rejection& r);
 
-  CertStore& store_;
+  agent::CertStore& store_;
   StateStore* state_;  // nullptr: nothing persisted
   ControlMetrics& metrics_;
   const Options options_;
@@ -219,6 +219,6 @@ class CertManager {
   std::vector<std::shared_ptr<CertificateEventQueue>> watchers_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace ktls
+}  // namespace ktls::control
 
 #endif  // KTLS_SERVER_CERT_MANAGER_H_

@@ -16,7 +16,7 @@
 #include "agent/openssl_ptr.h"
 #include "agent/pem.h"
 
-namespace ktls {
+namespace ktls::control {
 namespace {
 
 Rejection Reject(ValidationFailure reason, std::string message) {
@@ -24,7 +24,7 @@ Rejection Reject(ValidationFailure reason, std::string message) {
 }
 
 std::string NameText(const X509_NAME* name) {
-  BioPtr mem(BIO_new(BIO_s_mem()));
+  agent::BioPtr mem(BIO_new(BIO_s_mem()));
   if (mem == nullptr || X509_NAME_print_ex(mem.get(), name, 0, XN_FLAG_RFC2253) < 0) return "";
   char* data = nullptr;
   const long len = BIO_get_mem_data(mem.get(), &data);
@@ -84,7 +84,7 @@ struct Sans {
 
 Sans SubjectAltNames(X509* cert) {
   Sans out;
-  GeneralNamesPtr sans(
+  agent::GeneralNamesPtr sans(
       static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
   ERR_clear_error();
   for (int i = 0; sans != nullptr && i < sk_GENERAL_NAME_num(sans.get()); ++i) {
@@ -159,7 +159,7 @@ absl::Status ValidateCertificateName(const std::string& name) {
   return absl::OkStatus();
 }
 
-std::optional<Rejection> CheckStageRequest(const CertificateSource& r) {
+std::optional<Rejection> CheckStageRequest(const agent::CertificateSource& r) {
   if (absl::Status s = ValidateCertificateName(r.name); !s.ok()) {
     return Rejection{ValidationFailure::kInvalidName, s};
   }
@@ -224,7 +224,7 @@ ValidationFailure ClassifyParseError(const absl::Status& status) {
   return ValidationFailure::kOther;
 }
 
-std::optional<Rejection> ValidateForServing(const CertificateEntry& entry,
+std::optional<Rejection> ValidateForServing(const agent::CertificateEntry& entry,
                                             const std::vector<std::string>& requested_names,
                                             absl::Time now, std::vector<std::string>* warnings) {
   X509* leaf = entry.leaf.get();
@@ -287,7 +287,7 @@ std::optional<Rejection> ValidateForServing(const CertificateEntry& entry,
   return std::nullopt;
 }
 
-v1::Certificate DescribeCertificate(const CertificateEntry& entry) {
+v1::Certificate DescribeCertificate(const agent::CertificateEntry& entry) {
   v1::Certificate c;
   c.set_name(entry.name);
   for (const std::string& n : entry.server_names) c.add_server_names(n);
@@ -299,7 +299,7 @@ v1::Certificate DescribeCertificate(const CertificateEntry& entry) {
   for (const auto& d : sans.dns) c.add_dns_names(d);
   for (const auto& ip : sans.ip) c.add_ip_addresses(ip);
   if (const ASN1_INTEGER* serial = X509_get0_serialNumber(leaf)) {
-    BignumPtr bn(ASN1_INTEGER_to_BN(serial, nullptr));
+    agent::BignumPtr bn(ASN1_INTEGER_to_BN(serial, nullptr));
     if (bn != nullptr) {
       char* hex = BN_bn2hex(bn.get());
       if (hex != nullptr) {
@@ -323,7 +323,7 @@ v1::Certificate DescribeCertificate(const CertificateEntry& entry) {
 namespace {
 
 // Dates and CA flags of every CA certificate; fills description->cas.
-std::optional<Rejection> ValidateCas(const std::vector<X509Ptr>& cas, absl::Time now,
+std::optional<Rejection> ValidateCas(const std::vector<agent::X509Ptr>& cas, absl::Time now,
                                      std::vector<std::string>* warnings,
                                      v1::TrustBundle* description) {
   for (size_t i = 0; i < cas.size(); ++i) {
@@ -358,7 +358,7 @@ std::optional<Rejection> ValidateCas(const std::vector<X509Ptr>& cas, absl::Time
 }
 
 // The index of the CA in `cas` that issued and signed `crl`, or -1.
-int CrlSigner(const std::vector<X509Ptr>& cas, X509_CRL* crl) {
+int CrlSigner(const std::vector<agent::X509Ptr>& cas, X509_CRL* crl) {
   int signer = -1;
   for (size_t i = 0; i < cas.size() && signer < 0; ++i) {
     if (X509_NAME_cmp(X509_get_subject_name(cas[i].get()), X509_CRL_get_issuer(crl)) == 0 &&
@@ -372,8 +372,8 @@ int CrlSigner(const std::vector<X509Ptr>& cas, X509_CRL* crl) {
 
 // Every CRL signed by one of the CAs and not past its nextUpdate; fills description->crls and
 // warns about CAs left without a CRL.
-std::optional<Rejection> ValidateCrls(const std::vector<X509Ptr>& cas,
-                                      const std::vector<X509CrlPtr>& crls, absl::Time now,
+std::optional<Rejection> ValidateCrls(const std::vector<agent::X509Ptr>& cas,
+                                      const std::vector<agent::X509CrlPtr>& crls, absl::Time now,
                                       std::vector<std::string>* warnings,
                                       v1::TrustBundle* description) {
   std::vector<bool> ca_has_crl(cas.size(), false);
@@ -415,19 +415,19 @@ std::optional<Rejection> ValidateCrls(const std::vector<X509Ptr>& cas,
 }  // namespace
 
 std::optional<Rejection> ValidateTrustBundle(const std::string& ca_pem, const std::string& crl_pem,
-                                             const TrustBundle& bundle, absl::Time now,
+                                             const agent::TrustBundle& bundle, absl::Time now,
                                              std::vector<std::string>* warnings,
                                              v1::TrustBundle* description) {
   description->set_require_client_cert(bundle.require_client_cert);
   description->set_sha256(Hex(bundle.digest.data(), bundle.digest.size()));
   // `bundle` was built from the same PEM, so both parse; a failure here leaves nothing to check.
-  absl::StatusOr<std::vector<X509Ptr>> cas = ParsePemCertificates(ca_pem, nullptr);
-  if (!cas.ok()) cas = std::vector<X509Ptr>();
+  absl::StatusOr<std::vector<agent::X509Ptr>> cas = agent::ParsePemCertificates(ca_pem, nullptr);
+  if (!cas.ok()) cas = std::vector<agent::X509Ptr>();
   if (std::optional<Rejection> r = ValidateCas(*cas, now, warnings, description)) return r;
   if (crl_pem.empty()) return std::nullopt;
-  absl::StatusOr<std::vector<X509CrlPtr>> crls = ParsePemCrls(crl_pem, nullptr);
-  if (!crls.ok()) crls = std::vector<X509CrlPtr>();
+  absl::StatusOr<std::vector<agent::X509CrlPtr>> crls = agent::ParsePemCrls(crl_pem, nullptr);
+  if (!crls.ok()) crls = std::vector<agent::X509CrlPtr>();
   return ValidateCrls(*cas, *crls, now, warnings, description);
 }
 
-}  // namespace ktls
+}  // namespace ktls::control

@@ -21,7 +21,7 @@
 #include "ktls/v1/control.pb.h"
 #include "server/control_metrics.h"
 
-namespace ktls {
+namespace ktls::control {
 
 // Limits on every input (docs/operations.md lists them).
 inline constexpr size_t kMaxChainPemBytes = 512 * 1024;
@@ -44,7 +44,7 @@ absl::Status ValidateCertificateName(const std::string& name);
 // Field sizes and counts of a certificate to stage, and the PEM armor of the chain and key (an
 // encrypted key is refused here, with its own message). Messages name the API's fields
 // (cert_chain_pem, private_key_pem, server_names). OK or the rejection.
-std::optional<Rejection> CheckStageRequest(const CertificateSource& certificate);
+std::optional<Rejection> CheckStageRequest(const agent::CertificateSource& certificate);
 
 // The label for an error returned by CertificateSet::Create/FromEntries (their messages are
 // specific; this only classifies them for the counter).
@@ -53,18 +53,18 @@ ValidationFailure ClassifyParseError(const absl::Status& status);
 // Checks a parsed certificate for serving at `now`: dates, serverAuth, keyUsage, SAN coverage
 // of `requested_names` (as the operator gave them; empty: the names came from the SANs).
 // Appends warnings.
-std::optional<Rejection> ValidateForServing(const CertificateEntry& entry,
+std::optional<Rejection> ValidateForServing(const agent::CertificateEntry& entry,
                                             const std::vector<std::string>& requested_names,
                                             absl::Time now, std::vector<std::string>* warnings);
 
 // Everything about a certificate except its key.
-v1::Certificate DescribeCertificate(const CertificateEntry& entry);
+v1::Certificate DescribeCertificate(const agent::CertificateEntry& entry);
 
 // Checks a parsed trust bundle (from its PEM): every CA currently valid, every CRL signed by one
 // of the CAs and not past its nextUpdate. Warnings: a CA that is not marked CA, CAs without CRL
 // when CRLs are given. Fills `description` (cas, crls, sha256, require flag).
 std::optional<Rejection> ValidateTrustBundle(const std::string& ca_pem, const std::string& crl_pem,
-                                             const TrustBundle& bundle, absl::Time now,
+                                             const agent::TrustBundle& bundle, absl::Time now,
                                              std::vector<std::string>* warnings,
                                              v1::TrustBundle* description);
 
@@ -72,6 +72,6 @@ std::optional<Rejection> ValidateTrustBundle(const std::string& ca_pem, const st
 std::string FormatRfc3339(absl::Time t);
 void SetTimestamp(absl::Time t, google::protobuf::Timestamp* out);
 
-}  // namespace ktls
+}  // namespace ktls::control
 
 #endif  // KTLS_SERVER_CERT_VALIDATION_H_

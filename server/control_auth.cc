@@ -9,7 +9,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 
-namespace ktls {
+namespace ktls::control {
 namespace {
 
 bool Contains(const std::vector<std::string>& v, const std::string& x) {
@@ -112,4 +112,4 @@ std::shared_ptr<grpc::AuthMetadataProcessor> MakeAllowListProcessor(
   return std::make_shared<AllowListProcessor>(std::move(allowed));
 }
 
-}  // namespace ktls
+}  // namespace ktls::control

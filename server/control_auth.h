@@ -20,7 +20,7 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/security/auth_metadata_processor.h"
 
-namespace ktls {
+namespace ktls::control {
 
 enum class IdentityKind { kUriSan, kDnsSan, kCommonName };
 
@@ -50,6 +50,6 @@ std::string DescribeIdentity(const ClientIdentity& client);
 std::shared_ptr<grpc::AuthMetadataProcessor> MakeAllowListProcessor(
     std::vector<AllowedIdentity> allowed);
 
-}  // namespace ktls
+}  // namespace ktls::control
 
 #endif  // KTLS_SERVER_CONTROL_AUTH_H_

@@ -1,17 +1,17 @@
 #include "server/control_metrics.h"
 
-namespace ktls {
+namespace ktls::control {
 
 absl::string_view ValidationFailureLabel(ValidationFailure f) {
-  return EnumLabel(kValidationFailureLabels, f, "other");
+  return agent::EnumLabel(kValidationFailureLabels, f, "other");
 }
 
-MetricLabels MetricLabelsOf(ValidationFailure f) {
+agent::MetricLabels MetricLabelsOf(ValidationFailure f) {
   return {{"reason", std::string(ValidationFailureLabel(f))}};
 }
 
 absl::string_view ReloadSourceLabel(ReloadSource s) {
-  return EnumLabel(kReloadSourceLabels, s, "api");
+  return agent::EnumLabel(kReloadSourceLabels, s, "api");
 }
 
 void ControlMetrics::CountRequest(absl::string_view method, absl::string_view code) {
@@ -24,4 +24,4 @@ std::map<std::pair<std::string, std::string>, uint64_t> ControlMetrics::Requests
   return requests_;
 }
 
-}  // namespace ktls
+}  // namespace ktls::control

@@ -16,7 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/stats.h"
 
-namespace ktls {
+namespace ktls::control {
 
 // Why the control plane rejected an input (metric label values). X(enum, label)
 #define KTLS_VALIDATION_FAILURES(X)                                                          \
@@ -39,7 +39,7 @@ namespace ktls {
 
 KTLS_LABELED_ENUM(ValidationFailure, KTLS_VALIDATION_FAILURES);
 absl::string_view ValidationFailureLabel(ValidationFailure f);
-MetricLabels MetricLabelsOf(ValidationFailure f);  // reason
+agent::MetricLabels MetricLabelsOf(ValidationFailure f);  // reason
 
 // Where a certificate change came from, and how it ended (ktls_certificate_reloads_total).
 #define KTLS_RELOAD_SOURCES(X) X(kApi, "api") X(kCertDir, "cert_dir") X(kState, "state")
@@ -68,7 +68,7 @@ struct ControlMetrics {
   KTLS_CONTROL_COUNTERS(KTLS_FIELD)
   KTLS_CONTROL_GAUGES(KTLS_FIELD)
 #undef KTLS_FIELD
-#define KTLS_FIELD(field, Enum, ...) CounterArray<Enum> field{};
+#define KTLS_FIELD(field, Enum, ...) agent::CounterArray<Enum> field{};
   KTLS_CONTROL_COUNTER_ARRAYS(KTLS_FIELD)
 #undef KTLS_FIELD
   // [source][0] = committed, [source][1] = rejected (ktls_certificate_reloads_total)
@@ -93,6 +93,6 @@ struct ControlMetrics {
   std::map<std::pair<std::string, std::string>, uint64_t> requests_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace ktls
+}  // namespace ktls::control
 
 #endif  // KTLS_SERVER_CONTROL_METRICS_H_

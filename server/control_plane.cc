@@ -35,7 +35,7 @@
 #include "server/ticket_key_manager.h"
 #include "server/trust_manager.h"
 
-namespace ktls {
+namespace ktls::control {
 namespace {
 
 constexpr int kMaxReceiveBytes = 8 << 20;  // a trust bundle may carry 1 MiB CAs + 4 MiB CRLs
@@ -265,12 +265,12 @@ absl::StatusOr<ControlPlaneOptions> ControlPlaneOptions::FromConfig(const v1::Ag
   return o;
 }
 
-ControlPlane::ControlPlane(Agent& agent, ControlPlaneOptions options)
+ControlPlane::ControlPlane(agent::Agent& agent, ControlPlaneOptions options)
     : agent_(agent), options_(std::move(options)), started_at_(absl::Now()) {}
 
 ControlPlane::~ControlPlane() { Stop(); }
 
-absl::StatusOr<std::unique_ptr<ControlPlane>> ControlPlane::Create(Agent& agent,
+absl::StatusOr<std::unique_ptr<ControlPlane>> ControlPlane::Create(agent::Agent& agent,
                                                                    ControlPlaneOptions options) {
   std::unique_ptr<ControlPlane> cp(new ControlPlane(agent, std::move(options)));
   cp->metrics_ = std::make_unique<ControlMetrics>();
@@ -306,7 +306,7 @@ absl::Status ControlPlane::LoadState() {
   metrics_->state_files_loaded.store(loaded_files, std::memory_order_relaxed);
   state_issues_ = issues;
   if (!o.state_dir.empty()) {
-    LogLine(issues.empty() ? LogLevel::kInfo : LogLevel::kWarning,
+    agent::LogLine(issues.empty() ? agent::LogLevel::kInfo : agent::LogLevel::kWarning,
             absl::StrCat("state directory ", o.state_dir, ": ", loaded_files, " files loaded, ",
                          issues.size(), " skipped"));
   }
@@ -482,4 +482,4 @@ std::string ControlPlane::metrics_address() const {
   return exporter_ != nullptr ? exporter_->address() : "";
 }
 
-}  // namespace ktls
+}  // namespace ktls::control

@@ -36,7 +36,7 @@ namespace grpc {
 class Server;
 }
 
-namespace ktls {
+namespace ktls::control {
 
 class CertDirWatcher;
 class CertManager;
@@ -81,7 +81,7 @@ struct ControlPlaneOptions {
 
 class ControlPlane {
  public:
-  static absl::StatusOr<std::unique_ptr<ControlPlane>> Create(Agent& agent,
+  static absl::StatusOr<std::unique_ptr<ControlPlane>> Create(agent::Agent& agent,
                                                               ControlPlaneOptions options);
   ~ControlPlane();
 
@@ -93,7 +93,7 @@ class ControlPlane {
   std::string metrics_address() const;
 
  private:
-  ControlPlane(Agent& agent, ControlPlaneOptions options);
+  ControlPlane(agent::Agent& agent, ControlPlaneOptions options);
   // Steps of Create(), in this order.
   // The state directory loaded into the certificate, trust and ticket-key managers.
   absl::Status LoadState();
@@ -105,7 +105,7 @@ class ControlPlane {
   absl::Status StartMetrics();  // /metrics; a taken default address is a warning only
   void HealthLoop();
 
-  Agent& agent_;
+  agent::Agent& agent_;
   ControlPlaneOptions options_;
   absl::Time started_at_;
   std::unique_ptr<ControlMetrics> metrics_;
@@ -128,6 +128,6 @@ class ControlPlane {
   bool stopped_ = false;
 };
 
-}  // namespace ktls
+}  // namespace ktls::control
 
 #endif  // KTLS_SERVER_CONTROL_PLANE_H_

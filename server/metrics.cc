@@ -24,13 +24,13 @@
 #include "server/tls_stat.h"
 #include "server/trust_manager.h"
 
-namespace ktls {
+namespace ktls::control {
 namespace {
 
 using prometheus::ClientMetric;
 using prometheus::MetricFamily;
 using prometheus::MetricType;
-using Labels = MetricLabels;
+using Labels = agent::MetricLabels;
 
 constexpr MetricType kCounter = MetricType::Counter;
 constexpr MetricType kGauge = MetricType::Gauge;
@@ -75,14 +75,14 @@ class FamilyList {
   }
   // One sample per value of `Enum`, labeled by MetricLabelsOf(value).
   template <typename Enum>
-  void AddArray(const std::string& name, const std::string& help, const CounterArray<Enum>& a) {
+  void AddArray(const std::string& name, const std::string& help, const agent::CounterArray<Enum>& a) {
     MetricFamily& f = Get(name, help, kCounter);
     for (size_t i = 0; i < a.size(); ++i) {
-      f.metric.push_back(Sample(Load(a[i]), kCounter, MetricLabelsOf(static_cast<Enum>(i))));
+      f.metric.push_back(Sample(Load(a[i]), kCounter, MetricLabelsOf(static_cast<Enum>(i))));  // ADL: the enum's layer
     }
   }
   void AddHistogram(const std::string& name, const std::string& help,
-                    const Histogram::Snapshot& s) {
+                    const agent::Histogram::Snapshot& s) {
     ClientMetric m;
     m.histogram.sample_count = s.count;
     m.histogram.sample_sum = s.sum;
@@ -109,7 +109,7 @@ class FamilyList {
 #define KTLS_EXPORT_HISTOGRAM(field, buckets, family, help) \
   out.AddHistogram(family, help, stats.field.Take());
 
-void AddAgentStats(const AgentStats& stats, FamilyList& out) {
+void AddAgentStats(const agent::AgentStats& stats, FamilyList& out) {
   KTLS_AGENT_COUNTERS(KTLS_EXPORT_COUNTER)
   KTLS_AGENT_GAUGES(KTLS_EXPORT_GAUGE)
   KTLS_AGENT_COUNTER_ARRAYS(KTLS_EXPORT_ARRAY)
@@ -149,7 +149,7 @@ void AddControlMetrics(const ControlMetrics& stats, FamilyList& out) {
 
 // What the kernel offers: the probe's table, and /proc/net/tls_stat read at scrape time (absent
 // when the tls module is not loaded; both families are exported empty then).
-void AddKernel(const KernelProbeResult& probe, const std::string& tls_stat_path,
+void AddKernel(const agent::KernelProbeResult& probe, const std::string& tls_stat_path,
                FamilyList& out) {
   out.Add("ktls_kernel_tls_available",
           "1 when the kernel probe found kTLS usable (TX and RX for at least one suite)", kGauge,
@@ -157,11 +157,11 @@ void AddKernel(const KernelProbeResult& probe, const std::string& tls_stat_path,
   MetricFamily& supported =
       out.Get("ktls_kernel_tls_supported",
               "Kernel probe: 1 when this version, cipher and direction installed", kGauge);
-  for (const ProbeCell& c : probe.cells) {
+  for (const agent::ProbeCell& c : probe.cells) {
     supported.metric.push_back(Sample(c.ok ? 1 : 0, kGauge,
-                                      {{"version", std::string(TlsVersionName(c.version))},
-                                       {"cipher", std::string(KtlsCipherName(c.cipher))},
-                                       {"direction", std::string(DirectionName(c.direction))}}));
+                                      {{"version", std::string(agent::TlsVersionName(c.version))},
+                                       {"cipher", std::string(agent::KtlsCipherName(c.cipher))},
+                                       {"direction", std::string(agent::DirectionName(c.direction))}}));
   }
   absl::StatusOr<std::map<std::string, uint64_t>> stat = ReadTlsStat(tls_stat_path);
   out.Add("ktls_kernel_tls_stat_available", "1 when /proc/net/tls_stat could be read", kGauge,
@@ -188,14 +188,14 @@ void AddKernel(const KernelProbeResult& probe, const std::string& tls_stat_path,
 // The served certificates (one sample each) and the generations of what the control plane
 // manages.
 void AddCertificates(const MetricsSources& s, FamilyList& out) {
-  const std::shared_ptr<const CertificateSet> set = s.agent->certs().Current();
+  const std::shared_ptr<const agent::CertificateSet> set = s.agent->certs().Current();
   MetricFamily& after = out.Get("ktls_certificate_not_after_timestamp_seconds",
                                 "notAfter of each served certificate, Unix seconds", kGauge);
   MetricFamily& before = out.Get("ktls_certificate_not_before_timestamp_seconds",
                                  "notBefore of each served certificate, Unix seconds", kGauge);
   MetricFamily& served = out.Get("ktls_certificate_handshakes_total",
                                  "Handshakes completed with each served certificate", kCounter);
-  for (const CertificateEntry& e : set->entries()) {
+  for (const agent::CertificateEntry& e : set->entries()) {
     const Labels l = {{"certificate", e.name}};
     after.metric.push_back(Sample(static_cast<double>(e.not_after_unix), kGauge, l));
     before.metric.push_back(Sample(static_cast<double>(e.not_before_unix), kGauge, l));
@@ -221,7 +221,7 @@ void AddCertificates(const MetricsSources& s, FamilyList& out) {
 std::vector<MetricFamily> MetricsCollector::Collect() const {
   FamilyList out;
   out.Add("ktls_build_info", "Agent build: version and OpenSSL; always 1", kGauge, 1,
-          {{"version", kAgentVersion}, {"openssl", OpenSSL_version(OPENSSL_VERSION)}});
+          {{"version", agent::kAgentVersion}, {"openssl", OpenSSL_version(OPENSSL_VERSION)}});
   out.Add("ktls_start_time_seconds", "When the agent started, Unix seconds", kGauge,
           absl::ToDoubleSeconds(s_.started_at - absl::UnixEpoch()));
   AddKernel(s_.agent->probe(), s_.tls_stat_path, out);
@@ -312,4 +312,4 @@ MetricsExporter::~MetricsExporter() {
   stopper.join();
 }
 
-}  // namespace ktls
+}  // namespace ktls::control

@@ -28,14 +28,14 @@ namespace prometheus {
 class Exposer;
 }
 
-namespace ktls {
+namespace ktls::control {
 
 class CertManager;
 class TrustManager;
 class TicketKeyManager;
 
 struct MetricsSources {
-  Agent* agent = nullptr;
+  agent::Agent* agent = nullptr;
   const CertManager* certs = nullptr;  // optional below
   const TrustManager* trust = nullptr;
   const TicketKeyManager* tickets = nullptr;
@@ -69,6 +69,6 @@ class MetricsExporter {
   std::string address_;
 };
 
-}  // namespace ktls
+}  // namespace ktls::control
 
 #endif  // KTLS_SERVER_METRICS_H_

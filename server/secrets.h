@@ -7,7 +7,7 @@
 
 #include <string>
 
-namespace ktls {
+namespace ktls::control {
 
 // Overwrites every byte the string owns, including spare capacity that earlier edits may have
 // left secret bytes in, without reallocating; then empties it.
@@ -29,6 +29,6 @@ class ScopedWipe {
   std::string& s_;
 };
 
-}  // namespace ktls
+}  // namespace ktls::control
 
 #endif  // KTLS_SERVER_SECRETS_H_

@@ -11,7 +11,7 @@
 #include "server/secrets.h"
 #include "server/tls_stat.h"
 
-namespace ktls {
+namespace ktls::control {
 namespace {
 
 constexpr uint32_t kDefaultPageSize = 100;
@@ -92,7 +92,7 @@ bool ParseToken(const std::string& token, uint64_t* value) {
   return absl::SimpleAtoi(token, value);
 }
 
-void FillHistogram(const Histogram::Snapshot& s, v1::Histogram* out) {
+void FillHistogram(const agent::Histogram::Snapshot& s, v1::Histogram* out) {
   out->set_count(s.count);
   out->set_sum(s.sum);
   for (size_t i = 0; i < s.upper_bounds.size(); ++i) {
@@ -121,8 +121,8 @@ namespace {
 
 // The request as the certificate to stage. The key's bytes move (no copy) and the request's
 // field is wiped; the manager wipes the source's key_pem.
-CertificateSource TakeStageRequest(v1::StageCertificateRequest& r) {
-  CertificateSource source;
+agent::CertificateSource TakeStageRequest(v1::StageCertificateRequest& r) {
+  agent::CertificateSource source;
   source.name = r.name();
   source.chain_pem = r.cert_chain_pem();
   source.key_pem.swap(*r.mutable_private_key_pem());
@@ -204,7 +204,7 @@ grpc::ServerUnaryReactor* CertificateServiceImpl::StageCertificate(
   return RunRaw<v1::StageCertificateRequest>(
       context, request, response,
       [this](v1::StageCertificateRequest& r) -> absl::StatusOr<v1::StagedCertificate> {
-        CertificateSource source = TakeStageRequest(r);
+        agent::CertificateSource source = TakeStageRequest(r);
         absl::StatusOr<StagedCertificate> staged = certs_.Stage(source, ReloadSource::kApi);
         if (!staged.ok()) return staged.status();
         return ToProto(*staged);
@@ -217,7 +217,7 @@ grpc::ServerUnaryReactor* CertificateServiceImpl::ApplyCertificate(
   return RunRaw<v1::StageCertificateRequest>(
       context, request, response,
       [this](v1::StageCertificateRequest& r) -> absl::StatusOr<v1::CommitResponse> {
-        CertificateSource source = TakeStageRequest(r);
+        agent::CertificateSource source = TakeStageRequest(r);
         absl::StatusOr<CertificateChange> change =
             certs_.Apply(source, r.expected_generation(), ReloadSource::kApi);
         if (!change.ok()) return change.status();
@@ -378,7 +378,7 @@ namespace {
 
 // A per-enum counter array as the stats RPC's map from label value to count.
 template <typename Enum>
-void FillByLabel(const CounterArray<Enum>& counts, absl::string_view (*label)(Enum),
+void FillByLabel(const agent::CounterArray<Enum>& counts, absl::string_view (*label)(Enum),
                  google::protobuf::Map<std::string, uint64_t>* out) {
   for (size_t i = 0; i < counts.size(); ++i) {
     (*out)[std::string(label(static_cast<Enum>(i)))] = counts[i].load(std::memory_order_relaxed);
@@ -403,13 +403,13 @@ grpc::Status ParsePage(uint32_t page_size, const std::string& page_token, uint32
 
 }  // namespace
 
-v1::Stats TelemetryServiceImpl::Snapshot(Agent& agent, uint64_t certificate_generation,
+v1::Stats TelemetryServiceImpl::Snapshot(agent::Agent& agent, uint64_t certificate_generation,
                                          absl::Time started_at) {
   v1::Stats out;
   const absl::Time now = absl::Now();
   SetTimestamp(now, out.mutable_time());
   SetDuration(now - started_at, out.mutable_uptime());
-  AgentStats& st = agent.stats();
+  agent::AgentStats& st = agent.stats();
   auto& counters = *out.mutable_counters();
 #define KTLS_COUNTER(field, ...) counters[#field] = st.field.load(std::memory_order_relaxed);
   KTLS_AGENT_COUNTERS(KTLS_COUNTER)
@@ -418,13 +418,13 @@ v1::Stats TelemetryServiceImpl::Snapshot(Agent& agent, uint64_t certificate_gene
 #define KTLS_GAUGE(field, ...) gauges[#field] = st.field.load(std::memory_order_relaxed);
   KTLS_AGENT_GAUGES(KTLS_GAUGE)
 #undef KTLS_GAUGE
-  FillByLabel(st.fallbacks, &FallbackReasonLabel, out.mutable_fallbacks());
-  FillByLabel(st.handshake_failures, &HandshakeFailureReasonLabel,
+  FillByLabel(st.fallbacks, &agent::FallbackReasonLabel, out.mutable_fallbacks());
+  FillByLabel(st.handshake_failures, &agent::HandshakeFailureReasonLabel,
               out.mutable_handshake_failures());
   for (size_t i = 0; i < st.connections_by_suite.size(); ++i) {
     const uint64_t n = st.connections_by_suite[i].load(std::memory_order_relaxed);
     if (n == 0) continue;
-    const TlsSuiteLabels l = TlsSuiteLabel(static_cast<TlsSuite>(i));
+    const agent::TlsSuiteLabels l = agent::TlsSuiteLabel(static_cast<agent::TlsSuite>(i));
     auto* s = out.add_suites();
     s->set_version(std::string(l.version));
     s->set_cipher(std::string(l.cipher));
@@ -478,16 +478,16 @@ grpc::Status TelemetryServiceImpl::ListHandshakes(grpc::ServerContext*,
     return s;
   }
   size_t total = 0;
-  const std::vector<LiveHandshake> live = s_.agent->activity().LiveHandshakes(after, size + 1, &total);
+  const std::vector<agent::LiveHandshake> live = s_.agent->activity().LiveHandshakes(after, size + 1, &total);
   const absl::Time now = absl::Now();
   for (size_t i = 0; i < live.size() && i < size; ++i) {
-    const LiveHandshake& h = live[i];
+    const agent::LiveHandshake& h = live[i];
     auto* out = response->add_handshakes();
     out->set_connection_id(h.id);
     out->set_listener(h.listener);
     std::string address;
     uint32_t port = 0;
-    FormatSockaddr(reinterpret_cast<const sockaddr*>(&h.peer), &address, &port);
+    agent::FormatSockaddr(reinterpret_cast<const sockaddr*>(&h.peer), &address, &port);
     out->mutable_peer()->set_address(address);
     out->mutable_peer()->set_port(port);
     SetTimestamp(h.started, out->mutable_started_at());
@@ -508,14 +508,14 @@ grpc::Status TelemetryServiceImpl::ListHandoffs(grpc::ServerContext*,
       !s.ok()) {
     return s;
   }
-  const std::vector<HandoffRecord> records =
+  const std::vector<agent::HandoffRecord> records =
       s_.agent->activity().RecentHandoffs(before, size + 1);
   for (size_t i = 0; i < records.size() && i < size; ++i) {
-    const HandoffRecord& r = records[i];
+    const agent::HandoffRecord& r = records[i];
     auto* out = response->add_handoffs();
     out->set_sequence(r.sequence);
     SetTimestamp(r.at, out->mutable_time());
-    out->set_outcome(HandoffOutcomeName(r.outcome));
+    out->set_outcome(agent::HandoffOutcomeName(r.outcome));
     out->set_app(r.app);
     SetDuration(r.waited, out->mutable_waited());
     *out->mutable_connection() = r.info;
@@ -528,8 +528,8 @@ grpc::Status TelemetryServiceImpl::ListHandoffs(grpc::ServerContext*,
 grpc::Status TelemetryServiceImpl::GetCapabilities(grpc::ServerContext*,
                                                    const v1::GetCapabilitiesRequest*,
                                                    v1::Capabilities* out) {
-  Agent& a = *s_.agent;
-  out->set_agent_version(kAgentVersion);
+  agent::Agent& a = *s_.agent;
+  out->set_agent_version(agent::kAgentVersion);
   out->set_openssl_version(OpenSSL_version(OPENSSL_VERSION));
 #ifdef OPENSSL_NO_KTLS
   out->set_openssl_ktls(false);
@@ -538,19 +538,19 @@ grpc::Status TelemetryServiceImpl::GetCapabilities(grpc::ServerContext*,
 #endif
   utsname u{};
   if (uname(&u) == 0) out->set_kernel_release(u.release);
-  out->set_offload_policy(std::string(OffloadPolicyName(a.policy())));
-  const KernelProbeResult& probe = a.probe();
+  out->set_offload_policy(std::string(agent::OffloadPolicyName(a.policy())));
+  const agent::KernelProbeResult& probe = a.probe();
   out->set_kernel_tls_available(probe.ulp_available);
   out->set_kernel_tls_reason(probe.ulp_reason);
-  for (const ProbeCell& c : probe.cells) {
-    if (c.direction != Direction::kTx) continue;
+  for (const agent::ProbeCell& c : probe.cells) {
+    if (c.direction != agent::Direction::kTx) continue;
     auto* p = out->add_probe();
-    p->set_version(std::string(TlsVersionName(c.version)));
-    p->set_cipher(std::string(KtlsCipherName(c.cipher)));
+    p->set_version(std::string(agent::TlsVersionName(c.version)));
+    p->set_cipher(std::string(agent::KtlsCipherName(c.cipher)));
     p->set_tx(c.ok);
     p->set_tx_reason(c.reason);
-    for (const ProbeCell& rx : probe.cells) {
-      if (rx.direction == Direction::kRx && rx.version == c.version && rx.cipher == c.cipher) {
+    for (const agent::ProbeCell& rx : probe.cells) {
+      if (rx.direction == agent::Direction::kRx && rx.version == c.version && rx.cipher == c.cipher) {
         p->set_rx(rx.ok);
         p->set_rx_reason(rx.reason);
       }
@@ -571,7 +571,7 @@ grpc::Status TelemetryServiceImpl::GetCapabilities(grpc::ServerContext*,
 
 grpc::Status TelemetryServiceImpl::GetStatus(grpc::ServerContext*, const v1::GetStatusRequest*,
                                              v1::AgentStatus* out) {
-  out->set_agent_version(kAgentVersion);
+  out->set_agent_version(agent::kAgentVersion);
   SetTimestamp(s_.started_at, out->mutable_started_at());
   SetDuration(absl::Now() - s_.started_at, out->mutable_uptime());
   out->set_state_dir(s_.state_dir);
@@ -598,4 +598,4 @@ grpc::Status TelemetryServiceImpl::GetStatus(grpc::ServerContext*, const v1::Get
   return grpc::Status::OK;
 }
 
-}  // namespace ktls
+}  // namespace ktls::control

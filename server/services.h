@@ -27,7 +27,7 @@
 #include "server/ticket_key_manager.h"
 #include "server/trust_manager.h"
 
-namespace ktls {
+namespace ktls::control {
 
 grpc::Status ToGrpc(const absl::Status& s);
 
@@ -109,7 +109,7 @@ class SessionTicketServiceImpl final
 };
 
 struct TelemetrySources {
-  Agent* agent = nullptr;
+  agent::Agent* agent = nullptr;
   const CertManager* certs = nullptr;
   const TrustManager* trust = nullptr;
   const TicketKeyManager* tickets = nullptr;
@@ -139,7 +139,7 @@ class TelemetryServiceImpl final : public v1::TelemetryService::Service {
                          v1::AgentStatus*) override;
 
   // The stats snapshot (also used by the tests).
-  static v1::Stats Snapshot(Agent& agent, uint64_t certificate_generation, absl::Time started_at);
+  static v1::Stats Snapshot(agent::Agent& agent, uint64_t certificate_generation, absl::Time started_at);
 
  private:
   TelemetrySources s_;
@@ -147,6 +147,6 @@ class TelemetryServiceImpl final : public v1::TelemetryService::Service {
   const std::atomic<bool>& stopping_;
 };
 
-}  // namespace ktls
+}  // namespace ktls::control
 
 #endif  // KTLS_SERVER_SERVICES_H_

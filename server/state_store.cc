@@ -20,7 +20,7 @@
 #include "agent/log.h"
 #include "server/secrets.h"
 
-namespace ktls {
+namespace ktls::control {
 namespace {
 
 constexpr uint32_t kFormat = 1;
@@ -367,4 +367,4 @@ StateStore::Loaded StateStore::Load() const {
   return loaded;
 }
 
-}  // namespace ktls
+}  // namespace ktls::control

@@ -28,7 +28,7 @@
 #include "absl/strings/string_view.h"
 #include "ktls/v1/state.pb.h"
 
-namespace ktls {
+namespace ktls::control {
 
 // Replaces `path` atomically with `data` (see above). `mode` applies to the new file.
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view data,
@@ -79,6 +79,6 @@ class StateStore {
   std::string dir_;
 };
 
-}  // namespace ktls
+}  // namespace ktls::control
 
 #endif  // KTLS_SERVER_STATE_STORE_H_

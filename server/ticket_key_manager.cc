@@ -7,9 +7,9 @@
 #include "server/cert_validation.h"
 #include "server/secrets.h"
 
-namespace ktls {
+namespace ktls::control {
 
-TicketKeyManager::TicketKeyManager(TlsContext& tls, StateStore* state, ControlMetrics& metrics)
+TicketKeyManager::TicketKeyManager(agent::TlsContext& tls, StateStore* state, ControlMetrics& metrics)
     : tls_(tls), state_(state), metrics_(metrics), updated_at_(absl::Now()) {}
 
 void TicketKeyManager::Initialize(StateStore::Loaded& loaded,
@@ -17,8 +17,8 @@ void TicketKeyManager::Initialize(StateStore::Loaded& loaded,
   if (!loaded.ticket_keys.has_value()) return;
   v1::state::SessionTicketKeysRecord& r = *loaded.ticket_keys;
   std::vector<std::string_view> views(r.keys().begin(), r.keys().end());
-  absl::StatusOr<std::shared_ptr<const SessionTicketKeys>> keys =
-      SessionTicketKeys::FromBytes(views);
+  absl::StatusOr<std::shared_ptr<const agent::SessionTicketKeys>> keys =
+      agent::SessionTicketKeys::FromBytes(views);
   for (std::string& k : *r.mutable_keys()) WipeAndClear(k);
   if (!keys.ok()) {
     issues->push_back({state_ != nullptr ? state_->dir() + "/session_ticket_keys.state" : "",
@@ -37,7 +37,7 @@ void TicketKeyManager::Initialize(StateStore::Loaded& loaded,
 }
 
 absl::StatusOr<v1::SessionTicketKeys> TicketKeyManager::Install(
-    std::shared_ptr<const SessionTicketKeys> keys, const char* source) {
+    std::shared_ptr<const agent::SessionTicketKeys> keys, const char* source) {
   const uint64_t next = generation_ + 1;
   const absl::Time now = absl::Now();
   if (state_ != nullptr) {
@@ -72,14 +72,14 @@ absl::StatusOr<v1::SessionTicketKeys> TicketKeyManager::Set(
   absl::Cleanup wipe = [&request] {
     for (std::string& k : *request.mutable_keys()) WipeAndClear(k);
   };
-  if (request.keys_size() == 0 || static_cast<size_t>(request.keys_size()) > kMaxSessionTicketKeys) {
+  if (request.keys_size() == 0 || static_cast<size_t>(request.keys_size()) > agent::kMaxSessionTicketKeys) {
     metrics_.CountValidationFailure(ValidationFailure::kBadTicketKey);
-    return absl::InvalidArgumentError(absl::StrCat("keys: give 1 to ", kMaxSessionTicketKeys,
+    return absl::InvalidArgumentError(absl::StrCat("keys: give 1 to ", agent::kMaxSessionTicketKeys,
                                                    " keys (got ", request.keys_size(), ")"));
   }
   std::vector<std::string_view> views(request.keys().begin(), request.keys().end());
-  absl::StatusOr<std::shared_ptr<const SessionTicketKeys>> keys =
-      SessionTicketKeys::FromBytes(views);
+  absl::StatusOr<std::shared_ptr<const agent::SessionTicketKeys>> keys =
+      agent::SessionTicketKeys::FromBytes(views);
   if (!keys.ok()) {
     metrics_.CountValidationFailure(ValidationFailure::kBadTicketKey);
     return absl::InvalidArgumentError(absl::StrCat("keys: ", keys.status().message()));
@@ -92,19 +92,19 @@ absl::StatusOr<v1::SessionTicketKeys> TicketKeyManager::Rotate(
     v1::RotateSessionTicketKeysRequest& request) {
   absl::Cleanup wipe = [&request] { WipeAndClear(*request.mutable_new_key()); };
   const uint32_t keep = request.has_keep() ? request.keep() : kDefaultKeep;
-  if (keep > kMaxSessionTicketKeys - 1) {
+  if (keep > agent::kMaxSessionTicketKeys - 1) {
     metrics_.CountValidationFailure(ValidationFailure::kTooLarge);
     return absl::InvalidArgumentError(
-        absl::StrCat("keep: at most ", kMaxSessionTicketKeys - 1, " older keys (got ", keep, ")"));
+        absl::StrCat("keep: at most ", agent::kMaxSessionTicketKeys - 1, " older keys (got ", keep, ")"));
   }
-  std::vector<SessionTicketKey> next;
+  std::vector<agent::SessionTicketKey> next;
   if (request.new_key().empty()) {
-    absl::StatusOr<SessionTicketKey> fresh = SessionTicketKeys::RandomKey();
+    absl::StatusOr<agent::SessionTicketKey> fresh = agent::SessionTicketKeys::RandomKey();
     if (!fresh.ok()) return fresh.status();
     next.push_back(*fresh);
   } else {
-    absl::StatusOr<std::shared_ptr<const SessionTicketKeys>> given =
-        SessionTicketKeys::FromBytes({request.new_key()});
+    absl::StatusOr<std::shared_ptr<const agent::SessionTicketKeys>> given =
+        agent::SessionTicketKeys::FromBytes({request.new_key()});
     if (!given.ok()) {
       metrics_.CountValidationFailure(ValidationFailure::kBadTicketKey);
       return absl::InvalidArgumentError(absl::StrCat("new_key: ", given.status().message()));
@@ -112,8 +112,8 @@ absl::StatusOr<v1::SessionTicketKeys> TicketKeyManager::Rotate(
     next.push_back((*given)->keys().front());
   }
   absl::MutexLock lock(&mu_);
-  const std::shared_ptr<const SessionTicketKeys> current = tls_.ticket_keys();
-  for (const SessionTicketKey& k : current->keys()) {
+  const std::shared_ptr<const agent::SessionTicketKeys> current = tls_.ticket_keys();
+  for (const agent::SessionTicketKey& k : current->keys()) {
     if (next.size() > keep) break;
     if (k.name == next.front().name) {
       metrics_.CountValidationFailure(ValidationFailure::kBadTicketKey);
@@ -122,17 +122,17 @@ absl::StatusOr<v1::SessionTicketKeys> TicketKeyManager::Rotate(
     }
     next.push_back(k);
   }
-  absl::StatusOr<std::shared_ptr<const SessionTicketKeys>> keys =
-      SessionTicketKeys::FromKeys(std::move(next));
+  absl::StatusOr<std::shared_ptr<const agent::SessionTicketKeys>> keys =
+      agent::SessionTicketKeys::FromKeys(std::move(next));
   if (!keys.ok()) return keys.status();
   return Install(*std::move(keys), "api");
 }
 
 v1::SessionTicketKeys TicketKeyManager::Describe() const {
   v1::SessionTicketKeys out;
-  const std::shared_ptr<const SessionTicketKeys> keys = tls_.ticket_keys();
+  const std::shared_ptr<const agent::SessionTicketKeys> keys = tls_.ticket_keys();
   bool first = true;
-  for (const SessionTicketKey& k : keys->keys()) {
+  for (const agent::SessionTicketKey& k : keys->keys()) {
     auto* d = out.add_keys();
     d->set_name(k.NameHex());
     d->set_encrypts(first);
@@ -155,4 +155,4 @@ uint64_t TicketKeyManager::generation() const {
   return generation_;
 }
 
-}  // namespace ktls
+}  // namespace ktls::control

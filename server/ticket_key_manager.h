@@ -15,13 +15,13 @@
 #include "server/control_metrics.h"
 #include "server/state_store.h"
 
-namespace ktls {
+namespace ktls::control {
 
 class TicketKeyManager {
  public:
   static constexpr uint32_t kDefaultKeep = 2;
 
-  TicketKeyManager(TlsContext& tls, StateStore* state, ControlMetrics& metrics);
+  TicketKeyManager(agent::TlsContext& tls, StateStore* state, ControlMetrics& metrics);
 
   void Initialize(StateStore::Loaded& loaded, std::vector<StateStore::Issue>* issues);
   // `request`'s key bytes are wiped on every path.
@@ -31,12 +31,12 @@ class TicketKeyManager {
   uint64_t generation() const;
 
  private:
-  absl::StatusOr<v1::SessionTicketKeys> Install(std::shared_ptr<const SessionTicketKeys> keys,
+  absl::StatusOr<v1::SessionTicketKeys> Install(std::shared_ptr<const agent::SessionTicketKeys> keys,
                                                 const char* source)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::SessionTicketKeys Describe() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 
-  TlsContext& tls_;
+  agent::TlsContext& tls_;
   StateStore* state_;
   ControlMetrics& metrics_;
   mutable absl::Mutex mu_;
@@ -45,6 +45,6 @@ class TicketKeyManager {
   absl::Time updated_at_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace ktls
+}  // namespace ktls::control
 
 #endif  // KTLS_SERVER_TICKET_KEY_MANAGER_H_

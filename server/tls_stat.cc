@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
-namespace ktls {
+namespace ktls::control {
 
 absl::StatusOr<std::map<std::string, uint64_t>> ParseTlsStat(absl::string_view text) {
   std::map<std::string, uint64_t> out;
@@ -46,4 +46,4 @@ absl::StatusOr<std::map<std::string, uint64_t>> ReadTlsStat(const std::string& p
   return ParseTlsStat(ss.str());
 }
 
-}  // namespace ktls
+}  // namespace ktls::control

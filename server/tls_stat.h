@@ -13,7 +13,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace ktls {
+namespace ktls::control {
 
 inline constexpr char kTlsStatPath[] = "/proc/net/tls_stat";
 
@@ -29,6 +29,6 @@ inline bool TlsStatIsGauge(absl::string_view name) {
   return name.substr(0, 7) == "TlsCurr";
 }
 
-}  // namespace ktls
+}  // namespace ktls::control
 
 #endif  // KTLS_SERVER_TLS_STAT_H_

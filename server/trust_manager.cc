@@ -6,9 +6,9 @@
 #include "agent/log.h"
 #include "server/cert_validation.h"
 
-namespace ktls {
+namespace ktls::control {
 
-TrustManager::TrustManager(TlsContext& tls, StateStore* state, ControlMetrics& metrics,
+TrustManager::TrustManager(agent::TlsContext& tls, StateStore* state, ControlMetrics& metrics,
                            std::string configured_client_ca_file)
     : tls_(tls),
       state_(state),
@@ -34,8 +34,8 @@ absl::StatusOr<TrustManager::Bundle> TrustManager::Build(const std::string& ca_p
                                                           " bytes exceeds the limit of ",
                                                           kMaxCrlPemBytes)));
   }
-  absl::StatusOr<std::shared_ptr<const TrustBundle>> parsed =
-      TrustBundle::Create(ca_pem, crl_pem, require_client_cert);
+  absl::StatusOr<std::shared_ptr<const agent::TrustBundle>> parsed =
+      agent::TrustBundle::Create(ca_pem, crl_pem, require_client_cert);
   if (!parsed.ok()) {
     const bool crl = absl::StrContains(parsed.status().message(), "CRL");
     return reject(crl ? ValidationFailure::kBadCrl : ValidationFailure::kBadCa,
@@ -59,8 +59,8 @@ void TrustManager::Initialize(const StateStore::Loaded& loaded,
   const v1::state::TrustBundleRecord& r = *loaded.trust;
   // Loaded as it was committed: a CRL past its nextUpdate is reported, not dropped (dropping
   // the bundle would silently fall back to the configuration).
-  absl::StatusOr<std::shared_ptr<const TrustBundle>> parsed =
-      TrustBundle::Create(r.ca_pem(), r.crl_pem(), r.require_client_cert());
+  absl::StatusOr<std::shared_ptr<const agent::TrustBundle>> parsed =
+      agent::TrustBundle::Create(r.ca_pem(), r.crl_pem(), r.require_client_cert());
   if (!parsed.ok()) {
     const std::string path = state_ != nullptr ? state_->dir() + "/trust_bundle.state" : "";
     issues->push_back({path, std::string(parsed.status().message())});
@@ -221,4 +221,4 @@ uint64_t TrustManager::generation() const {
   return generation_;
 }
 
-}  // namespace ktls
+}  // namespace ktls::control

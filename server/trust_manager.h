@@ -17,11 +17,11 @@
 #include "server/control_metrics.h"
 #include "server/state_store.h"
 
-namespace ktls {
+namespace ktls::control {
 
 class TrustManager {
  public:
-  TrustManager(TlsContext& tls, StateStore* state, ControlMetrics& metrics,
+  TrustManager(agent::TlsContext& tls, StateStore* state, ControlMetrics& metrics,
                std::string configured_client_ca_file);
 
   // Applies the persisted bundle, if any (a bad one is reported in `issues` and skipped).
@@ -37,7 +37,7 @@ class TrustManager {
 
  private:
   struct Bundle {
-    std::shared_ptr<const TrustBundle> parsed;
+    std::shared_ptr<const agent::TrustBundle> parsed;
     std::string ca_pem;
     std::string crl_pem;
     v1::TrustBundle description;
@@ -51,7 +51,7 @@ class TrustManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckGeneration(uint64_t expected) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  TlsContext& tls_;
+  agent::TlsContext& tls_;
   StateStore* state_;
   ControlMetrics& metrics_;
   const std::string configured_client_ca_file_;
@@ -62,6 +62,6 @@ class TrustManager {
   uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-}  // namespace ktls
+}  // namespace ktls::control
 
 #endif  // KTLS_SERVER_TRUST_MANAGER_H_

@@ -65,7 +65,7 @@ struct Flags {
   std::string ready_file;
   int stats_interval_s = 0;
   // Control plane (server/, docs/operations.md).
-  std::string control_socket = ktls::kDefaultControlSocket;
+  std::string control_socket = ktls::control::kDefaultControlSocket;
   std::string control_socket_mode = "0600";
   std::string control_socket_group;
   std::string control_tcp_address;
@@ -73,7 +73,7 @@ struct Flags {
   std::string control_tls_key;
   std::string control_client_ca;
   std::string control_allowed_clients;
-  std::string metrics_address = ktls::kDefaultMetricsAddress;
+  std::string metrics_address = ktls::control::kDefaultMetricsAddress;
   std::string state_dir;
   std::string cert_dir;
   int cert_dir_poll_ms = 0;
@@ -162,11 +162,11 @@ absl::Status ApplyListen(const std::string& list, ktls::v1::AgentConfig& c) {
   c.clear_listeners();
   int i = 0;
   for (absl::string_view hp : absl::StrSplit(list, ',', absl::SkipEmpty())) {
-    auto addr = ktls::ParseHostPort("", std::string(hp));
+    auto addr = ktls::agent::ParseHostPort("", std::string(hp));
     if (!addr.ok()) return addr.status();
     std::string host;
     uint32_t port;
-    ktls::FormatSockaddr(reinterpret_cast<const sockaddr*>(&addr->addr), &host, &port);
+    ktls::agent::FormatSockaddr(reinterpret_cast<const sockaddr*>(&addr->addr), &host, &port);
     auto* lc = c.add_listeners();
     lc->set_name(i == 0 ? "https" : absl::StrCat("https", i));
     lc->set_address(host);
@@ -313,21 +313,21 @@ absl::StatusOr<ktls::v1::AgentConfig> BuildConfig(const Flags& f,
                                                   const ktls::base::OptionParser& given) {
   ktls::v1::AgentConfig c;
   if (!f.config.empty()) {
-    auto loaded = ktls::LoadConfigFile(f.config);
+    auto loaded = ktls::agent::LoadConfigFile(f.config);
     if (!loaded.ok()) return loaded.status();
     c = *loaded;
   } else {
-    c = ktls::DefaultConfig();
+    c = ktls::agent::DefaultConfig();
   }
   if (absl::Status s = ApplyDataPlane(f, c); !s.ok()) return s;
   if (absl::Status s = ApplyHandoffTrust(f, c); !s.ok()) return s;
   if (absl::Status s = ApplyControlPlane(f, given, c); !s.ok()) return s;
-  ktls::ApplyDefaults(&c);
+  ktls::agent::ApplyDefaults(&c);
   return c;
 }
 
 int RunProbe(bool require_all) {
-  ktls::KernelProbeResult probe = ktls::ProbeKernel(ktls::RealSysCalls());
+  ktls::agent::KernelProbeResult probe = ktls::agent::ProbeKernel(ktls::agent::RealSysCalls());
   std::cout << probe.FormatTable() << std::flush;
   if (require_all) {
     for (const auto& cell : probe.cells) {
@@ -342,8 +342,8 @@ int RunProbe(bool require_all) {
 }
 
 // Written to a temporary name and renamed, so a script polling for the file never reads half.
-void WriteReadyFile(const std::string& path, const ktls::Agent& agent,
-                    const ktls::ControlPlane& control) {
+void WriteReadyFile(const std::string& path, const ktls::agent::Agent& agent,
+                    const ktls::control::ControlPlane& control) {
   const std::string tmp = path + ".tmp";
   {
     std::ofstream out(tmp);
@@ -358,9 +358,9 @@ void WriteReadyFile(const std::string& path, const ktls::Agent& agent,
 }
 
 // Type=notify units: "started" now (listeners, handoff socket and control plane are up).
-void NotifyReady(const ktls::Agent& agent) {
-  if (absl::Status s = ktls::SdNotifyFromEnv(
-          ktls::RealSysCalls(),
+void NotifyReady(const ktls::agent::Agent& agent) {
+  if (absl::Status s = ktls::agent::SdNotifyFromEnv(
+          ktls::agent::RealSysCalls(),
           absl::StrCat("READY=1\nSTATUS=serving on ",
                        absl::StrJoin(agent.listen_addresses(), ","), "; kTLS ",
                        agent.probe().AnySupported() ? "available" : "unavailable (relaying)"));
@@ -370,7 +370,7 @@ void NotifyReady(const ktls::Agent& agent) {
 }
 
 // Returns on SIGTERM/SIGINT; logs a stats line every `interval_s` seconds meanwhile (0 = never).
-void WaitForStopSignal(const sigset_t& sigs, int interval_s, ktls::Agent& agent) {
+void WaitForStopSignal(const sigset_t& sigs, int interval_s, ktls::agent::Agent& agent) {
   for (;;) {
     int sig = 0;
     if (interval_s > 0) {
@@ -384,7 +384,7 @@ void WaitForStopSignal(const sigset_t& sigs, int interval_s, ktls::Agent& agent)
       continue;
     }
     KTLS_LOG(kInfo, "signal ", sig, ": shutting down");
-    (void)ktls::SdNotifyFromEnv(ktls::RealSysCalls(), "STOPPING=1\nSTATUS=shutting down");
+    (void)ktls::agent::SdNotifyFromEnv(ktls::agent::RealSysCalls(), "STOPPING=1\nSTATUS=shutting down");
     return;
   }
 }
@@ -404,22 +404,22 @@ sigset_t BlockStopSignals() {
 // Builds the data plane and the control plane on it, serves until a stop signal, stops both.
 int Serve(const ktls::v1::AgentConfig& config, const Flags& flags) {
   const sigset_t sigs = BlockStopSignals();
-  absl::StatusOr<ktls::ControlPlaneOptions> control_options =
-      ktls::ControlPlaneOptions::FromConfig(config);
+  absl::StatusOr<ktls::control::ControlPlaneOptions> control_options =
+      ktls::control::ControlPlaneOptions::FromConfig(config);
   if (!control_options.ok()) {
     std::cerr << "ktls-agent: configuration error: " << control_options.status().message() << "\n";
     return kExitConfigError;
   }
-  absl::StatusOr<std::unique_ptr<ktls::Agent>> agent =
-      ktls::Agent::Create(config, ktls::RealSysCalls());
+  absl::StatusOr<std::unique_ptr<ktls::agent::Agent>> agent =
+      ktls::agent::Agent::Create(config, ktls::agent::RealSysCalls());
   if (!agent.ok()) {
     std::cerr << "ktls-agent: cannot start: " << agent.status().message() << "\n";
     return kExitStartFailure;
   }
   // The control plane loads the state and watched directories into the data plane before it
   // accepts its first connection.
-  absl::StatusOr<std::unique_ptr<ktls::ControlPlane>> control =
-      ktls::ControlPlane::Create(**agent, *std::move(control_options));
+  absl::StatusOr<std::unique_ptr<ktls::control::ControlPlane>> control =
+      ktls::control::ControlPlane::Create(**agent, *std::move(control_options));
   if (!control.ok()) {
     std::cerr << "ktls-agent: cannot start the control plane: " << control.status().message()
               << "\n";

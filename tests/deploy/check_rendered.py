@@ -25,7 +25,7 @@ import sys
 
 import yaml
 
-# Flags the manifests may pass: the data plane's (agent/daemon/main.cc) and the control plane's.
+# Flags the manifests may pass: the data plane's (server/daemon/main.cc) and the control plane's.
 DATA_PLANE_FLAGS = {"listen", "handoff_socket", "handoff_socket_group", "handoff_allowed_uids", "cert", "offload", "workers", "alpn", "client_ca",
                     "require_client_cert", "log_level", "min_tls_version", "config",
                     "tls13_ciphersuites", "tls12_ciphers", "handshake_timeout_ms",

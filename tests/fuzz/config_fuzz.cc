@@ -6,10 +6,10 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string text(reinterpret_cast<const char*>(data), size);
-  auto config = ktls::ParseConfigText(text, "fuzz");
+  auto config = ktls::agent::ParseConfigText(text, "fuzz");
   if (config.ok()) {
-    ktls::ApplyDefaults(&*config);
-    (void)ktls::ValidateConfig(*config);
+    ktls::agent::ApplyDefaults(&*config);
+    (void)ktls::agent::ValidateConfig(*config);
   }
   return 0;
 }

@@ -9,7 +9,7 @@
 
 #include "agent/syscalls.h"
 
-namespace ktls::testing {
+namespace ktls::agent::testing {
 
 class MockSysCalls : public SysCalls {
  public:
@@ -75,6 +75,6 @@ class MockSysCalls : public SysCalls {
   SysCalls& real_;
 };
 
-}  // namespace ktls::testing
+}  // namespace ktls::agent::testing
 
 #endif  // KTLS_TESTS_MOCKS_MOCK_SYSCALLS_H_

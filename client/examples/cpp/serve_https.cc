@@ -10,16 +10,16 @@
 
 int main(int argc, char** argv) {
   const std::string path = argc > 1 ? argv[1] : "/run/ktls/handoff.sock";
-  ktls::Agent agent;
-  if (ktls::Status s = ktls::Agent::Connect(path, "example-cpp", 16, &agent); !s) {
+  ktls::app::Agent agent;
+  if (ktls::app::Status s = ktls::app::Agent::Connect(path, "example-cpp", 16, &agent); !s) {
     std::fprintf(stderr, "subscribe: %s\n", s.ToString().c_str());
     return 1;
   }
   std::printf("subscribed to %s\n", path.c_str());
   std::fflush(stdout);
   for (;;) {
-    ktls::Connection conn;
-    ktls::Status s = agent.Accept(&conn);
+    ktls::app::Connection conn;
+    ktls::app::Status s = agent.Accept(&conn);
     if (s.code == KTLS_E_UNAVAILABLE) {  // the agent restarted: subscribe again, keep going
       while (!agent.Reconnect()) sleep(1);
       continue;

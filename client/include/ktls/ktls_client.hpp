@@ -33,7 +33,7 @@
 
 #include "ktls/ktls_client.h"
 
-namespace ktls {
+namespace ktls::app {
 
 // KTLS_OK or a KTLS_E_* code with the library's message.
 struct Status {
@@ -209,6 +209,6 @@ class Agent {
   ktls_agent* a_ = nullptr;
 };
 
-}  // namespace ktls
+}  // namespace ktls::app
 
 #endif  // KTLS_CLIENT_KTLS_CLIENT_HPP_

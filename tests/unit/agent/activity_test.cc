@@ -9,7 +9,7 @@
 
 #include "agent/histogram.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 TEST(HistogramTest, BucketsAreCumulativeAndTheCountIsTheirTotal) {
@@ -84,4 +84,4 @@ TEST(ActivityLogTest, RecentHandoffsKeepTheNewestAndPageBackwards) {
 }
 
 }  // namespace
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -19,7 +19,7 @@
 #include "tests/unit/agent/agent_test_util.h"
 #include "tests/unit/temp_dir.h"
 
-namespace ktls::testing {
+namespace ktls::agent::testing {
 namespace {
 
 using ::testing::_;
@@ -102,7 +102,7 @@ class AgentTest : public ::testing::Test {
         }));
   }
 
-  ScopedTempDir tmp_{"ktls-agent-test"};  // removed after everything below
+  ::ktls::testing::ScopedTempDir tmp_{"ktls-agent-test"};  // removed after everything below
   const std::string dir_ = tmp_.path();
   NiceMock<MockSysCalls> sys_;
   std::unique_ptr<Agent> agent_;
@@ -362,4 +362,4 @@ TEST_F(AgentTest, BadConfigIsAClearError) {
 }
 
 }  // namespace
-}  // namespace ktls::testing
+}  // namespace ktls::agent::testing

@@ -26,7 +26,7 @@
 #include "ktls/v1/handoff.pb.h"
 #include "ktls/wire.h"
 
-namespace ktls::testing {
+namespace ktls::agent::testing {
 
 inline void SleepMs(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
@@ -238,6 +238,6 @@ inline bool FdAtEof(int fd, int timeout_ms = 5000) {
   return read(fd, &c, 1) == 0;
 }
 
-}  // namespace ktls::testing
+}  // namespace ktls::agent::testing
 
 #endif  // KTLS_TESTS_UNIT_AGENT_AGENT_TEST_UTIL_H_

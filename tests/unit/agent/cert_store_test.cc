@@ -16,7 +16,7 @@
 
 #include "tests/unit/agent/test_certs.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 using testcerts::CertSpec;
@@ -581,4 +581,4 @@ TEST_F(CertStoreTest, ConcurrentSwapAndCurrent) {
 }
 
 }  // namespace
-}  // namespace ktls
+}  // namespace ktls::agent

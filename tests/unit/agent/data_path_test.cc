@@ -27,7 +27,7 @@
 #define SOL_TLS 282
 #endif
 
-namespace ktls::testing {
+namespace ktls::agent::testing {
 namespace {
 
 using ::testing::_;
@@ -263,4 +263,4 @@ TEST_F(EnterDataPathTest, ARelayWithoutASocketpairIsARelayError) {
 }
 
 }  // namespace
-}  // namespace ktls::testing
+}  // namespace ktls::agent::testing

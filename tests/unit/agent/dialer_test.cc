@@ -20,7 +20,7 @@
 #include "tests/unit/agent/agent_test_util.h"
 #include "tests/unit/agent/test_certs.h"
 
-namespace ktls::testing {
+namespace ktls::agent::testing {
 namespace {
 
 using ::testing::NiceMock;
@@ -279,4 +279,4 @@ TEST_F(DialerTest, BadRequestsAreAnsweredNotDropped) {
 }
 
 }  // namespace
-}  // namespace ktls::testing
+}  // namespace ktls::agent::testing

@@ -21,7 +21,7 @@
 #include "tests/mocks/mock_syscalls.h"
 #include "tests/unit/agent/agent_test_util.h"
 
-namespace ktls::testing {
+namespace ktls::agent::testing {
 namespace {
 
 using ::testing::_;
@@ -269,4 +269,4 @@ TEST_F(HandoffTrustTest, AppConnectionsAreCapped) {
 }
 
 }  // namespace
-}  // namespace ktls::testing
+}  // namespace ktls::agent::testing

@@ -23,10 +23,10 @@
 #define SOL_TLS 282
 #endif
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
-using ::ktls::testing::MockSysCalls;
+using ::ktls::agent::testing::MockSysCalls;
 using ::testing::_;
 using ::testing::AllOf;
 using ::testing::AnyNumber;
@@ -447,4 +447,4 @@ TEST(KernelProbeRealKernelTest, ResultIsConsistent) {
 }
 
 }  // namespace
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -16,7 +16,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 using ::testing::HasSubstr;
@@ -470,4 +470,4 @@ TEST(KtlsCipherFromSuiteIdTest, RejectsOthers) {
 }
 
 }  // namespace
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -26,7 +26,7 @@
 #define SOL_TLS 282
 #endif
 
-namespace ktls::testing {
+namespace ktls::agent::testing {
 namespace {
 
 using ::testing::_;
@@ -230,4 +230,4 @@ TEST_F(KtlsInstallerPlainTest, BufferedRecordsPreventManualRx) {
 }
 
 }  // namespace
-}  // namespace ktls::testing
+}  // namespace ktls::agent::testing

@@ -7,7 +7,7 @@
 
 #include "tests/mocks/mock_syscalls.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 using ::testing::_;
@@ -66,4 +66,4 @@ TEST(ListenerTest, BindFailureNamesTheAddress) {
 }
 
 }  // namespace
-}  // namespace ktls
+}  // namespace ktls::agent

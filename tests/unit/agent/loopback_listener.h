@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-namespace ktls::testing {
+namespace ktls::agent::testing {
 
 class LoopbackListener {
  public:
@@ -49,6 +49,6 @@ class LoopbackListener {
   bool ok_ = false;
 };
 
-}  // namespace ktls::testing
+}  // namespace ktls::agent::testing
 
 #endif  // KTLS_TESTS_UNIT_AGENT_LOOPBACK_LISTENER_H_

@@ -8,7 +8,7 @@
 
 #include "tests/unit/agent/test_certs.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 using testcerts::MakeCa;
@@ -84,4 +84,4 @@ TEST(PemTest, FilesAreReadWithTheirRoleInMessagesAndTheOneMiBBound) {
 }
 
 }  // namespace
-}  // namespace ktls
+}  // namespace ktls::agent

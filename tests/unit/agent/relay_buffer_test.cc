@@ -8,7 +8,7 @@
 
 #include "agent/relay.h"
 
-namespace ktls::testing {
+namespace ktls::agent::testing {
 namespace {
 
 std::string Take(RelayBuffer& b, size_t n) {
@@ -55,4 +55,4 @@ TEST(RelayBufferTest, FifoAcrossCompactionAndBounded) {
 }
 
 }  // namespace
-}  // namespace ktls::testing
+}  // namespace ktls::agent::testing

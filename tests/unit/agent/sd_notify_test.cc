@@ -16,7 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "tests/mocks/mock_syscalls.h"
 
-namespace ktls::testing {
+namespace ktls::agent::testing {
 namespace {
 
 using ::testing::_;
@@ -100,4 +100,4 @@ TEST(SdNotifyTest, EintrIsRetriedOtherErrorsReported) {
 }
 
 }  // namespace
-}  // namespace ktls::testing
+}  // namespace ktls::agent::testing

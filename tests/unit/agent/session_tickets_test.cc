@@ -10,7 +10,7 @@
 #include "agent/tls_context.h"
 #include "tests/unit/agent/test_certs.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 using testcerts::TestCert;
@@ -164,4 +164,4 @@ INSTANTIATE_TEST_SUITE_P(Versions, SessionTicketsTest,
                          });
 
 }  // namespace
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -12,7 +12,7 @@
 #include "absl/strings/match.h"
 #include "server/control_metrics.h"
 
-namespace ktls::testing {
+namespace ktls::agent::testing {
 namespace {
 
 struct Entry {
@@ -70,10 +70,10 @@ TEST(StatsListsTest, EnumLabelsFollowTheirLists) {
   EXPECT_EQ("timeout", HandshakeFailureReasonLabel(HandshakeFailureReason::kTimeout));
   EXPECT_EQ("protocol_error", HandshakeFailureReasonLabel(HandshakeFailureReason::kProtocol));
   EXPECT_EQ("unknown", HandshakeFailureReasonLabel(HandshakeFailureReason::kCount));
-  EXPECT_EQ("bad_ticket_key", ValidationFailureLabel(ValidationFailure::kBadTicketKey));
-  EXPECT_EQ("other", ValidationFailureLabel(ValidationFailure::kCount));
-  EXPECT_EQ("cert_dir", ReloadSourceLabel(ReloadSource::kCertDir));
-  EXPECT_EQ("api", ReloadSourceLabel(ReloadSource::kCount));
+  EXPECT_EQ("bad_ticket_key", control::ValidationFailureLabel(control::ValidationFailure::kBadTicketKey));
+  EXPECT_EQ("other", control::ValidationFailureLabel(control::ValidationFailure::kCount));
+  EXPECT_EQ("cert_dir", control::ReloadSourceLabel(control::ReloadSource::kCertDir));
+  EXPECT_EQ("api", control::ReloadSourceLabel(control::ReloadSource::kCount));
   EXPECT_EQ("TLS_CHACHA20_POLY1305_SHA256", TlsSuiteLabel(TlsSuite::kTls13ChaCha20).cipher);
   EXPECT_EQ("other", TlsSuiteLabel(TlsSuite::kCount).version);
 
@@ -83,7 +83,7 @@ TEST(StatsListsTest, EnumLabelsFollowTheirLists) {
   seen.clear();
   for (absl::string_view l : kHandshakeFailureReasonLabels) EXPECT_TRUE(seen.insert(l).second) << l;
   seen.clear();
-  for (absl::string_view l : kValidationFailureLabels) EXPECT_TRUE(seen.insert(l).second) << l;
+  for (absl::string_view l : control::kValidationFailureLabels) EXPECT_TRUE(seen.insert(l).second) << l;
 }
 
 TEST(StatsListsTest, MetricLabelsNameTheLabelOfEachEnum) {
@@ -91,7 +91,7 @@ TEST(StatsListsTest, MetricLabelsNameTheLabelOfEachEnum) {
             MetricLabelsOf(FallbackReason::kModuleMissing));
   EXPECT_EQ((MetricLabels{{"reason", "not_tls"}}),
             MetricLabelsOf(HandshakeFailureReason::kNotTls));
-  EXPECT_EQ((MetricLabels{{"reason", "expired"}}), MetricLabelsOf(ValidationFailure::kExpired));
+  EXPECT_EQ((MetricLabels{{"reason", "expired"}}), MetricLabelsOf(control::ValidationFailure::kExpired));
   EXPECT_EQ((MetricLabels{{"version", "TLSv1.2"},
                           {"cipher", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"}}),
             MetricLabelsOf(TlsSuite::kTls12RsaAes128Gcm));
@@ -105,4 +105,4 @@ TEST(StatsListsTest, SuiteOfANegotiatedVersionAndCipher) {
 }
 
 }  // namespace
-}  // namespace ktls::testing
+}  // namespace ktls::agent::testing

@@ -24,8 +24,8 @@
 namespace ktls::testcerts {
 
 struct TestCert {
-  X509Ptr cert;
-  EvpPkeyPtr key;
+  agent::X509Ptr cert;
+  agent::EvpPkeyPtr key;
   std::string cert_pem;
   std::string key_pem;  // PKCS#8, unencrypted
 };
@@ -67,12 +67,12 @@ inline std::string BioToString(BIO* bio) {
   return std::string(data, static_cast<size_t>(len));
 }
 
-inline EvpPkeyPtr NewKey(KeyKind kind) {
+inline agent::EvpPkeyPtr NewKey(KeyKind kind) {
   switch (kind) {
     case KeyKind::kEcP256:
-      return EvpPkeyPtr(Check(EVP_EC_gen("P-256"), "EVP_EC_gen"));
+      return agent::EvpPkeyPtr(Check(EVP_EC_gen("P-256"), "EVP_EC_gen"));
     case KeyKind::kRsa2048:
-      return EvpPkeyPtr(Check(EVP_RSA_gen(2048), "EVP_RSA_gen"));
+      return agent::EvpPkeyPtr(Check(EVP_RSA_gen(2048), "EVP_RSA_gen"));
   }
   Die("key kind");
 }
@@ -81,18 +81,18 @@ inline void AddExt(X509* cert, X509* issuer, int nid, const std::string& value) 
   X509V3_CTX v3;
   X509V3_set_ctx_nodb(&v3);
   X509V3_set_ctx(&v3, issuer, cert, nullptr, nullptr, 0);
-  X509ExtensionPtr ext(Check(X509V3_EXT_conf_nid(nullptr, &v3, nid, value.c_str()), "ext"));
+  agent::X509ExtensionPtr ext(Check(X509V3_EXT_conf_nid(nullptr, &v3, nid, value.c_str()), "ext"));
   Check(X509_add_ext(cert, ext.get(), -1), "X509_add_ext");
 }
 
 inline std::string CertToPem(X509* cert) {
-  BioPtr bio(Check(BIO_new(BIO_s_mem()), "BIO_new"));
+  agent::BioPtr bio(Check(BIO_new(BIO_s_mem()), "BIO_new"));
   Check(PEM_write_bio_X509(bio.get(), cert), "PEM_write_bio_X509");
   return BioToString(bio.get());
 }
 
 inline std::string KeyToPem(EVP_PKEY* key) {
-  BioPtr bio(Check(BIO_new(BIO_s_mem()), "BIO_new"));
+  agent::BioPtr bio(Check(BIO_new(BIO_s_mem()), "BIO_new"));
   Check(PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr),
         "PEM_write_bio_PrivateKey");
   return BioToString(bio.get());
@@ -100,7 +100,7 @@ inline std::string KeyToPem(EVP_PKEY* key) {
 
 // Encrypted PKCS#8 (AES-256-CBC) with `password`.
 inline std::string KeyToEncryptedPem(EVP_PKEY* key, const std::string& password) {
-  BioPtr bio(Check(BIO_new(BIO_s_mem()), "BIO_new"));
+  agent::BioPtr bio(Check(BIO_new(BIO_s_mem()), "BIO_new"));
   Check(PEM_write_bio_PKCS8PrivateKey(bio.get(), key, EVP_aes_256_cbc(), password.data(),
                                       static_cast<int>(password.size()), nullptr, nullptr),
         "PEM_write_bio_PKCS8PrivateKey");
@@ -116,7 +116,7 @@ inline TestCert MakeCert(const CertSpec& spec, const TestCert* issuer) {
   Check(X509_set_version(x, X509_VERSION_3), "X509_set_version");
   static std::atomic<long> serial{1000};
   Check(ASN1_INTEGER_set(X509_get_serialNumber(x), serial++), "serial");
-  X509NamePtr name(Check(X509_NAME_new(), "X509_NAME_new"));
+  agent::X509NamePtr name(Check(X509_NAME_new(), "X509_NAME_new"));
   Check(X509_NAME_add_entry_by_txt(name.get(), "CN", MBSTRING_UTF8,
                                    reinterpret_cast<const unsigned char*>(spec.common_name.c_str()),
                                    -1, -1, 0),

@@ -12,7 +12,7 @@
 
 #include "tests/unit/agent/test_certs.h"
 
-namespace ktls {
+namespace ktls::agent {
 namespace {
 
 using testcerts::CertSpec;
@@ -893,4 +893,4 @@ TEST_F(TlsContextTest, DataBehindClientFinishedStaysInTheSocket) {
 }
 
 }  // namespace
-}  // namespace ktls
+}  // namespace ktls::agent

@@ -21,7 +21,7 @@
 #include "tests/unit/agent/agent_test_util.h"
 #include "tests/unit/agent/loopback_listener.h"
 
-namespace ktls::testing {
+namespace ktls::agent::testing {
 namespace {
 
 using ::testing::_;
@@ -261,4 +261,4 @@ TEST_F(TlsSessionTest, EagainAndEintrInSslErrorSyscallAreWantsOtherErrnosFail) {
 }
 
 }  // namespace
-}  // namespace ktls::testing
+}  // namespace ktls::agent::testing

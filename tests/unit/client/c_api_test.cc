@@ -275,17 +275,17 @@ TEST(CApiTest, AgentRestartAndReconnect) {
 
 TEST(CApiTest, CppWrapperRoundTrip) {
   FakeAgent agent;
-  ::ktls::Agent a;
+  ::ktls::app::Agent a;
   auto pending = std::async(std::launch::async, [&] {
-    return ::ktls::Agent::Connect(agent.path(), "cpp-app", 1, &a, 2000);
+    return ::ktls::app::Agent::Connect(agent.path(), "cpp-app", 1, &a, 2000);
   });
   agent.AcceptAndReadSubscribe();
   agent.SendSubscribed();
   ASSERT_TRUE(pending.get().ok());
   StreamPair p;
   agent.Send(HandoffMessage(9, "hi"), {p.fd[0]});
-  ::ktls::Connection c;
-  ::ktls::Status s = a.Accept(&c);
+  ::ktls::app::Connection c;
+  ::ktls::app::Status s = a.Accept(&c);
   ASSERT_TRUE(s) << s.ToString();
   EXPECT_EQ("hi", c.pending());
   EXPECT_FALSE(c.ktls());

@@ -17,7 +17,7 @@
 #include "tests/unit/agent/test_certs.h"
 #include "tests/unit/temp_dir.h"
 
-namespace ktls {
+namespace ktls::control {
 namespace {
 
 class CertDirWatcherTest : public ::testing::Test {
@@ -174,7 +174,7 @@ TEST_F(CertDirWatcherTest, CommitThroughAppliesToTheManagerAndReportsRejections)
   const testcerts::TestCert ca = testcerts::MakeCa("watch CA");
   const testcerts::TestCert good = testcerts::MakeCert({"web", {"web.test"}}, &ca);
   const testcerts::TestCert other = testcerts::MakeCert({"other", {"web.test"}}, &ca);
-  CertStore store(*CertificateSet::CreateDevelopment());
+  agent::CertStore store(*agent::CertificateSet::CreateDevelopment());
   ControlMetrics metrics;
   CertManager manager(store, nullptr, metrics, CertManager::Options{});
   StateStore::Loaded loaded;
@@ -210,4 +210,4 @@ TEST_F(CertDirWatcherTest, CommitThroughAppliesToTheManagerAndReportsRejections)
 }
 
 }  // namespace
-}  // namespace ktls
+}  // namespace ktls::control

@@ -10,7 +10,7 @@
 #include "server/trust_manager.h"
 #include "tests/unit/agent/test_certs.h"
 
-namespace ktls {
+namespace ktls::control {
 namespace {
 
 using testcerts::CertSpec;
@@ -28,8 +28,8 @@ TestCert Leaf(const TestCert& ca, const std::string& cn, std::vector<std::string
   return MakeCert(spec, &ca);
 }
 
-CertificateSource Req(const std::string& name, const TestCert& c) {
-  CertificateSource r;
+agent::CertificateSource Req(const std::string& name, const TestCert& c) {
+  agent::CertificateSource r;
   r.name = name;
   r.chain_pem = c.cert_pem;
   r.key_pem = c.key_pem;
@@ -47,7 +47,7 @@ class CertManagerTest : public ::testing::Test {
   // A fresh "process": store with the development certificate, state dir loaded.
   void Boot(bool persist = true) {
     manager_.reset();
-    store_ = std::make_unique<CertStore>(*CertificateSet::CreateDevelopment());
+    store_ = std::make_unique<agent::CertStore>(*agent::CertificateSet::CreateDevelopment());
     state_.reset();
     if (persist) state_ = *StateStore::Open(dir_ + "/state");
     StateStore::Loaded loaded;
@@ -57,14 +57,14 @@ class CertManagerTest : public ::testing::Test {
     manager_->Initialize(loaded, &issues_);
   }
   std::string Served(const std::string& sni) {
-    const CertificateEntry* e = store_->Current()->Select(sni);
+    const agent::CertificateEntry* e = store_->Current()->Select(sni);
     return e == nullptr ? "" : e->name;
   }
 
   TestCert ca_;
   std::string dir_;
   ControlMetrics metrics_;
-  std::unique_ptr<CertStore> store_;
+  std::unique_ptr<agent::CertStore> store_;
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<CertManager> manager_;
   std::vector<StateStore::Issue> issues_;
@@ -74,7 +74,7 @@ TEST_F(CertManagerTest, StageValidatesAndWipesTheKeyCommitSwapsAndDropsTheDevelo
   Boot();
   EXPECT_EQ("development", Served("localhost"));
   const TestCert api = Leaf(ca_, "api", {"api.test", "*.api.test"});
-  CertificateSource r = Req("api", api);
+  agent::CertificateSource r = Req("api", api);
   absl::StatusOr<StagedCertificate> staged = manager_->Stage(r, ReloadSource::kApi);
   ASSERT_TRUE(staged.ok()) << staged.status();
   EXPECT_TRUE(r.key_pem.empty()) << "the request's key was not wiped";
@@ -158,12 +158,12 @@ TEST_F(CertManagerTest, UnchangedCertificatesKeepTheirObjectsAndCounters) {
   Boot(false);
   auto a = Req("a", Leaf(ca_, "a", {"a.test"}));
   ASSERT_TRUE(manager_->Apply(a, 0, ReloadSource::kApi).ok());
-  const CertificateEntry* before = store_->Current()->Select("a.test");
+  const agent::CertificateEntry* before = store_->Current()->Select("a.test");
   before->handshakes->fetch_add(5);
   X509* leaf = before->leaf.get();
   auto b = Req("b", Leaf(ca_, "b", {"b.test"}));
   ASSERT_TRUE(manager_->Apply(b, 0, ReloadSource::kApi).ok());
-  const CertificateEntry* after = store_->Current()->Select("a.test");
+  const agent::CertificateEntry* after = store_->Current()->Select("a.test");
   EXPECT_EQ(leaf, after->leaf.get()) << "an unchanged certificate was re-parsed";
   EXPECT_EQ(5u, after->handshakes->load());
   auto got = manager_->Get("a");
@@ -179,7 +179,7 @@ TEST_F(CertManagerTest, ACommitSharesEntriesAndCopiesNone) {
   auto b = Req("b", Leaf(ca_, "b", {"b.test"}));
   absl::StatusOr<StagedCertificate> staged = manager_->Stage(b, ReloadSource::kApi);
   ASSERT_TRUE(staged.ok()) << staged.status();
-  const CertificateEntryPtr a_before = store_->Current()->shared_entries().front();
+  const agent::CertificateEntryPtr a_before = store_->Current()->shared_entries().front();
   ASSERT_TRUE(manager_->Commit("b", 0, ReloadSource::kApi).ok());
   // The served set holds the very entry that was staged, and the unchanged one as it was.
   EXPECT_EQ(staged->entry.get(), store_->Current()->Select("b.test"));
@@ -299,12 +299,12 @@ TEST_F(CertManagerTest, WatchersGetEveryChangeAndOverflowIsDetected) {
 class TrustAndTicketsTest : public CertManagerTest {
  protected:
   void SetUp() override {
-    auto tls = TlsContext::Create(TlsOptions{}, KernelProbeResult{});
+    auto tls = agent::TlsContext::Create(agent::TlsOptions{}, agent::KernelProbeResult{});
     ASSERT_TRUE(tls.ok()) << tls.status();
     tls_ = *std::move(tls);
     state_ = *StateStore::Open(dir_ + "/state");
   }
-  std::unique_ptr<TlsContext> tls_;
+  std::unique_ptr<agent::TlsContext> tls_;
 };
 
 TEST_F(TrustAndTicketsTest, TrustBundleTransactionsSwapTheContextsTrust) {
@@ -331,7 +331,7 @@ TEST_F(TrustAndTicketsTest, TrustBundleTransactionsSwapTheContextsTrust) {
   EXPECT_THAT(std::string(r.status().message()), HasSubstr("crl_pem: CRL 1: cannot parse"));
 
   // Restored from the state directory by a new manager.
-  auto tls2 = *TlsContext::Create(TlsOptions{}, KernelProbeResult{});
+  auto tls2 = *agent::TlsContext::Create(agent::TlsOptions{}, agent::KernelProbeResult{});
   TrustManager again(*tls2, state_.get(), metrics_, "");
   StateStore::Loaded loaded = state_->Load();
   std::vector<StateStore::Issue> issues;
@@ -370,7 +370,7 @@ TEST_F(TrustAndTicketsTest, TicketKeysSetRotateKeepAndPersist) {
   dup.add_keys(std::string(80, 'a'));
   EXPECT_THAT(std::string(tickets.Set(dup).status().message()), HasSubstr("have the same name"));
 
-  auto tls2 = *TlsContext::Create(TlsOptions{}, KernelProbeResult{});
+  auto tls2 = *agent::TlsContext::Create(agent::TlsOptions{}, agent::KernelProbeResult{});
   TicketKeyManager again(*tls2, state_.get(), metrics_);
   StateStore::Loaded loaded = state_->Load();
   std::vector<StateStore::Issue> issues;
@@ -381,4 +381,4 @@ TEST_F(TrustAndTicketsTest, TicketKeysSetRotateKeepAndPersist) {
 }
 
 }  // namespace
-}  // namespace ktls
+}  // namespace ktls::control

@@ -10,22 +10,22 @@
 
 #include "tests/unit/agent/test_certs.h"
 
-namespace ktls {
+namespace ktls::control {
 namespace {
 
 using testcerts::MakeCert;
 using testcerts::TestCert;
 using ::testing::HasSubstr;
 
-CertificateEntryPtr Parse(const TestCert& c, std::vector<std::string> names = {}) {
-  CertificateSource source;
+agent::CertificateEntryPtr Parse(const TestCert& c, std::vector<std::string> names = {}) {
+  agent::CertificateSource source;
   source.name = "t";
   source.chain_pem = c.cert_pem;
   source.key_pem = c.key_pem;
   source.server_names = std::move(names);
-  absl::StatusOr<CertificateEntryPtr> entry = ParseCertificate(source);
+  absl::StatusOr<agent::CertificateEntryPtr> entry = agent::ParseCertificate(source);
   EXPECT_TRUE(entry.ok()) << entry.status();
-  return entry.ok() ? *entry : std::make_shared<const CertificateEntry>();
+  return entry.ok() ? *entry : std::make_shared<const agent::CertificateEntry>();
 }
 
 // A CRL issued by `ca`, valid from an hour ago for `days` (negative: already expired).
@@ -62,7 +62,7 @@ TEST(CertValidationTest, CertificateNames) {
 TEST(CertValidationTest, StageRequestLimitsAndArmor) {
   const TestCert ca = testcerts::MakeCa("v CA");
   const TestCert c = MakeCert({"leaf", {"leaf.test"}}, &ca);
-  CertificateSource r;
+  agent::CertificateSource r;
   r.name = "ok";
   r.chain_pem = c.cert_pem;
   r.key_pem = c.key_pem;
@@ -83,7 +83,7 @@ TEST(CertValidationTest, SanCoverageFollowsTheOneLabelWildcardRule) {
   const TestCert ca = testcerts::MakeCa("v CA");
   const TestCert c = MakeCert({"leaf", {"exact.test", "*.wild.test"}}, &ca);
   std::vector<std::string> warnings;
-  const CertificateEntryPtr e = Parse(c);
+  const agent::CertificateEntryPtr e = Parse(c);
   EXPECT_FALSE(ValidateForServing(*e, {"exact.test", "a.wild.test", "*.wild.test", "EXACT.test"},
                                   absl::Now(), &warnings)
                    .has_value());
@@ -108,7 +108,7 @@ TEST(CertValidationTest, DatesUsageAndWarnings) {
   EXPECT_FALSE(ValidateForServing(*Parse(self), {}, absl::Now(), &warnings).has_value());
   EXPECT_THAT(warnings, ::testing::Contains(HasSubstr("self-signed")));
 
-  const CertificateEntryPtr e = Parse(MakeCert({"e", {"e.test"}}, &ca));
+  const agent::CertificateEntryPtr e = Parse(MakeCert({"e", {"e.test"}}, &ca));
   auto rej = ValidateForServing(*e, {}, absl::Now() + absl::Hours(24 * 40), &warnings);
   ASSERT_TRUE(rej.has_value());
   EXPECT_EQ(ValidationFailure::kExpired, rej->reason);
@@ -149,7 +149,7 @@ TEST(CertValidationTest, TrustBundlesCheckCrlSignersAndDates) {
   auto check = [&](const std::string& crl) {
     warnings.clear();
     d.Clear();
-    auto bundle = TrustBundle::Create(ca.cert_pem, crl, false);
+    auto bundle = agent::TrustBundle::Create(ca.cert_pem, crl, false);
     EXPECT_TRUE(bundle.ok()) << bundle.status();
     return ValidateTrustBundle(ca.cert_pem, crl, **bundle, absl::Now(), &warnings, &d);
   };
@@ -168,4 +168,4 @@ TEST(CertValidationTest, TrustBundlesCheckCrlSignersAndDates) {
 }
 
 }  // namespace
-}  // namespace ktls
+}  // namespace ktls::control

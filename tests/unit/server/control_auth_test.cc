@@ -3,7 +3,7 @@
 
 #include "gtest/gtest.h"
 
-namespace ktls {
+namespace ktls::control {
 namespace {
 
 std::vector<AllowedIdentity> Parse(std::vector<std::string> entries) {
@@ -72,4 +72,4 @@ TEST(ControlAuthTest, DescribeNamesTheKinds) {
 }
 
 }  // namespace
-}  // namespace ktls
+}  // namespace ktls::control

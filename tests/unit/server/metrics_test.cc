@@ -22,7 +22,7 @@
 #include "server/ticket_key_manager.h"
 #include "server/trust_manager.h"
 
-namespace ktls::testing {
+namespace ktls::control::testing {
 namespace {
 
 using prometheus::MetricFamily;
@@ -42,7 +42,7 @@ class MetricsCollectorTest : public ::testing::Test {
   void SetUp() override {
     char tmpl[] = "/tmp/ktls-metrics-test-XXXXXX";
     dir_ = mkdtemp(tmpl);
-    v1::AgentConfig c = DefaultConfig();
+    v1::AgentConfig c = agent::DefaultConfig();
     c.clear_listeners();
     auto* l = c.add_listeners();
     l->set_name("test");
@@ -51,7 +51,7 @@ class MetricsCollectorTest : public ::testing::Test {
     c.set_workers(1);
     c.set_handoff_socket(dir_ + "/handoff.sock");
     c.set_log_level("error");
-    auto a = Agent::Create(c, RealSysCalls());
+    auto a = agent::Agent::Create(c, agent::RealSysCalls());
     ASSERT_TRUE(a.ok()) << a.status();
     agent_ = std::move(*a);
     certs_ = std::make_unique<CertManager>(agent_->certs(), nullptr, control_,
@@ -100,7 +100,7 @@ class MetricsCollectorTest : public ::testing::Test {
   }
 
   std::string dir_;
-  std::unique_ptr<Agent> agent_;
+  std::unique_ptr<agent::Agent> agent_;
   ControlMetrics control_;
   std::unique_ptr<CertManager> certs_;
   std::unique_ptr<TrustManager> trust_;
@@ -194,21 +194,21 @@ double Get(const std::map<std::string, double>& m, const std::string& key) {
 }
 
 TEST_F(MetricsCollectorTest, EachKindOfSourceMovesTheSampleItIsExportedAs) {
-  AgentStats& st = agent_->stats();
-  Inc(st.connections_accepted, 3);
-  Inc(st.ktls_rx_failed, 4);
-  Inc(st.relay_bytes_to_peer, 5);
-  Inc(st.handshakes_completed, 9);  // exported by suite only
-  Inc(st.handshake_timeouts, 9);    // exported as handshakes_failed{reason="timeout"} only
-  Add(st.apps_connected, 2);
-  st.CountFallback(FallbackReason::kNoSecret);
-  st.CountFallback(FallbackReason::kNoSecret);
-  st.CountHandshakeFailure(HandshakeFailureReason::kTimeout);
-  st.CountSuite(TlsSuite::kTls13ChaCha20);
+  agent::AgentStats& st = agent_->stats();
+  agent::Inc(st.connections_accepted, 3);
+  agent::Inc(st.ktls_rx_failed, 4);
+  agent::Inc(st.relay_bytes_to_peer, 5);
+  agent::Inc(st.handshakes_completed, 9);  // exported by suite only
+  agent::Inc(st.handshake_timeouts, 9);    // exported as handshakes_failed{reason="timeout"} only
+  agent::Add(st.apps_connected, 2);
+  st.CountFallback(agent::FallbackReason::kNoSecret);
+  st.CountFallback(agent::FallbackReason::kNoSecret);
+  st.CountHandshakeFailure(agent::HandshakeFailureReason::kTimeout);
+  st.CountSuite(agent::TlsSuite::kTls13ChaCha20);
   control_.CountValidationFailure(ValidationFailure::kExpired);
   control_.CountReload(ReloadSource::kCertDir, false);
   control_.state_files_loaded.store(6);
-  Inc(control_.ticket_key_rotations, 7);
+  agent::Inc(control_.ticket_key_rotations, 7);
   control_.CountRequest("/ktls.v1.TelemetryService/GetStats", "OK");
 
   const std::map<std::string, double> m = Samples();
@@ -248,10 +248,10 @@ TEST_F(MetricsCollectorTest, LabeledFamiliesAreCompleteAtZero) {
       }
     }
   }
-  EXPECT_EQ(static_cast<size_t>(FallbackReason::kCount), samples["ktls_fallbacks_total"]);
-  EXPECT_EQ(static_cast<size_t>(HandshakeFailureReason::kCount),
+  EXPECT_EQ(static_cast<size_t>(agent::FallbackReason::kCount), samples["ktls_fallbacks_total"]);
+  EXPECT_EQ(static_cast<size_t>(agent::HandshakeFailureReason::kCount),
             samples["ktls_handshakes_failed_total"]);
-  EXPECT_EQ(static_cast<size_t>(TlsSuite::kCount), samples["ktls_handshakes_completed_total"]);
+  EXPECT_EQ(static_cast<size_t>(agent::TlsSuite::kCount), samples["ktls_handshakes_completed_total"]);
   EXPECT_EQ(static_cast<size_t>(ValidationFailure::kCount),
             samples["ktls_control_validation_failures_total"]);
   EXPECT_EQ(2 * static_cast<size_t>(ReloadSource::kCount),
@@ -269,7 +269,7 @@ TEST_F(MetricsCollectorTest, HistogramsAreCumulativeAndEndAtTheCount) {
     const auto& h = f.metric[0].histogram;
     EXPECT_EQ(2u, h.sample_count);
     EXPECT_DOUBLE_EQ(20.003, h.sample_sum);
-    ASSERT_EQ(HandshakeDurationBuckets().size(), h.bucket.size());
+    ASSERT_EQ(agent::HandshakeDurationBuckets().size(), h.bucket.size());
     EXPECT_EQ(0u, h.bucket[2].cumulative_count);  // le=0.0025
     EXPECT_EQ(1u, h.bucket[3].cumulative_count);  // le=0.005
     EXPECT_EQ(1u, h.bucket.back().cumulative_count);
@@ -292,4 +292,4 @@ TEST_F(MetricsCollectorTest, ControlPlaneFamiliesNeedTheirSources) {
 }
 
 }  // namespace
-}  // namespace ktls::testing
+}  // namespace ktls::control::testing

@@ -14,7 +14,7 @@
 
 #include "tests/unit/temp_dir.h"
 
-namespace ktls {
+namespace ktls::control {
 namespace {
 
 class StateStoreTest : public ::testing::Test {
@@ -192,4 +192,4 @@ TEST_F(StateStoreTest, ReadSecretFileRefusesOversizeAndNonRegularFiles) {
 }
 
 }  // namespace
-}  // namespace ktls
+}  // namespace ktls::control

@@ -5,7 +5,7 @@
 
 #include <gtest/gtest.h>
 
-namespace ktls {
+namespace ktls::control {
 namespace {
 
 // As Linux 6.1 prints it.
@@ -54,4 +54,4 @@ TEST(TlsStatTest, AMissingFileSaysWhy) {
 }
 
 }  // namespace
-}  // namespace ktls
+}  // namespace ktls::control

@@ -113,7 +113,7 @@ void DeclareOptions(ktls::base::OptionParser& p, ProbeOptions& o) {
   p.Add("followup_bytes", &o.followup_bytes, "both, on the following connections");
 }
 
-std::string ConnLine(const char* kind, const ktls::Connection& c) {
+std::string ConnLine(const char* kind, const ktls::app::Connection& c) {
   const ktls_conn_info& i = c.info();
   bool tx = false, rx = false;
   ktls_fd_offload_state(c.fd(), &tx, &rx);
@@ -154,7 +154,7 @@ bool WriteAll(int fd, const char* p, size_t n) {
 // One inbound connection running the line protocol (see the top of the file).
 class LineSession {
  public:
-  explicit LineSession(ktls::Connection conn)
+  explicit LineSession(ktls::app::Connection conn)
       : conn_(std::move(conn)), tag_(" id=" + std::to_string(conn_.info().connection_id)) {}
 
   void Run() {
@@ -253,7 +253,7 @@ class LineSession {
     return true;
   }
 
-  ktls::Connection conn_;
+  ktls::app::Connection conn_;
   const std::string tag_;
   std::string in_;
   uint64_t bytes_in_ = 0;
@@ -265,19 +265,19 @@ class LineSession {
   bool closed_write_ = false;
 };
 
-void ServeConnection(ktls::Connection conn) { LineSession(std::move(conn)).Run(); }
+void ServeConnection(ktls::app::Connection conn) { LineSession(std::move(conn)).Run(); }
 
 int Serve(const ProbeOptions& f) {
-  ktls::Agent agent;
+  ktls::app::Agent agent;
   const uint32_t credits = f.credits;
-  ktls::Status s = ktls::Agent::Connect(f.agent_socket, "probe", credits, &agent);
+  ktls::app::Status s = ktls::app::Agent::Connect(f.agent_socket, "probe", credits, &agent);
   if (!s) {
     Print("PROBE-FATAL error=" + s.ToString());
     return 1;
   }
   Print("PROBE-READY agent_version=" + agent.agent_version());
   for (;;) {
-    ktls::Connection conn;
+    ktls::app::Connection conn;
     s = agent.Accept(&conn);
     if (s.code == KTLS_E_UNAVAILABLE) {
       Print("PROBE-AGENT-GONE error=" + s.message);
@@ -315,7 +315,7 @@ struct Transfer {
 // then close_notify, then reads to the end; non-blocking under poll().
 class TransferLoop {
  public:
-  TransferLoop(ktls::Connection& conn, uint64_t send_bytes, uint64_t recv_bytes)
+  TransferLoop(ktls::app::Connection& conn, uint64_t send_bytes, uint64_t recv_bytes)
       : conn_(conn), fd_(conn.fd()), send_bytes_(send_bytes), recv_bytes_(recv_bytes) {}
 
   Transfer Run() {
@@ -412,7 +412,7 @@ class TransferLoop {
     }
   }
 
-  ktls::Connection& conn_;
+  ktls::app::Connection& conn_;
   const int fd_;
   const uint64_t send_bytes_;
   const uint64_t recv_bytes_;
@@ -426,18 +426,18 @@ class TransferLoop {
   bool write_closed_ = false;
 };
 
-Transfer Run(ktls::Connection& conn, uint64_t send_bytes, uint64_t recv_bytes) {
+Transfer Run(ktls::app::Connection& conn, uint64_t send_bytes, uint64_t recv_bytes) {
   return TransferLoop(conn, send_bytes, recv_bytes).Run();
 }
 
 int Dial(const ProbeOptions& f) {
-  ktls::Agent agent;
-  ktls::Status s = ktls::Agent::Connect(f.agent_socket, "probe-dialer", 0, &agent);
+  ktls::app::Agent agent;
+  ktls::app::Status s = ktls::app::Agent::Connect(f.agent_socket, "probe-dialer", 0, &agent);
   if (!s) {
     Print("PROBE-FATAL error=" + s.ToString());
     return 1;
   }
-  ktls::DialOptions o;
+  ktls::app::DialOptions o;
   o.host = f.host;
   o.port = static_cast<uint16_t>(f.port);
   o.sni = f.sni;
@@ -459,7 +459,7 @@ int Dial(const ProbeOptions& f) {
   int failures = 0;
   for (int i = 1; i <= count; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
-    ktls::Connection conn;
+    ktls::app::Connection conn;
     s = agent.Dial(o, &conn);
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
