@@ -16,7 +16,8 @@ const char* HandoffOutcomeName(HandoffOutcome o) {
   return "unknown";
 }
 
-ActivityLog::ActivityLog(size_t recent_capacity) : capacity_(std::max<size_t>(1, recent_capacity)) {}
+ActivityLog::ActivityLog(size_t recent_capacity)
+    : capacity_(std::max<size_t>(1, recent_capacity)) {}
 
 void ActivityLog::HandshakeStarted(const LiveHandshake& h) {
   Shard& s = shards_[h.id % kShards];

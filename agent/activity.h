@@ -43,8 +43,8 @@ struct HandoffRecord {
   uint64_t sequence = 0;  // 1, 2, ... in the order recorded
   absl::Time at;
   HandoffOutcome outcome = HandoffOutcome::kSent;
-  std::string app;         // the app that got it (kSent)
-  absl::Duration waited;   // ready -> outcome
+  std::string app;          // the app that got it (kSent)
+  absl::Duration waited;    // ready -> outcome
   v1::ConnectionInfo info;  // as sent to the app
 };
 

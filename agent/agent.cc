@@ -37,9 +37,12 @@ absl::StatusOr<HandoffBrokerOptions> BrokerOptionsFromConfig(const v1::AgentConf
 
 OffloadPolicy PolicyOf(v1::OffloadPolicy p) {
   switch (p) {
-    case v1::OFFLOAD_POLICY_REQUIRED: return OffloadPolicy::kRequired;
-    case v1::OFFLOAD_POLICY_OFF: return OffloadPolicy::kOff;
-    default: return OffloadPolicy::kPreferred;
+    case v1::OFFLOAD_POLICY_REQUIRED:
+      return OffloadPolicy::kRequired;
+    case v1::OFFLOAD_POLICY_OFF:
+      return OffloadPolicy::kOff;
+    default:
+      return OffloadPolicy::kPreferred;
   }
 }
 
@@ -55,9 +58,9 @@ absl::StatusOr<std::shared_ptr<const CertificateSet>> LoadCertificates(const v1:
   }
   std::vector<CertificateSource> sources;
   for (const auto& cc : c.certificates()) {
-    auto src = LoadCertificateFiles(cc.cert_chain_file(), cc.private_key_file(),
-                                    {cc.server_names().begin(), cc.server_names().end()},
-                                    cc.is_default());
+    auto src =
+        LoadCertificateFiles(cc.cert_chain_file(), cc.private_key_file(),
+                             {cc.server_names().begin(), cc.server_names().end()}, cc.is_default());
     if (!src.ok()) return src.status();
     sources.push_back(std::move(*src));
   }
@@ -119,8 +122,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(v1::AgentConfig config, Sys
   if (absl::Status s = a->CreateWorkers(workers); !s.ok()) return s;
   if (absl::Status s = a->CreateDialer(); !s.ok()) return s;
   KTLS_LOG(kInfo, "listening on ", absl::StrJoin(a->listen_addresses_, ", "), " with ", workers,
-           " workers; handoff socket ", c.handoff_socket(), "; offload=",
-           OffloadPolicyName(a->policy_));
+           " workers; handoff socket ", c.handoff_socket(),
+           "; offload=", OffloadPolicyName(a->policy_));
   return a;
 }
 

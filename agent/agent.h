@@ -1,5 +1,6 @@
 // The data plane assembled: kernel probe, certificates, TLS context, handoff broker and workers,
-// from one AgentConfig. The daemon's entry point (server/daemon/main.cc, the composition root) adds the control plane.
+// from one AgentConfig. The daemon's entry point (server/daemon/main.cc, the composition root) adds
+// the control plane.
 #ifndef KTLS_AGENT_AGENT_H_
 #define KTLS_AGENT_AGENT_H_
 

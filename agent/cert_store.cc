@@ -307,8 +307,8 @@ absl::StatusOr<std::shared_ptr<const CertificateSet>> CertificateSet::FromEntrie
   for (size_t i = 0; i < entries.size(); ++i) {
     const CertificateEntry* e = entries[i].get();
     if (e == nullptr || e->leaf == nullptr || e->key == nullptr || e->chain == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "certificate '", e != nullptr ? e->name : std::string(), "' is incomplete"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("certificate '", e != nullptr ? e->name : std::string(), "' is incomplete"));
     }
     for (size_t j = 0; j < i; ++j) {
       if (entries[j]->name == e->name) {

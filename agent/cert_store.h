@@ -29,8 +29,8 @@ namespace ktls::agent {
 // Input for one certificate. key_pem is secret: CertificateSet::Create wipes it
 // (OPENSSL_cleanse) after parsing, whatever the outcome.
 struct CertificateSource {
-  std::string name;            // operator-facing label, e.g. the file name or API id
-  std::string chain_pem;       // leaf first, then intermediates
+  std::string name;       // operator-facing label, e.g. the file name or API id
+  std::string chain_pem;  // leaf first, then intermediates
   std::string key_pem;
   std::vector<std::string> server_names;  // exact or "*.example.com"; empty: the leaf's DNS SANs
   bool is_default = false;

@@ -81,8 +81,8 @@ absl::Status AddCrls(std::string_view pem, EVP_MD_CTX* md, TrustBundle& bundle) 
 }  // namespace
 
 absl::StatusOr<std::shared_ptr<const TrustBundle>> TrustBundle::Create(std::string_view ca_pem,
-                                                                        std::string_view crl_pem,
-                                                                        bool require_client_cert) {
+                                                                       std::string_view crl_pem,
+                                                                       bool require_client_cert) {
   ERR_clear_error();
   absl::Cleanup clear_errors = [] { ERR_clear_error(); };
   auto bundle = std::make_shared<TrustBundle>();

@@ -83,7 +83,8 @@ void ApplyDefaults(v1::AgentConfig* c) {
   if (c->max_concurrent_handshakes() == 0) {
     c->set_max_concurrent_handshakes(d.max_concurrent_handshakes());
   }
-  if (c->handoff_wait_timeout_ms() == 0) c->set_handoff_wait_timeout_ms(d.handoff_wait_timeout_ms());
+  if (c->handoff_wait_timeout_ms() == 0)
+    c->set_handoff_wait_timeout_ms(d.handoff_wait_timeout_ms());
   if (c->max_pending_handoffs() == 0) c->set_max_pending_handoffs(d.max_pending_handoffs());
   if (c->handoff_socket_mode() == 0) c->set_handoff_socket_mode(d.handoff_socket_mode());
   if (c->app_subscribe_timeout_ms() == 0) {
@@ -104,8 +105,8 @@ absl::Status ValidateConfig(const v1::AgentConfig& c) {
   }
   if (c.workers() > 256) return absl::InvalidArgumentError("workers: at most 256");
   if (c.min_tls_version() != "TLSv1.2" && c.min_tls_version() != "TLSv1.3") {
-    return absl::InvalidArgumentError(absl::StrCat("min_tls_version: '", c.min_tls_version(),
-                                                   "' is not TLSv1.2 or TLSv1.3"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("min_tls_version: '", c.min_tls_version(), "' is not TLSv1.2 or TLSv1.3"));
   }
   if (c.relay_buffer_bytes() < 4096 || c.relay_buffer_bytes() > (16u << 20)) {
     return absl::InvalidArgumentError("relay_buffer_bytes: must be within 4096 .. 16777216");

@@ -30,8 +30,8 @@ absl::Status Connection::Start() {
   tls_state_->certificates = ctx_.certs.Current();
   absl::StatusOr<SslPtr> ssl = ctx_.tls.NewServerSsl(tls_state_.get());
   if (!ssl.ok()) return ssl.status();
-  session_.emplace(ctx_.loop, ctx_.sys, TlsRole::kAccept, std::move(fd_), std::move(*ssl),
-                   started_, deadline_, static_cast<TlsSessionOwner*>(this), this);
+  session_.emplace(ctx_.loop, ctx_.sys, TlsRole::kAccept, std::move(fd_), std::move(*ssl), started_,
+                   deadline_, static_cast<TlsSessionOwner*>(this), this);
   if (absl::Status s = session_->Start(); !s.ok()) return s;
   if (ctx_.activity != nullptr) {
     LiveHandshake h;

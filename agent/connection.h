@@ -34,8 +34,8 @@ class Connection final : public EventHandler, private TlsSessionOwner {
  public:
   enum class State { kHandshaking, kDone };
 
-  Connection(DataPlaneContext& ctx, UniqueFd fd, std::string listener,
-             const sockaddr_storage& peer, absl::Time deadline);
+  Connection(DataPlaneContext& ctx, UniqueFd fd, std::string listener, const sockaddr_storage& peer,
+             absl::Time deadline);
   ~Connection() override;
 
   // Creates the SSL and registers with the loop. On error the connection is unusable and the

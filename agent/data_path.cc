@@ -28,9 +28,12 @@ absl::string_view TextPrefix(TlsRole role) { return role == TlsRole::kAccept ? "
 
 absl::string_view DataPathName(DataPath p) {
   switch (p) {
-    case DataPath::kHandoff: return "handoff";
-    case DataPath::kRelay: return "relay";
-    case DataPath::kRefuse: return "refuse";
+    case DataPath::kHandoff:
+      return "handoff";
+    case DataPath::kRelay:
+      return "relay";
+    case DataPath::kRefuse:
+      return "refuse";
   }
   return "?";
 }
@@ -38,10 +41,9 @@ absl::string_view DataPathName(DataPath p) {
 DataPathDecision DecideDataPath(SysCalls& sys, AgentStats& stats, OffloadPolicy policy,
                                 TlsRole role, SSL* ssl, int fd, std::optional<Tls13RxKey> rx) {
   DataPathDecision d;
-  d.offload = rx.has_value()
-                  ? CompleteKtlsInstallWithSecret(sys, ssl, fd, policy, rx->secret, rx->record_seq,
-                                                  rx->at_record_boundary)
-                  : CompleteKtlsInstall(sys, ssl, fd, policy);
+  d.offload = rx.has_value() ? CompleteKtlsInstallWithSecret(sys, ssl, fd, policy, rx->secret,
+                                                             rx->record_seq, rx->at_record_boundary)
+                             : CompleteKtlsInstall(sys, ssl, fd, policy);
   CountKtlsInstall(stats, ssl);
   const OffloadDecision& o = d.offload;
   if (o.ktls) {
@@ -75,7 +77,7 @@ absl::StatusOr<UniqueFd> EnterDataPath(DataPlaneContext& ctx, const DataPathDeci
     case DataPath::kRefuse:
       ERR_clear_error();
       SSL_shutdown(stream.ssl.get());  // close_notify, best effort
-      stream.ssl.reset();  // before tls_state, which its callbacks point to
+      stream.ssl.reset();              // before tls_state, which its callbacks point to
       return absl::FailedPreconditionError(
           absl::StrCat("offload=required: ", decision.offload.reason_text));
     case DataPath::kRelay:
@@ -118,8 +120,8 @@ void FillPeerIdentityFromSsl(SSL* ssl, v1::PeerIdentity* id) {
   };
   id->set_subject(name_text(X509_get_subject_name(cert)));
   id->set_issuer(name_text(X509_get_issuer_name(cert)));
-  GeneralNamesPtr sans(static_cast<GENERAL_NAMES*>(
-      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
+  GeneralNamesPtr sans(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
   for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans.get()); ++i) {
     const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans.get(), i);
     if (gn->type == GEN_DNS) {

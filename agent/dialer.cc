@@ -58,12 +58,12 @@ class Dialer::Outbound final : public EventHandler, private TlsSessionOwner {
         deadline_(deadline) {
     sni_ = req_.sni().empty() && !IsIpLiteral(req_.host()) ? req_.host() : req_.sni();
     expected_name_ = !req_.expected_name().empty() ? req_.expected_name()
-                     : !sni_.empty()              ? sni_
-                                                  : req_.host();
-    cache_key_ = absl::StrCat(req_.host(), ":", req_.port(), "|", sni_, "|",
-                              absl::StrJoin(req_.alpn(), ","), "|", req_.ca_file(), "|",
-                              expected_name_, "|", req_.tls_version(), "|",
-                              req_.insecure_skip_verify());
+                     : !sni_.empty()               ? sni_
+                                                   : req_.host();
+    cache_key_ =
+        absl::StrCat(req_.host(), ":", req_.port(), "|", sni_, "|", absl::StrJoin(req_.alpn(), ","),
+                     "|", req_.ca_file(), "|", expected_name_, "|", req_.tls_version(), "|",
+                     req_.insecure_skip_verify());
   }
   ~Outbound() override { WipeSecret(); }
 
@@ -219,8 +219,7 @@ class Dialer::Outbound final : public EventHandler, private TlsSessionOwner {
       fd_ = UniqueFd(sys, static_cast<int>(s.rc));
       int one = 1;
       sys.SetSockOpt(fd_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-      const socklen_t len =
-          ss.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+      const socklen_t len = ss.ss_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
       SysResult c = sys.Connect(fd_.get(), reinterpret_cast<const sockaddr*>(&ss), len);
       if (c.ok() || c.err == EINPROGRESS) {
         state_ = State::kConnecting;
@@ -476,9 +475,8 @@ absl::StatusOr<std::unique_ptr<Dialer>> Dialer::Create(SysCalls& sys, DialerOpti
   d->loop_ = std::move(*loop);
   Dialer* raw = d.get();
   d->relay_ctx_ = std::make_unique<DataPlaneContext>(DataPlaneContext{
-      sys, *d->loop_, relay_deps.tls, relay_deps.certs, stats, relay_deps.broker,
-      options.policy, options.relay_buffer_bytes, next_id,
-      [raw](EventHandler* h) { raw->Finish(h); },
+      sys, *d->loop_, relay_deps.tls, relay_deps.certs, stats, relay_deps.broker, options.policy,
+      options.relay_buffer_bytes, next_id, [raw](EventHandler* h) { raw->Finish(h); },
       [raw](std::unique_ptr<EventHandler> h) {
         EventHandler* key = h.get();
         raw->live_[key] = std::move(h);
@@ -529,8 +527,8 @@ void Dialer::StartDial(uint64_t subscriber_id, v1::DialRequest request) {
     on_result_(subscriber_id, std::move(r), UniqueFd());
     return;
   }
-  auto o = std::make_unique<Outbound>(this, subscriber_id, std::move(request),
-                                      absl::Now() + timeout);
+  auto o =
+      std::make_unique<Outbound>(this, subscriber_id, std::move(request), absl::Now() + timeout);
   Outbound* raw = o.get();
   live_[raw] = std::move(o);
   raw->Begin();
@@ -556,8 +554,8 @@ absl::StatusOr<SSL_CTX*> Dialer::ClientContext(const std::string& ca_file) {
   if (ca_file.empty()) {
     SSL_CTX_set_default_verify_paths(c);
   } else if (SSL_CTX_load_verify_locations(c, ca_file.c_str(), nullptr) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot load CA bundle ", ca_file, ": ", DrainOpenSslErrors("not a PEM bundle")));
+    return absl::InvalidArgumentError(absl::StrCat("cannot load CA bundle ", ca_file, ": ",
+                                                   DrainOpenSslErrors("not a PEM bundle")));
   }
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
   SSL_CTX_sess_set_new_cb(c, [](SSL* ssl, SSL_SESSION* session) -> int {

@@ -95,7 +95,7 @@ class Dialer {
   DialCallback on_result_;
   SessionCache sessions_;
   std::unique_ptr<EventLoop> loop_;
-  std::unique_ptr<DataPlaneContext> relay_ctx_;  // for relayed outbound connections
+  std::unique_ptr<DataPlaneContext> relay_ctx_;   // for relayed outbound connections
   std::map<std::string, SslCtxPtr> client_ctxs_;  // loop thread only
   std::unordered_map<EventHandler*, std::unique_ptr<EventHandler>> live_;
   std::thread thread_;

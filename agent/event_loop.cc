@@ -46,7 +46,8 @@ absl::Status EventLoop::Add(int fd, uint32_t events, EventHandler* handler) {
   ev.events = events;
   ev.data.ptr = handler;
   SysResult r = sys_.EpollCtl(epoll_fd_.get(), EPOLL_CTL_ADD, fd, &ev);
-  if (!r.ok()) return absl::InternalError(absl::StrCat("epoll_ctl ADD fd ", fd, ": ", strerror(r.err)));
+  if (!r.ok())
+    return absl::InternalError(absl::StrCat("epoll_ctl ADD fd ", fd, ": ", strerror(r.err)));
   return absl::OkStatus();
 }
 
@@ -55,7 +56,8 @@ absl::Status EventLoop::Modify(int fd, uint32_t events, EventHandler* handler) {
   ev.events = events;
   ev.data.ptr = handler;
   SysResult r = sys_.EpollCtl(epoll_fd_.get(), EPOLL_CTL_MOD, fd, &ev);
-  if (!r.ok()) return absl::InternalError(absl::StrCat("epoll_ctl MOD fd ", fd, ": ", strerror(r.err)));
+  if (!r.ok())
+    return absl::InternalError(absl::StrCat("epoll_ctl MOD fd ", fd, ": ", strerror(r.err)));
   return absl::OkStatus();
 }
 

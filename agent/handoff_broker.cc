@@ -58,7 +58,9 @@ class HandoffBroker::Subscriber final : public EventHandler {
 
 namespace {
 
-std::string Errno(int err) { return absl::StrCat(strerrordesc_np(err), " (", strerrorname_np(err), ")"); }
+std::string Errno(int err) {
+  return absl::StrCat(strerrordesc_np(err), " (", strerrorname_np(err), ")");
+}
 
 // Sends a TLS close_notify alert as a record through kTLS TX.
 void SendCloseNotify(SysCalls& sys, int fd) {
@@ -72,8 +74,9 @@ void SendCloseNotify(SysCalls& sys, int fd) {
 HandoffBroker::HandoffBroker(SysCalls& sys, HandoffBrokerOptions options, AgentStats& stats)
     : sys_(sys), options_(std::move(options)), stats_(stats) {}
 
-absl::StatusOr<std::unique_ptr<HandoffBroker>> HandoffBroker::Create(
-    SysCalls& sys, HandoffBrokerOptions options, AgentStats& stats) {
+absl::StatusOr<std::unique_ptr<HandoffBroker>> HandoffBroker::Create(SysCalls& sys,
+                                                                     HandoffBrokerOptions options,
+                                                                     AgentStats& stats) {
   std::unique_ptr<HandoffBroker> b(new HandoffBroker(sys, std::move(options), stats));
   const std::string& path = b->options_.socket_path;
   if (absl::StatusOr<sockaddr_un> address = wire::UnixSocketAddress(path, "handoff socket path");
@@ -130,10 +133,10 @@ absl::Status HandoffBroker::BindSocket(const std::string& path) {
   lock_fd_ = UniqueFd(sys_, static_cast<int>(r.rc));
   r = sys_.Flock(lock_fd_.get(), LOCK_EX | LOCK_NB);
   if (!r.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "handoff socket ", path, " is in use by another running agent (", lock_path, " is locked",
-        r.err == EWOULDBLOCK ? "" : absl::StrCat(": ", Errno(r.err)),
-        "); give this agent its own --handoff_socket"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("handoff socket ", path, " is in use by another running agent (", lock_path,
+                     " is locked", r.err == EWOULDBLOCK ? "" : absl::StrCat(": ", Errno(r.err)),
+                     "); give this agent its own --handoff_socket"));
   }
 
   absl::StatusOr<sockaddr_un> address = wire::UnixSocketAddress(path, "handoff socket path");
@@ -142,8 +145,8 @@ absl::Status HandoffBroker::BindSocket(const std::string& path) {
   struct stat st;
   if (::lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("handoff socket path ", path, " exists and is not a socket; not removing it"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "handoff socket path ", path, " exists and is not a socket; not removing it"));
     }
     // We hold the lock, so no agent of this version serves it; an older agent (no lock file)
     // still would answer a connect.
@@ -172,15 +175,15 @@ absl::Status HandoffBroker::BindSocket(const std::string& path) {
   if (r.ok() && options_.socket_group) {
     r = sys_.Chown(path.c_str(), static_cast<uid_t>(-1), *options_.socket_group);
     if (!r.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("handoff_socket_group: cannot give ", path, " to gid ",
-                       *options_.socket_group, ": ", Errno(r.err)));
+      return absl::FailedPreconditionError(absl::StrCat("handoff_socket_group: cannot give ", path,
+                                                        " to gid ", *options_.socket_group, ": ",
+                                                        Errno(r.err)));
     }
   }
   if (!r.ok()) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "handoff_socket_mode: cannot chmod %s to %04o: %s", path, options_.socket_mode,
-        Errno(r.err)));
+    return absl::FailedPreconditionError(
+        absl::StrFormat("handoff_socket_mode: cannot chmod %s to %04o: %s", path,
+                        options_.socket_mode, Errno(r.err)));
   }
   return absl::OkStatus();
 }
@@ -255,9 +258,9 @@ void HandoffBroker::OnAcceptable() {
     SysResult r = sys_.Accept4(listen_fd_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (!r.ok()) {
       if (r.would_block() || r.err == EINTR || r.err == ECONNABORTED) return;
-      LogWarningOncePerKey(absl::StrCat("broker-accept-", r.err),
-                           absl::StrCat("accepting an app on ", options_.socket_path, ": ",
-                                        Errno(r.err)));
+      LogWarningOncePerKey(
+          absl::StrCat("broker-accept-", r.err),
+          absl::StrCat("accepting an app on ", options_.socket_path, ": ", Errno(r.err)));
       return;
     }
     UniqueFd fd(sys_, static_cast<int>(r.rc));
@@ -295,10 +298,12 @@ bool HandoffBroker::AdmitApp(int fd) {
   };
   if (subscribers_.size() - lingering_ >= options_.max_app_connections) {
     Inc(stats_.app_connections_over_limit);
-    LogWarningOncePerKey("broker-app-cap",
-                         absl::StrCat("handoff socket: ", options_.max_app_connections,
-                                      " app connections open (max_app_connections); refusing more"));
-    return refuse(v1::ProtocolError::REASON_TOO_MANY_APPS, absl::StrCat("the agent holds max_app_connections (",
+    LogWarningOncePerKey(
+        "broker-app-cap",
+        absl::StrCat("handoff socket: ", options_.max_app_connections,
+                     " app connections open (max_app_connections); refusing more"));
+    return refuse(v1::ProtocolError::REASON_TOO_MANY_APPS,
+                  absl::StrCat("the agent holds max_app_connections (",
                                options_.max_app_connections, ") app connections"));
   }
   absl::StatusOr<PeerCredentials> peer = GetPeerCredentials(sys_, fd);
@@ -306,8 +311,8 @@ bool HandoffBroker::AdmitApp(int fd) {
   if (!allowed.ok()) {
     Inc(stats_.app_subscribers_refused);
     LogWarningOncePerKey(absl::StrCat("broker-refused-", peer.ok() ? peer->uid : 0xffffffffu),
-                         absl::StrCat("handoff socket ", options_.socket_path, ": refused an app: ",
-                                      allowed.message()));
+                         absl::StrCat("handoff socket ", options_.socket_path,
+                                      ": refused an app: ", allowed.message()));
     return refuse(v1::ProtocolError::REASON_PERMISSION_DENIED, allowed.message());
   }
   return true;
@@ -336,10 +341,9 @@ void HandoffBroker::ExpireUnsubscribed(absl::Time now) {
       continue;
     }
     Inc(stats_.app_subscribe_timeouts);
-    SendProtocolError(sub,
-                      absl::StrCat("no Subscribe within ",
-                                   absl::FormatDuration(options_.subscribe_timeout)),
-                      v1::ProtocolError::REASON_SUBSCRIBE_TIMEOUT);
+    SendProtocolError(
+        sub, absl::StrCat("no Subscribe within ", absl::FormatDuration(options_.subscribe_timeout)),
+        v1::ProtocolError::REASON_SUBSCRIBE_TIMEOUT);
     DropSubscriber(sub, "no Subscribe in time", false);
   }
 }
@@ -387,8 +391,8 @@ void HandoffBroker::OnSubscriberEvents(Subscriber* sub, uint32_t events) {
       absl::Status cs = wire::ExtractFds(msg, &fds);
       for (int fd : fds) sys_.Close(fd);  // apps never send descriptors
       if (!cs.ok() || !fds.empty()) {
-        SendProtocolError(sub, cs.ok() ? "apps must not send file descriptors"
-                                       : std::string(cs.message()));
+        SendProtocolError(
+            sub, cs.ok() ? "apps must not send file descriptors" : std::string(cs.message()));
         DropSubscriber(sub, "bad control data", true);
         return;
       }
@@ -414,16 +418,16 @@ void HandoffBroker::HandleAppMessage(Subscriber* sub, const v1::AppToAgent& msg)
         return;
       }
       if (msg.subscribe().protocol_version() != wire::kProtocolVersion) {
-        SendProtocolError(sub, absl::StrCat("unsupported protocol version ",
-                                            msg.subscribe().protocol_version(), "; agent speaks ",
-                                            wire::kProtocolVersion));
+        SendProtocolError(
+            sub, absl::StrCat("unsupported protocol version ", msg.subscribe().protocol_version(),
+                              "; agent speaks ", wire::kProtocolVersion));
         DropSubscriber(sub, "protocol version mismatch", true);
         return;
       }
       sub->subscribed = true;
       sub->name = msg.subscribe().app_name().substr(0, 64);
-      sub->credits = std::min<uint64_t>(msg.subscribe().initial_credits(),
-                                        options_.max_outstanding_credits);
+      sub->credits =
+          std::min<uint64_t>(msg.subscribe().initial_credits(), options_.max_outstanding_credits);
       v1::AgentToApp reply;
       auto* s = reply.mutable_subscribed();
       s->set_protocol_version(wire::kProtocolVersion);
@@ -483,8 +487,8 @@ void HandoffBroker::SetDialHandler(
 
 void HandoffBroker::DeliverDialResult(uint64_t subscriber_id, v1::DialResult result, UniqueFd fd) {
   // UniqueFd is move-only and std::function needs a copyable closure: park it in a shared_ptr.
-  auto parcel = std::make_shared<std::pair<v1::DialResult, UniqueFd>>(std::move(result),
-                                                                      std::move(fd));
+  auto parcel =
+      std::make_shared<std::pair<v1::DialResult, UniqueFd>>(std::move(result), std::move(fd));
   loop_->Post([this, subscriber_id, parcel] {
     for (auto& [fd, sub] : subscribers_) {
       if (sub->id == subscriber_id && !sub->closed) {
@@ -629,10 +633,10 @@ void HandoffBroker::ExpireWaiting(absl::Time now) {
     ReadyConnection& c = waiting_.front();
     Inc(stats_.handoffs_expired);
     Record(HandoffOutcome::kExpired, c, "");
-    LogWarningOncePerKey("handoff-expired",
-                         absl::StrCat("connection waited more than ",
-                                      absl::FormatDuration(options_.wait_timeout),
-                                      " for an app; closing it"));
+    LogWarningOncePerKey(
+        "handoff-expired",
+        absl::StrCat("connection waited more than ", absl::FormatDuration(options_.wait_timeout),
+                     " for an app; closing it"));
     CloseWaiting(c);
     waiting_.pop_front();
   }
@@ -651,9 +655,8 @@ void HandoffBroker::UpdateCapacity() {
 }
 
 const std::vector<double>& HandoffBroker::LatencyBuckets() {
-  static const std::vector<double> kBuckets = {5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
-                                               1e-3, 5e-3, 1e-2, 5e-2, 0.1,  0.5,    1,
-                                               5};
+  static const std::vector<double> kBuckets = {5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3,
+                                               5e-3, 1e-2, 5e-2, 0.1,  0.5,  1,      5};
   return kBuckets;
 }
 

@@ -70,7 +70,7 @@ struct HandoffBrokerOptions {
 };
 
 struct ReadyConnection {
-  UniqueFd fd;          // the TCP socket (kTLS) or the app's end of the relay socketpair
+  UniqueFd fd;           // the TCP socket (kTLS) or the app's end of the relay socketpair
   bool is_ktls = false;  // on expiry, a kTLS socket gets a close_notify record first
   v1::ConnectionInfo info;
   absl::Time ready_at;
@@ -124,9 +124,8 @@ class HandoffBroker {
   void HandleAppMessage(Subscriber* sub, const v1::AppToAgent& msg);
   void FlushDialResults(Subscriber* sub);
   void DropSubscriber(Subscriber* sub, absl::string_view why, bool protocol_error);
-  void SendProtocolError(
-      Subscriber* sub, absl::string_view message,
-      v1::ProtocolError::Reason reason = v1::ProtocolError::REASON_UNSPECIFIED);
+  void SendProtocolError(Subscriber* sub, absl::string_view message,
+                         v1::ProtocolError::Reason reason = v1::ProtocolError::REASON_UNSPECIFIED);
   void Dispatch();
   Subscriber* PickSubscriber();
   void ExpireWaiting(absl::Time now);

@@ -28,7 +28,7 @@ struct ProbeCell {
 struct KernelProbeResult {
   bool ulp_available = false;  // TCP_ULP "tls" could be set
   int ulp_errno = 0;
-  std::string ulp_reason;      // e.g. "kernel tls module not loaded (TCP_ULP: ENOENT)"
+  std::string ulp_reason;  // e.g. "kernel tls module not loaded (TCP_ULP: ENOENT)"
   std::vector<ProbeCell> cells;
 
   // True when both TX and RX passed for this version and cipher.

@@ -54,8 +54,7 @@ class CryptoInfo {
   // Builds from a raw key and the full 12-byte nonce base (salt || explicit iv for GCM; the
   // whole iv for ChaCha20-Poly1305) and the sequence number of the next record.
   static absl::StatusOr<CryptoInfo> FromKeyAndIv(Direction direction, TlsVersion version,
-                                                 KtlsCipher cipher,
-                                                 absl::Span<const uint8_t> key,
+                                                 KtlsCipher cipher, absl::Span<const uint8_t> key,
                                                  absl::Span<const uint8_t> iv12,
                                                  uint64_t record_seq);
 

@@ -16,9 +16,12 @@ namespace ktls::agent {
 
 absl::string_view OffloadPolicyName(OffloadPolicy p) {
   switch (p) {
-    case OffloadPolicy::kPreferred: return "preferred";
-    case OffloadPolicy::kRequired: return "required";
-    case OffloadPolicy::kOff: return "off";
+    case OffloadPolicy::kPreferred:
+      return "preferred";
+    case OffloadPolicy::kRequired:
+      return "required";
+    case OffloadPolicy::kOff:
+      return "off";
   }
   return "?";
 }
@@ -54,8 +57,7 @@ OffloadDecision CompleteKtlsInstall(SysCalls& sys, SSL* ssl, int fd, OffloadPoli
                                        /*rx_at_record_boundary=*/true);
 }
 
-OffloadDecision CompleteKtlsInstallWithSecret(SysCalls& sys, SSL* ssl, int fd,
-                                              OffloadPolicy policy,
+OffloadDecision CompleteKtlsInstallWithSecret(SysCalls& sys, SSL* ssl, int fd, OffloadPolicy policy,
                                               absl::Span<const uint8_t> tls13_rx_secret,
                                               uint64_t rx_record_seq, bool rx_at_record_boundary) {
   OffloadDecision d;
@@ -78,8 +80,8 @@ OffloadDecision CompleteKtlsInstallWithSecret(SysCalls& sys, SSL* ssl, int fd,
       cipher ? KtlsCipherFromSuiteId(SSL_CIPHER_get_protocol_id(cipher)) : std::nullopt;
   if (!kc) {
     d.reason = FallbackReason::kCipherUnsupported;
-    d.reason_text = absl::StrCat("cipher ", cipher ? SSL_CIPHER_get_name(cipher) : "?",
-                                 " cannot be offloaded");
+    d.reason_text =
+        absl::StrCat("cipher ", cipher ? SSL_CIPHER_get_name(cipher) : "?", " cannot be offloaded");
     return d;
   }
   if (!st->tx) {

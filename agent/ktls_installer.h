@@ -32,7 +32,8 @@ struct OffloadDecision {
   bool tx = false;    // kTLS TX is installed (also possible with ktls == false)
   bool rx = false;
   FallbackReason reason = FallbackReason::kPolicyOff;  // meaningful when !ktls
-  std::string reason_text;  // operator-facing, e.g. "kernel tls module not loaded (TCP_ULP: ENOENT)"
+  std::string
+      reason_text;  // operator-facing, e.g. "kernel tls module not loaded (TCP_ULP: ENOENT)"
 };
 
 // Call exactly once, right after SSL_do_handshake() returned 1 on a connection whose BIO came
@@ -45,8 +46,7 @@ OffloadDecision CompleteKtlsInstall(SysCalls& sys, SSL* ssl, int fd, OffloadPoli
 // that key, e.g. NewSessionTickets an outbound connection read before handing off). The caller
 // wipes the secret. `rx_at_record_boundary` false means OpenSSL stopped inside a record: RX
 // cannot be installed.
-OffloadDecision CompleteKtlsInstallWithSecret(SysCalls& sys, SSL* ssl, int fd,
-                                              OffloadPolicy policy,
+OffloadDecision CompleteKtlsInstallWithSecret(SysCalls& sys, SSL* ssl, int fd, OffloadPolicy policy,
                                               absl::Span<const uint8_t> tls13_rx_secret,
                                               uint64_t rx_record_seq, bool rx_at_record_boundary);
 

@@ -45,7 +45,8 @@ absl::StatusOr<ListenAddress> ParseHostPort(std::string name, const std::string&
   std::string port_text;
   if (!host_port.empty() && host_port[0] == '[') {
     size_t close = host_port.find(']');
-    if (close == std::string::npos || close + 1 >= host_port.size() || host_port[close + 1] != ':') {
+    if (close == std::string::npos || close + 1 >= host_port.size() ||
+        host_port[close + 1] != ':') {
       return absl::InvalidArgumentError(absl::StrCat("bad listen address '", host_port, "'"));
     }
     host = host_port.substr(1, close - 1);

@@ -29,8 +29,7 @@ absl::StatusOr<ListenAddress> ParseHostPort(std::string name, const std::string&
 
 // A non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT (and IPV6_V6ONLY for IPv6,
 // so an IPv4 and an IPv6 listener on the same port can coexist).
-absl::StatusOr<UniqueFd> OpenListenSocket(SysCalls& sys, const ListenAddress& address,
-                                          int backlog);
+absl::StatusOr<UniqueFd> OpenListenSocket(SysCalls& sys, const ListenAddress& address, int backlog);
 // The port a socket is bound to (after binding port 0), or 0.
 uint16_t BoundPort(SysCalls& sys, int fd);
 

@@ -19,10 +19,14 @@ std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
 
 const char* LevelTag(LogLevel l) {
   switch (l) {
-    case LogLevel::kDebug: return "D";
-    case LogLevel::kInfo: return "I";
-    case LogLevel::kWarning: return "W";
-    case LogLevel::kError: return "E";
+    case LogLevel::kDebug:
+      return "D";
+    case LogLevel::kInfo:
+      return "I";
+    case LogLevel::kWarning:
+      return "W";
+    case LogLevel::kError:
+      return "E";
   }
   return "?";
 }
@@ -63,7 +67,8 @@ void LogWarningOncePerKey(absl::string_view key, absl::string_view message) {
     absl::MutexLock lock(&mu);
     if (!seen->insert(std::string(key)).second) return;
   }
-  LogLine(LogLevel::kWarning, absl::StrCat(message, " (further occurrences are counted, not logged)"));
+  LogLine(LogLevel::kWarning,
+          absl::StrCat(message, " (further occurrences are counted, not logged)"));
 }
 
 }  // namespace ktls::agent

@@ -24,10 +24,10 @@ void LogWarningOncePerKey(absl::string_view key, absl::string_view message);
 
 }  // namespace ktls::agent
 
-#define KTLS_LOG(level, ...)                                                        \
-  do {                                                                              \
-    if (::ktls::agent::LogLevel::level >= ::ktls::agent::GetLogLevel())                          \
-      ::ktls::agent::LogLine(::ktls::agent::LogLevel::level, ::absl::StrCat(__VA_ARGS__));        \
+#define KTLS_LOG(level, ...)                                                               \
+  do {                                                                                     \
+    if (::ktls::agent::LogLevel::level >= ::ktls::agent::GetLogLevel())                    \
+      ::ktls::agent::LogLine(::ktls::agent::LogLevel::level, ::absl::StrCat(__VA_ARGS__)); \
   } while (0)
 
 #endif  // KTLS_AGENT_LOG_H_

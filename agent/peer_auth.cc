@@ -50,8 +50,8 @@ absl::StatusOr<gid_t> ResolveGroup(absl::string_view name_or_gid) {
   std::vector<char> buf(16384);
   const int rc = ::getgrnam_r(name.c_str(), &g, buf.data(), buf.size(), &found);
   if (rc != 0 || found == nullptr) {
-    return absl::NotFoundError(absl::StrCat("no such group '", name,
-                                            "' (give a numeric gid if the group has no name here)"));
+    return absl::NotFoundError(absl::StrCat(
+        "no such group '", name, "' (give a numeric gid if the group has no name here)"));
   }
   return found->gr_gid;
 }
@@ -71,15 +71,15 @@ absl::Status SubscriberPolicy::Check(const PeerCredentials& peer) const {
     if (has(gids_, g)) return absl::OkStatus();
   }
   return absl::PermissionDeniedError(absl::StrCat(
-      "uid ", peer.uid, " gid ", peer.gid, " (pid ", peer.pid,
-      ") may not subscribe: allowed are ", Describe(),
+      "uid ", peer.uid, " gid ", peer.gid, " (pid ", peer.pid, ") may not subscribe: allowed are ",
+      Describe(),
       "; to allow it add the uid to handoff_allowed_uids (--handoff_allowed_uids) or a group to "
       "handoff_allowed_gids, or put the app in handoff_socket_group"));
 }
 
 std::string SubscriberPolicy::Describe() const {
-  return absl::StrCat("uids [", absl::StrJoin(uids_, ", "), "], gids [",
-                      absl::StrJoin(gids_, ", "), "]");
+  return absl::StrCat("uids [", absl::StrJoin(uids_, ", "), "], gids [", absl::StrJoin(gids_, ", "),
+                      "]");
 }
 
 }  // namespace ktls::agent

@@ -74,8 +74,7 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_vi
   return base::ReadFile(path, options);
 }
 
-absl::StatusOr<std::vector<X509Ptr>> ParsePemCertificates(std::string_view pem,
-                                                          int* failed_block) {
+absl::StatusOr<std::vector<X509Ptr>> ParsePemCertificates(std::string_view pem, int* failed_block) {
   return ParseBlocks<X509Ptr>(pem, PEM_read_bio_X509, failed_block);
 }
 

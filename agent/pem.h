@@ -41,8 +41,7 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& path, absl::string_vi
 // The certificates in `pem`, in order (none: an empty vector). If block n (1-based) does not
 // parse: INVALID_ARGUMENT with OpenSSL's reason as the message, and *failed_block = n, so the
 // caller can say which block in its own words.
-absl::StatusOr<std::vector<X509Ptr>> ParsePemCertificates(std::string_view pem,
-                                                          int* failed_block);
+absl::StatusOr<std::vector<X509Ptr>> ParsePemCertificates(std::string_view pem, int* failed_block);
 // The same for X509 CRL blocks.
 absl::StatusOr<std::vector<X509CrlPtr>> ParsePemCrls(std::string_view pem, int* failed_block);
 // One private key (unencrypted PEM, PKCS#8 or traditional), parsed from the caller's buffer

@@ -111,7 +111,7 @@ void RelaySession::DetachApp() {
 // SSL_read, a delivered EOF lets the session finish). A step that fails closes the session.
 void RelaySession::Pump() {
   using Step = bool (RelaySession::*)();
-  static constexpr Step kSteps[] = {&RelaySession::ReadFromPeer,  &RelaySession::WriteToApp,
+  static constexpr Step kSteps[] = {&RelaySession::ReadFromPeer,   &RelaySession::WriteToApp,
                                     &RelaySession::ForwardPeerEof, &RelaySession::ReadFromApp,
                                     &RelaySession::WriteToPeer,    &RelaySession::ForwardAppEof};
   bool progress = true;

@@ -78,9 +78,9 @@ class RelaySession final : public EventHandler {
   std::unique_ptr<AppSide> app_side_;
   RelayBuffer to_app_;
   RelayBuffer to_peer_;
-  bool peer_eof_ = false;        // close_notify (or TCP EOF) from the TLS peer
-  bool app_shut_wr_ = false;     // we shut down the app socket's write side
-  bool app_eof_ = false;         // the app shut down its write side
+  bool peer_eof_ = false;     // close_notify (or TCP EOF) from the TLS peer
+  bool app_shut_wr_ = false;  // we shut down the app socket's write side
+  bool app_eof_ = false;      // the app shut down its write side
   bool close_notify_sent_ = false;
   bool ssl_read_wants_write_ = false;
   bool ssl_write_wants_write_ = false;

@@ -26,14 +26,15 @@ absl::StatusOr<std::shared_ptr<const SessionTicketKeys>> SessionTicketKeys::From
     std::vector<SessionTicketKey> keys) {
   if (keys.empty()) return absl::InvalidArgumentError("at least one session ticket key is needed");
   if (keys.size() > kMaxSessionTicketKeys) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("at most ", kMaxSessionTicketKeys, " session ticket keys (got ", keys.size(), ")"));
+    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxSessionTicketKeys,
+                                                   " session ticket keys (got ", keys.size(), ")"));
   }
   for (size_t i = 0; i < keys.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
       if (keys[i].name == keys[j].name) {
-        return absl::InvalidArgumentError(absl::StrCat("session ticket keys ", j + 1, " and ", i + 1,
-                                                       " have the same name ", keys[i].NameHex()));
+        return absl::InvalidArgumentError(absl::StrCat("session ticket keys ", j + 1, " and ",
+                                                       i + 1, " have the same name ",
+                                                       keys[i].NameHex()));
       }
     }
   }
@@ -54,9 +55,10 @@ absl::StatusOr<std::shared_ptr<const SessionTicketKeys>> SessionTicketKeys::From
     } else if (k.size() == 48) {
       key.key_len = 16;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "session ticket key ", i + 1, " is ", k.size(),
-          " bytes; expected 80 (name 16, HMAC 32, AES-256 32) or 48 (name 16, HMAC 16, AES-128 16)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("session ticket key ", i + 1, " is ", k.size(),
+                       " bytes; expected 80 (name 16, HMAC 32, AES-256 32) or 48 (name 16, HMAC "
+                       "16, AES-128 16)"));
     }
     std::memcpy(key.name.data(), k.data(), 16);
     std::memcpy(key.hmac_key.data(), k.data() + 16, key.key_len);

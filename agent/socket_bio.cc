@@ -293,8 +293,8 @@ SocketBioKtlsState* SocketBioState(BIO* bio) {
   return d == nullptr ? nullptr : &d->ktls;
 }
 
-SysResult SendTlsRecord(SysCalls& sys, int fd, uint8_t record_type, const void* data,
-                        size_t len, int flags) {
+SysResult SendTlsRecord(SysCalls& sys, int fd, uint8_t record_type, const void* data, size_t len,
+                        int flags) {
   union {
     cmsghdr hdr;
     unsigned char buf[CMSG_SPACE(sizeof(unsigned char))];

@@ -91,9 +91,8 @@ int OnTicketKey(SSL* ssl, unsigned char key_name[16], unsigned char* iv, EVP_CIP
   const EVP_CIPHER* cipher = key->key_len == 32 ? EVP_aes_256_cbc() : EVP_aes_128_cbc();
   char digest[] = "SHA256";
   OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY,
-                                        const_cast<unsigned char*>(key->hmac_key.data()),
-                                        key->key_len),
+      OSSL_PARAM_construct_octet_string(
+          OSSL_MAC_PARAM_KEY, const_cast<unsigned char*>(key->hmac_key.data()), key->key_len),
       OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
       OSSL_PARAM_construct_end(),
   };
@@ -377,8 +376,8 @@ absl::Status LoadClientCaFile(SSL_CTX* ctx, const TlsOptions& options) {
   }
   X509NameStackPtr names(SSL_load_client_CA_file(file.c_str()));
   if (names == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot read CA names from client CA file ",
-                                                   file, ": ", TakeOpenSslError()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read CA names from client CA file ", file, ": ", TakeOpenSslError()));
   }
   SSL_CTX_set_client_CA_list(ctx, names.release());  // ownership moves into the SSL_CTX
   SSL_CTX_set_verify(
@@ -449,16 +448,16 @@ absl::StatusOr<SslPtr> TlsContext::NewServerSsl(TlsConnectionState* state) const
   // connection (it is pinned here, at accept, like the certificates).
   if (std::shared_ptr<const TrustBundle> trust = client_trust(); trust != nullptr) {
     X509NameStackPtr names(SSL_dup_CA_list(trust->ca_names.get()));
-    if (names == nullptr ||
-        SSL_set1_verify_cert_store(ssl.get(), trust->store.get()) != 1 ||
+    if (names == nullptr || SSL_set1_verify_cert_store(ssl.get(), trust->store.get()) != 1 ||
         SSL_set_session_id_context(ssl.get(), trust->digest.data(),
                                    static_cast<unsigned int>(trust->digest.size())) != 1) {
       return absl::InternalError(absl::StrCat("applying client trust: ", TakeOpenSslError()));
     }
     SSL_set_client_CA_list(ssl.get(), names.release());  // ownership moves into the SSL
-    SSL_set_verify(ssl.get(),
-                   SSL_VERIFY_PEER | (trust->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
-                   nullptr);
+    SSL_set_verify(
+        ssl.get(),
+        SSL_VERIFY_PEER | (trust->require_client_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+        nullptr);
   }
   // No fd or BIO here: the handshake engine attaches its own.
   SSL_set_accept_state(ssl.get());
@@ -488,8 +487,6 @@ void TlsContext::SetTicketKeys(std::shared_ptr<const SessionTicketKeys> keys) {
   }
 }
 
-std::shared_ptr<const SessionTicketKeys> TlsContext::ticket_keys() const {
-  return tickets_->Get();
-}
+std::shared_ptr<const SessionTicketKeys> TlsContext::ticket_keys() const { return tickets_->Get(); }
 
 }  // namespace ktls::agent

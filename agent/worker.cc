@@ -31,8 +31,10 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
   auto loop = EventLoop::Create(sys);
   if (!loop.ok()) return loop.status();
   EventLoop& l = **loop;
-  DataPlaneContext ctx{sys, l, tls, certs, stats, broker, policy, relay_buffer_bytes, next_id,
-                       nullptr, nullptr, options.activity, options.index};
+  DataPlaneContext ctx{sys,          l,       tls,     certs,
+                       stats,        broker,  policy,  relay_buffer_bytes,
+                       next_id,      nullptr, nullptr, options.activity,
+                       options.index};
   std::unique_ptr<Worker> w(new Worker(sys, options, ctx));
   w->loop_ = std::move(*loop);
   Worker* raw = w.get();
@@ -109,10 +111,10 @@ void Worker::OnAcceptable(ListenSocket* ls) {
           // Out of descriptors or memory: the pending connection stays in the backlog. Pause
           // instead of spinning on a listener that stays readable.
           Inc(ctx_->stats.accept_pauses);
-          LogWarningOncePerKey(absl::StrCat("accept-", r.err),
-                               absl::StrCat("accept on ", ls->name, ": ", strerror(r.err),
-                                            "; pausing accepts for ",
-                                            absl::FormatDuration(options_.accept_backoff)));
+          LogWarningOncePerKey(
+              absl::StrCat("accept-", r.err),
+              absl::StrCat("accept on ", ls->name, ": ", strerror(r.err), "; pausing accepts for ",
+                           absl::FormatDuration(options_.accept_backoff)));
           backoff_until_ = absl::Now() + options_.accept_backoff;
           UpdateAccepting();
           return;

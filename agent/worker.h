@@ -24,7 +24,7 @@ namespace ktls::agent {
 struct WorkerOptions {
   int index = 0;
   absl::Duration handshake_timeout = absl::Seconds(10);
-  size_t max_handshakes = 4096;   // this worker's share
+  size_t max_handshakes = 4096;    // this worker's share
   size_t max_connections = 65536;  // this worker's share
   absl::Duration accept_backoff = absl::Milliseconds(100);
   ActivityLog* activity = nullptr;  // optional: handshakes in progress are listed there
@@ -34,9 +34,10 @@ class Worker {
  public:
   // `listen_fds` are this worker's listening sockets, with their listener names.
   static absl::StatusOr<std::unique_ptr<Worker>> Create(
-      SysCalls& sys, WorkerOptions options, std::vector<std::pair<std::string, UniqueFd>> listen_fds,
-      const TlsContext& tls, CertStore& certs, AgentStats& stats, HandoffBroker& broker,
-      OffloadPolicy policy, size_t relay_buffer_bytes, std::atomic<uint64_t>& next_id);
+      SysCalls& sys, WorkerOptions options,
+      std::vector<std::pair<std::string, UniqueFd>> listen_fds, const TlsContext& tls,
+      CertStore& certs, AgentStats& stats, HandoffBroker& broker, OffloadPolicy policy,
+      size_t relay_buffer_bytes, std::atomic<uint64_t>& next_id);
   ~Worker();
 
   void Start();

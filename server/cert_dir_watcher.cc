@@ -26,8 +26,7 @@ namespace {
 
 constexpr size_t kMaxFileBytes = 1 << 20;
 constexpr uint32_t kWatchMask = IN_CREATE | IN_MOVED_TO | IN_MOVED_FROM | IN_CLOSE_WRITE |
-                                IN_DELETE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF |
-                                IN_ONLYDIR;
+                                IN_DELETE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR;
 
 std::string Basename(std::string path) {
   while (path.size() > 1 && path.back() == '/') path.pop_back();
@@ -140,8 +139,8 @@ void CertDirWatcher::ScanDir(Dir& dir) {
       KTLS_LOG(kInfo, "cert_dir: certificate '", c.name, "' updated from ", c.cert_path);
     } else {
       dir.status.last_error = absl::StrCat(c.name, ": ", applied.message());
-      KTLS_LOG(kWarning, "cert_dir: rejected the update of '", c.name, "' from ", c.cert_path,
-               ": ", applied.message(), "; the previous certificate stays in service");
+      KTLS_LOG(kWarning, "cert_dir: rejected the update of '", c.name, "' from ", c.cert_path, ": ",
+               applied.message(), "; the previous certificate stays in service");
     }
   }
   dir.status.certificates = std::move(names);

@@ -247,8 +247,8 @@ std::shared_ptr<const agent::CertificateSet> CertManager::BuildInitialSet(
     const CommittedCertificate& last = committed_.back();
     issues->push_back({state_ != nullptr ? state_->CertificatePath(last.entry->name) : "",
                        std::string(set.status().message())});
-    KTLS_LOG(kWarning, "state: dropping certificate '", last.entry->name, "': ",
-             set.status().message());
+    KTLS_LOG(kWarning, "state: dropping certificate '", last.entry->name,
+             "': ", set.status().message());
     committed_.pop_back();
     if (IndexOf(default_name_) < 0) default_name_ = committed_.front().entry->name;
   }
@@ -303,8 +303,8 @@ absl::Status CertManager::Install(std::vector<CommittedCertificate> next,
   absl::StatusOr<std::shared_ptr<const agent::CertificateSet>> set =
       agent::CertificateSet::FromEntries(std::move(entries), default_index);
   if (!set.ok()) {
-    return Rejected({ClassifyParseError(set.status()),
-                     absl::FailedPreconditionError(set.status().message())});
+    return Rejected(
+        {ClassifyParseError(set.status()), absl::FailedPreconditionError(set.status().message())});
   }
   if (absl::Status s = persist(new_generation); !s.ok()) {
     metrics_.state_write_errors.fetch_add(1, std::memory_order_relaxed);
@@ -344,7 +344,8 @@ absl::StatusOr<StagedCertificate> CertManager::Stage(agent::CertificateSource& c
   return StageLocked(certificate, source);
 }
 
-std::optional<Rejection> CertManager::CheckNameConflicts(const agent::CertificateEntry& entry) const {
+std::optional<Rejection> CertManager::CheckNameConflicts(
+    const agent::CertificateEntry& entry) const {
   for (const CommittedCertificate& c : committed_) {
     // The development certificate is dropped by the first real commit: no conflict with it.
     if (c.entry->name == entry.name || c.source == kDevelopment) continue;
@@ -420,10 +421,10 @@ absl::StatusOr<CertificateChange> CertManager::CommitLocked(const std::string& n
   const int idx = IndexOf(name);
   const uint64_t current = idx >= 0 ? committed_[idx].generation : 0;
   if (staged.base_generation != current) {
-    return absl::AbortedError(absl::StrCat(
-        "certificate '", name, "' was ", current == 0 ? "deleted" : "committed again",
-        " (generation ", current, ") after this version was staged (over generation ",
-        staged.base_generation, "); stage it again"));
+    return absl::AbortedError(
+        absl::StrCat("certificate '", name, "' was ", current == 0 ? "deleted" : "committed again",
+                     " (generation ", current, ") after this version was staged (over generation ",
+                     staged.base_generation, "); stage it again"));
   }
   CertificateChange change;
   if (std::optional<Rejection> r = ValidateForServing(*staged.entry, staged.requested_names,
@@ -444,9 +445,8 @@ absl::StatusOr<CertificateChange> CertManager::CommitLocked(const std::string& n
   }
   if (!replaced) next.push_back(fresh);
   std::string default_name = default_name_;
-  const bool default_left = std::any_of(next.begin(), next.end(), [&](const auto& c) {
-    return c.entry->name == default_name;
-  });
+  const bool default_left = std::any_of(
+      next.begin(), next.end(), [&](const auto& c) { return c.entry->name == default_name; });
   if (staged.set_default || !default_left) default_name = name;
 
   absl::Status installed = Install(std::move(next), default_name, [&](uint64_t generation) {
@@ -528,16 +528,17 @@ absl::StatusOr<CertificateChange> CertManager::Delete(const std::string& name, b
   const bool is_default = name == default_name_;
   if (is_default && !force) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "'", name, "' is the default certificate (served when SNI is absent or unknown); make "
+        "'", name,
+        "' is the default certificate (served when SNI is absent or unknown); make "
         "another one the default first, or force (the first remaining certificate becomes the "
         "default)"));
   }
   if (std::vector<std::string> orphaned = OrphanedNames(committed_, name);
       !force && !orphaned.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "'", name, "' is bound to ", absl::StrJoin(orphaned, ", "),
-        ", which no other certificate serves (those clients would get the default "
-        "certificate); force to delete anyway"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("'", name, "' is bound to ", absl::StrJoin(orphaned, ", "),
+                     ", which no other certificate serves (those clients would get the default "
+                     "certificate); force to delete anyway"));
   }
   CertificateChange change;
   change.certificate = Describe(static_cast<size_t>(idx));
@@ -578,8 +579,8 @@ absl::StatusOr<CertificateChange> CertManager::SetDefault(const std::string& nam
                              [&](uint64_t generation) { return PersistMeta(generation, name); });
     if (!s.ok()) return s;
     Publish(Event(CertificateEvent::Type::kDefaultChanged, name));
-    KTLS_LOG(kInfo, "certificate '", name, "' is now the default (generation ",
-             store_.generation(), ")");
+    KTLS_LOG(kInfo, "certificate '", name, "' is now the default (generation ", store_.generation(),
+             ")");
   }
   CertificateChange change;
   change.generation = store_.generation();

@@ -51,8 +51,8 @@ namespace ktls::control {
 // A certificate being served.
 struct CommittedCertificate {
   agent::CertificateEntryPtr entry;  // shared with the served CertificateSet
-  std::string source;         // "api", "config", "state", "cert_dir", "development"
-  uint64_t generation = 0;    // the generation that committed it (0: from the configuration)
+  std::string source;                // "api", "config", "state", "cert_dir", "development"
+  uint64_t generation = 0;           // the generation that committed it (0: from the configuration)
   absl::Time committed_at;
   // In what the manager returns: whether it is the default (the manager keeps the default by
   // name, so this is filled on the way out).
@@ -72,8 +72,8 @@ struct StagedCertificate {
 
 // What a commit, delete or default change did.
 struct CertificateChange {
-  uint64_t generation = 0;            // the generation after the change
-  CommittedCertificate certificate;   // the one committed / made default / deleted
+  uint64_t generation = 0;           // the generation after the change
+  CommittedCertificate certificate;  // the one committed / made default / deleted
   std::vector<std::string> warnings;
 };
 
@@ -146,7 +146,8 @@ class CertManager {
 
   // `certificate.is_default` asks to make it the default at commit. Its key_pem is wiped (and
   // cleared) on every path.
-  absl::StatusOr<StagedCertificate> Stage(agent::CertificateSource& certificate, ReloadSource source);
+  absl::StatusOr<StagedCertificate> Stage(agent::CertificateSource& certificate,
+                                          ReloadSource source);
   absl::StatusOr<CertificateChange> Commit(const std::string& name, uint64_t expected_generation,
                                            ReloadSource source);
   absl::Status Abort(const std::string& name);
@@ -189,15 +190,14 @@ class CertManager {
   bool LoadRecords(StateStore::Loaded& loaded, std::vector<StateStore::Issue>* issues,
                    uint64_t* generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Initialize: the set built from committed_ (records dropped from the end until it builds).
-  std::shared_ptr<const agent::CertificateSet> BuildInitialSet(std::vector<StateStore::Issue>* issues)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::shared_ptr<const agent::CertificateSet> BuildInitialSet(
+      std::vector<StateStore::Issue>* issues) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Builds the data-plane set from `next` (default by name), persists via `persist` with the
   // next generation, swaps, and makes `next` current.
   absl::Status Install(std::vector<CommittedCertificate> next, const std::string& default_name,
                        const std::function<absl::Status(uint64_t generation)>& persist)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status PersistCertificate(const CommittedCertificate& c)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PersistCertificate(const CommittedCertificate& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status PersistMeta(uint64_t generation, const std::string& default_name)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // committed_[index] with is_default filled in.

@@ -90,9 +90,9 @@ Sans SubjectAltNames(X509* cert) {
   for (int i = 0; sans != nullptr && i < sk_GENERAL_NAME_num(sans.get()); ++i) {
     const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans.get(), i);
     if (gn->type == GEN_DNS) {
-      out.dns.push_back(absl::AsciiStrToLower(absl::string_view(
-          reinterpret_cast<const char*>(ASN1_STRING_get0_data(gn->d.dNSName)),
-          static_cast<size_t>(ASN1_STRING_length(gn->d.dNSName)))));
+      out.dns.push_back(absl::AsciiStrToLower(
+          absl::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(gn->d.dNSName)),
+                            static_cast<size_t>(ASN1_STRING_length(gn->d.dNSName)))));
     } else if (gn->type == GEN_IPADD) {
       const int len = ASN1_STRING_length(gn->d.iPAddress);
       const unsigned char* p = ASN1_STRING_get0_data(gn->d.iPAddress);
@@ -146,14 +146,14 @@ absl::Status ValidateCertificateName(const std::string& name) {
     return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
   };
   if (!absl::ascii_isalnum(static_cast<unsigned char>(name[0]))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "name: '", absl::CHexEscape(name), "' must start with a letter or digit"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("name: '", absl::CHexEscape(name), "' must start with a letter or digit"));
   }
   for (char c : name) {
     if (!ok_char(c)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "name: '", absl::CHexEscape(name),
-          "' may contain only letters, digits, '.', '_' and '-'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("name: '", absl::CHexEscape(name),
+                       "' may contain only letters, digits, '.', '_' and '-'"));
     }
   }
   return absl::OkStatus();
@@ -262,8 +262,8 @@ std::optional<Rejection> ValidateForServing(const agent::CertificateEntry& entry
     }
   }
   if (not_after - now < kExpiryWarning) {
-    warnings->push_back(absl::StrCat("expires in ", Days(not_after - now), " (",
-                                     FormatRfc3339(not_after), ")"));
+    warnings->push_back(
+        absl::StrCat("expires in ", Days(not_after - now), " (", FormatRfc3339(not_after), ")"));
   }
   if ((flags & EXFLAG_CA) != 0) {
     warnings->push_back("the leaf certificate is a CA certificate (basicConstraints CA:TRUE)");
@@ -275,10 +275,9 @@ std::optional<Rejection> ValidateForServing(const agent::CertificateEntry& entry
   for (int i = 0; i < sk_X509_num(entry.chain.get()); ++i) {
     X509* issuer = sk_X509_value(entry.chain.get(), i);
     if (X509_check_issued(issuer, previous) != X509_V_OK) {
-      warnings->push_back(absl::StrCat("chain certificate ", i + 2, " (",
-                                       NameText(X509_get_subject_name(issuer)),
-                                       ") did not issue certificate ", i + 1,
-                                       ": the chain is out of order or incomplete"));
+      warnings->push_back(absl::StrCat(
+          "chain certificate ", i + 2, " (", NameText(X509_get_subject_name(issuer)),
+          ") did not issue certificate ", i + 1, ": the chain is out of order or incomplete"));
       break;
     }
     previous = issuer;
@@ -315,7 +314,8 @@ v1::Certificate DescribeCertificate(const agent::CertificateEntry& entry) {
   for (int i = 0; i < sk_X509_num(entry.chain.get()); ++i) {
     c.add_chain_subjects(NameText(X509_get_subject_name(sk_X509_value(entry.chain.get(), i))));
   }
-  if (entry.handshakes != nullptr) c.set_handshakes(entry.handshakes->load(std::memory_order_relaxed));
+  if (entry.handshakes != nullptr)
+    c.set_handshakes(entry.handshakes->load(std::memory_order_relaxed));
   ERR_clear_error();
   return c;
 }
@@ -340,10 +340,10 @@ std::optional<Rejection> ValidateCas(const std::vector<agent::X509Ptr>& cas, abs
                                  FormatRfc3339(not_after)));
     }
     if (now < AsnTime(X509_get0_notBefore(ca))) {
-      return Reject(ValidationFailure::kBadCa,
-                    absl::StrCat("ca_pem: CA certificate ", i + 1, " (", subject,
-                                 ") is not valid until ",
-                                 FormatRfc3339(AsnTime(X509_get0_notBefore(ca)))));
+      return Reject(
+          ValidationFailure::kBadCa,
+          absl::StrCat("ca_pem: CA certificate ", i + 1, " (", subject, ") is not valid until ",
+                       FormatRfc3339(AsnTime(X509_get0_notBefore(ca)))));
     }
     if ((X509_get_extension_flags(ca) & EXFLAG_CA) == 0) {
       warnings->push_back(absl::StrCat("CA certificate ", i + 1, " (", subject,
@@ -396,8 +396,8 @@ std::optional<Rejection> ValidateCrls(const std::vector<agent::X509Ptr>& cas,
     ca_has_crl[signer] = true;
     if (next != nullptr && now > AsnTime(next)) {
       return Reject(ValidationFailure::kBadCrl,
-                    absl::StrCat("crl_pem: CRL ", index, " (issuer ", issuer,
-                                 ") expired at ", FormatRfc3339(AsnTime(next)),
+                    absl::StrCat("crl_pem: CRL ", index, " (issuer ", issuer, ") expired at ",
+                                 FormatRfc3339(AsnTime(next)),
                                  " (nextUpdate); every client certificate of that CA would be "
                                  "refused"));
     }

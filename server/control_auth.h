@@ -37,7 +37,8 @@ struct ClientIdentity {
 };
 
 // Parses control_allowed_clients entries; INVALID_ARGUMENT names the first untyped or empty one.
-absl::StatusOr<std::vector<AllowedIdentity>> ParseAllowList(const std::vector<std::string>& entries);
+absl::StatusOr<std::vector<AllowedIdentity>> ParseAllowList(
+    const std::vector<std::string>& entries);
 
 // True if one of the client's identities of an entry's kind equals the entry's value.
 bool IsAllowed(const std::vector<AllowedIdentity>& allowed, const ClientIdentity& client);

@@ -19,22 +19,22 @@
 namespace ktls::control {
 
 // Why the control plane rejected an input (metric label values). X(enum, label)
-#define KTLS_VALIDATION_FAILURES(X)                                                          \
-  X(kInvalidName, "invalid_name")                   /* certificate name, unknown field value */ \
-  X(kTooLarge, "too_large")                         /* a field or list over its limit */       \
-  X(kBadCertificatePem, "bad_certificate_pem")      /* chain does not parse */                 \
-  X(kBadPrivateKey, "bad_private_key")              /* key does not parse */                   \
-  X(kEncryptedPrivateKey, "encrypted_private_key")  /* passphrase-protected key */             \
-  X(kKeyMismatch, "key_mismatch")                   /* key is not the leaf's */                \
-  X(kInvalidServerName, "invalid_server_name")      /* malformed SNI name */                   \
-  X(kNameNotCovered, "name_not_covered")            /* SAN does not cover a requested name */   \
-  X(kExpired, "expired")                            /* notAfter in the past */                  \
-  X(kNotYetValid, "not_yet_valid")                  /* notBefore in the future */               \
-  X(kNotServerAuth, "not_server_auth")              /* EKU/keyUsage unfit for a TLS server */   \
-  X(kNameConflict, "name_conflict")                 /* another certificate serves the name */   \
-  X(kBadCa, "bad_ca")                               /* trust bundle CA unusable */              \
-  X(kBadCrl, "bad_crl")                             /* CRL unparsable, unsigned, expired */     \
-  X(kBadTicketKey, "bad_ticket_key")                /* ticket key size, duplicate name */       \
+#define KTLS_VALIDATION_FAILURES(X)                                                            \
+  X(kInvalidName, "invalid_name")                  /* certificate name, unknown field value */ \
+  X(kTooLarge, "too_large")                        /* a field or list over its limit */        \
+  X(kBadCertificatePem, "bad_certificate_pem")     /* chain does not parse */                  \
+  X(kBadPrivateKey, "bad_private_key")             /* key does not parse */                    \
+  X(kEncryptedPrivateKey, "encrypted_private_key") /* passphrase-protected key */              \
+  X(kKeyMismatch, "key_mismatch")                  /* key is not the leaf's */                 \
+  X(kInvalidServerName, "invalid_server_name")     /* malformed SNI name */                    \
+  X(kNameNotCovered, "name_not_covered")           /* SAN does not cover a requested name */   \
+  X(kExpired, "expired")                           /* notAfter in the past */                  \
+  X(kNotYetValid, "not_yet_valid")                 /* notBefore in the future */               \
+  X(kNotServerAuth, "not_server_auth")             /* EKU/keyUsage unfit for a TLS server */   \
+  X(kNameConflict, "name_conflict")                /* another certificate serves the name */   \
+  X(kBadCa, "bad_ca")                              /* trust bundle CA unusable */              \
+  X(kBadCrl, "bad_crl")                            /* CRL unparsable, unsigned, expired */     \
+  X(kBadTicketKey, "bad_ticket_key")               /* ticket key size, duplicate name */       \
   X(kOther, "other")
 
 KTLS_LABELED_ENUM(ValidationFailure, KTLS_VALIDATION_FAILURES);
@@ -48,19 +48,19 @@ absl::string_view ReloadSourceLabel(ReloadSource s);
 
 // The plain counters and gauges, as agent/stats.h declares the data plane's: X(field, family,
 // help); an empty family is not exported.
-#define KTLS_CONTROL_COUNTERS(X)                                                              \
-  X(state_files_skipped, "ktls_state_files_skipped_total",                                    \
-    "State files skipped at start (corrupt or invalid; see the log and ktlsctl status)")      \
-  X(state_write_errors, "ktls_state_write_errors_total",                                      \
-    "Changes refused because the state directory could not be written")                       \
-  X(ticket_key_rotations, "ktls_session_ticket_key_updates_total",                            \
-    "Session-ticket key sets and rotations")                                                  \
+#define KTLS_CONTROL_COUNTERS(X)                                                         \
+  X(state_files_skipped, "ktls_state_files_skipped_total",                               \
+    "State files skipped at start (corrupt or invalid; see the log and ktlsctl status)") \
+  X(state_write_errors, "ktls_state_write_errors_total",                                 \
+    "Changes refused because the state directory could not be written")                  \
+  X(ticket_key_rotations, "ktls_session_ticket_key_updates_total",                       \
+    "Session-ticket key sets and rotations")                                             \
   X(watch_streams_overflowed, "", "")
 #define KTLS_CONTROL_GAUGES(X) \
   X(state_files_loaded, "ktls_state_files_loaded", "State files loaded at start")
 // X(field, enum, family, help), as KTLS_AGENT_COUNTER_ARRAYS.
-#define KTLS_CONTROL_COUNTER_ARRAYS(X)                                                        \
-  X(validation_failures, ValidationFailure, "ktls_control_validation_failures_total",         \
+#define KTLS_CONTROL_COUNTER_ARRAYS(X)                                                \
+  X(validation_failures, ValidationFailure, "ktls_control_validation_failures_total", \
     "Inputs the control plane rejected, by reason")
 
 struct ControlMetrics {

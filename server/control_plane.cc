@@ -25,8 +25,8 @@
 #include "grpcpp/security/auth_metadata_processor.h"
 #include "grpcpp/support/server_interceptor.h"
 #include "server/cert_dir_watcher.h"
-#include "server/control_auth.h"
 #include "server/cert_manager.h"
+#include "server/control_auth.h"
 #include "server/control_metrics.h"
 #include "server/metrics.h"
 #include "server/secrets.h"
@@ -42,24 +42,42 @@ constexpr int kMaxReceiveBytes = 8 << 20;  // a trust bundle may carry 1 MiB CAs
 
 const char* CodeName(grpc::StatusCode code) {
   switch (code) {
-    case grpc::StatusCode::OK: return "OK";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN: return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS: return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED: return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE: return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS: return "DATA_LOSS";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    default: return "UNKNOWN";
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    default:
+      return "UNKNOWN";
   }
 }
 
@@ -140,15 +158,15 @@ absl::Status StageUnixSocket(const std::string& path, StagedSocket* staged) {
           absl::StrCat("control socket ", path, " exists and is not a socket"));
     }
     if (SocketIsLive(path)) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "control socket ", path, " is served by another process (another agent?)"));
+      return absl::FailedPreconditionError(
+          absl::StrCat("control socket ", path, " is served by another process (another agent?)"));
     }
     ::unlink(path.c_str());  // stale, from a previous run
   }
   std::string tmpl = (parent / ".ktls-control.XXXXXX").string();
   if (::mkdtemp(tmpl.data()) == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat("cannot create a directory in ",
-                                                      parent.string(), ": ", strerror(errno)));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create a directory in ", parent.string(), ": ", strerror(errno)));
   }
   staged->dir = tmpl;
   staged->socket = staged->dir + "/s";
@@ -177,17 +195,17 @@ absl::Status PublishUnixSocket(const ControlPlaneOptions& o, const StagedSocket&
     if (!found || ::chown(staged.socket.c_str(), static_cast<uid_t>(-1), gid) != 0) {
       const std::string why = !found ? " (no such group)" : absl::StrCat(": ", strerror(errno));
       staged.Remove();
-      return absl::FailedPreconditionError(absl::StrCat(
-          "control_socket_group: cannot give the socket to group '", o.control_socket_group,
-          "'", why));
+      return absl::FailedPreconditionError(
+          absl::StrCat("control_socket_group: cannot give the socket to group '",
+                       o.control_socket_group, "'", why));
     }
   }
   if (::chmod(staged.socket.c_str(), o.control_socket_mode) != 0 ||
       ::rename(staged.socket.c_str(), o.control_socket.c_str()) != 0) {
     const int err = errno;
     staged.Remove();
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot put the control socket in place at ", o.control_socket, ": ", strerror(err)));
+    return absl::FailedPreconditionError(absl::StrCat("cannot put the control socket in place at ",
+                                                      o.control_socket, ": ", strerror(err)));
   }
   ::rmdir(staged.dir.c_str());
   return absl::OkStatus();
@@ -227,26 +245,26 @@ absl::StatusOr<ControlPlaneOptions> ControlPlaneOptions::FromConfig(const v1::Ag
   o.control_socket_required = c.has_control_socket();
   o.control_socket_mode = c.control_socket_mode() == 0 ? 0600 : c.control_socket_mode();
   if (o.control_socket_mode > 0777 || (o.control_socket_mode & 0600) != 0600) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "control_socket_mode: ", absl::StrFormat("%04o", o.control_socket_mode),
-        " must be a permission mode that keeps owner read/write (e.g. 0600, 0660)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("control_socket_mode: ", absl::StrFormat("%04o", o.control_socket_mode),
+                     " must be a permission mode that keeps owner read/write (e.g. 0600, 0660)"));
   }
   if ((o.control_socket_mode & 0007) != 0) {
     return absl::InvalidArgumentError(
-        "control_socket_mode: access for 'other' is not allowed; use a group (control_socket_group)");
+        "control_socket_mode: access for 'other' is not allowed; use a group "
+        "(control_socket_group)");
   }
   o.control_socket_group = c.control_socket_group();
   o.tcp_address = c.control_tcp_address();
   o.tls_cert_file = c.control_tls_cert_file();
   o.tls_key_file = c.control_tls_key_file();
   o.client_ca_file = c.control_client_ca_file();
-  absl::StatusOr<std::vector<AllowedIdentity>> allowed = ParseAllowList(
-      {c.control_allowed_clients().begin(), c.control_allowed_clients().end()});
+  absl::StatusOr<std::vector<AllowedIdentity>> allowed =
+      ParseAllowList({c.control_allowed_clients().begin(), c.control_allowed_clients().end()});
   if (!allowed.ok()) return allowed.status();
   o.allowed_clients = *std::move(allowed);
-  if (!o.tcp_address.empty() &&
-      (o.tls_cert_file.empty() || o.tls_key_file.empty() || o.client_ca_file.empty() ||
-       o.allowed_clients.empty())) {
+  if (!o.tcp_address.empty() && (o.tls_cert_file.empty() || o.tls_key_file.empty() ||
+                                 o.client_ca_file.empty() || o.allowed_clients.empty())) {
     return absl::InvalidArgumentError(
         "control_tcp_address needs control_tls_cert_file, control_tls_key_file, "
         "control_client_ca_file and control_allowed_clients: the TCP control API is mutual-TLS "
@@ -301,14 +319,14 @@ absl::Status ControlPlane::LoadState() {
   certs_->Initialize(loaded, &issues);
   trust_->Initialize(loaded, &issues);
   tickets_->Initialize(loaded, &issues);
-  const uint32_t loaded_files =
-      static_cast<uint32_t>(loaded.files_loaded) - static_cast<uint32_t>(issues.size() - loaded.issues.size());
+  const uint32_t loaded_files = static_cast<uint32_t>(loaded.files_loaded) -
+                                static_cast<uint32_t>(issues.size() - loaded.issues.size());
   metrics_->state_files_loaded.store(loaded_files, std::memory_order_relaxed);
   state_issues_ = issues;
   if (!o.state_dir.empty()) {
     agent::LogLine(issues.empty() ? agent::LogLevel::kInfo : agent::LogLevel::kWarning,
-            absl::StrCat("state directory ", o.state_dir, ": ", loaded_files, " files loaded, ",
-                         issues.size(), " skipped"));
+                   absl::StrCat("state directory ", o.state_dir, ": ", loaded_files,
+                                " files loaded, ", issues.size(), " skipped"));
   }
   return absl::OkStatus();
 }
@@ -387,8 +405,7 @@ absl::Status ControlPlane::BuildServer() {
   creators.push_back(std::make_unique<CountingInterceptorFactory>(*metrics_));
   builder.experimental().SetInterceptorCreators(std::move(creators));
 
-  if (!o.control_socket.empty() && !o.control_socket_required &&
-      SocketIsLive(o.control_socket)) {
+  if (!o.control_socket.empty() && !o.control_socket_required && SocketIsLive(o.control_socket)) {
     KTLS_LOG(kWarning, "control socket ", o.control_socket,
              " is served by another process (another agent?); running without it (that is the "
              "default path: pass --control_socket to choose one, or to make this an error)");
@@ -415,18 +432,22 @@ absl::Status ControlPlane::BuildServer() {
         " (address in use, or bad TLS files?)"));
   }
   if (!o.tcp_address.empty()) {
-    if (tcp_port == 0) return absl::FailedPreconditionError(absl::StrCat("cannot bind ", o.tcp_address));
+    if (tcp_port == 0)
+      return absl::FailedPreconditionError(absl::StrCat("cannot bind ", o.tcp_address));
     tcp_address_ = absl::StrCat(o.tcp_address.substr(0, o.tcp_address.rfind(':')), ":", tcp_port);
   }
   if (!staged.dir.empty()) {
     if (absl::Status s = PublishUnixSocket(o, staged); !s.ok()) return s;
   }
   KTLS_LOG(kInfo, "control API on ",
-           o.control_socket.empty() ? "" : absl::StrCat(o.control_socket, " (mode ",
-                                                        absl::StrFormat("%04o", o.control_socket_mode), ")"),
-           tcp_address_.empty() ? "" : absl::StrCat(o.control_socket.empty() ? "" : " and ",
-                                                    tcp_address_, " (mTLS, ",
-                                                    o.allowed_clients.size(), " allowed clients)"));
+           o.control_socket.empty()
+               ? ""
+               : absl::StrCat(o.control_socket, " (mode ",
+                              absl::StrFormat("%04o", o.control_socket_mode), ")"),
+           tcp_address_.empty()
+               ? ""
+               : absl::StrCat(o.control_socket.empty() ? "" : " and ", tcp_address_, " (mTLS, ",
+                              o.allowed_clients.size(), " allowed clients)"));
   server_->GetHealthCheckService()->SetServingStatus(false);
   return absl::OkStatus();
 }

@@ -68,8 +68,8 @@ struct ControlPlaneOptions {
   std::string tls_key_file;
   std::string client_ca_file;
   std::vector<AllowedIdentity> allowed_clients;  // typed: see server/control_auth.h
-  std::string metrics_address;  // empty: no /metrics
-  std::string state_dir;        // empty: nothing persisted
+  std::string metrics_address;                   // empty: no /metrics
+  std::string state_dir;                         // empty: nothing persisted
   std::vector<std::string> cert_dirs;
   absl::Duration cert_dir_poll_interval = absl::Seconds(10);
   std::string tls_stat_path = "/proc/net/tls_stat";

@@ -75,10 +75,12 @@ class FamilyList {
   }
   // One sample per value of `Enum`, labeled by MetricLabelsOf(value).
   template <typename Enum>
-  void AddArray(const std::string& name, const std::string& help, const agent::CounterArray<Enum>& a) {
+  void AddArray(const std::string& name, const std::string& help,
+                const agent::CounterArray<Enum>& a) {
     MetricFamily& f = Get(name, help, kCounter);
     for (size_t i = 0; i < a.size(); ++i) {
-      f.metric.push_back(Sample(Load(a[i]), kCounter, MetricLabelsOf(static_cast<Enum>(i))));  // ADL: the enum's layer
+      f.metric.push_back(Sample(Load(a[i]), kCounter,
+                                MetricLabelsOf(static_cast<Enum>(i))));  // ADL: the enum's layer
     }
   }
   void AddHistogram(const std::string& name, const std::string& help,
@@ -127,15 +129,14 @@ void AddControlMetrics(const ControlMetrics& stats, FamilyList& out) {
                                   kCounter);
   for (size_t i = 0; i < stats.reloads.size(); ++i) {
     const std::string source(ReloadSourceLabel(static_cast<ReloadSource>(i)));
-    reloads.metric.push_back(Sample(Load(stats.reloads[i][0]), kCounter,
-                                    {{"source", source}, {"result", "committed"}}));
-    reloads.metric.push_back(Sample(Load(stats.reloads[i][1]), kCounter,
-                                    {{"source", source}, {"result", "rejected"}}));
+    reloads.metric.push_back(
+        Sample(Load(stats.reloads[i][0]), kCounter, {{"source", source}, {"result", "committed"}}));
+    reloads.metric.push_back(
+        Sample(Load(stats.reloads[i][1]), kCounter, {{"source", source}, {"result", "rejected"}}));
   }
   // Methods are the registered ones: a label set fixed by the API, known once called.
   MetricFamily& requests = out.Get("ktls_control_requests_total",
-                                   "Control API requests by method and gRPC status code",
-                                   kCounter);
+                                   "Control API requests by method and gRPC status code", kCounter);
   for (const auto& [key, count] : stats.Requests()) {
     requests.metric.push_back(Sample(static_cast<double>(count), kCounter,
                                      {{"method", key.first}, {"code", key.second}}));
@@ -158,10 +159,11 @@ void AddKernel(const agent::KernelProbeResult& probe, const std::string& tls_sta
       out.Get("ktls_kernel_tls_supported",
               "Kernel probe: 1 when this version, cipher and direction installed", kGauge);
   for (const agent::ProbeCell& c : probe.cells) {
-    supported.metric.push_back(Sample(c.ok ? 1 : 0, kGauge,
-                                      {{"version", std::string(agent::TlsVersionName(c.version))},
-                                       {"cipher", std::string(agent::KtlsCipherName(c.cipher))},
-                                       {"direction", std::string(agent::DirectionName(c.direction))}}));
+    supported.metric.push_back(
+        Sample(c.ok ? 1 : 0, kGauge,
+               {{"version", std::string(agent::TlsVersionName(c.version))},
+                {"cipher", std::string(agent::KtlsCipherName(c.cipher))},
+                {"direction", std::string(agent::DirectionName(c.direction))}}));
   }
   absl::StatusOr<std::map<std::string, uint64_t>> stat = ReadTlsStat(tls_stat_path);
   out.Add("ktls_kernel_tls_stat_available", "1 when /proc/net/tls_stat could be read", kGauge,

@@ -38,9 +38,9 @@ grpc::Status ParseAndWipe(const grpc::ByteBuffer* request, google::protobuf::Mes
     }
   };
   if (total > kMaxSecretRequestBytes) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrCat("request of ", total, " bytes exceeds the limit of ",
-                                     kMaxSecretRequestBytes));
+    return grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("request of ", total, " bytes exceeds the limit of ", kMaxSecretRequestBytes));
   }
   std::string flat;
   flat.reserve(total);
@@ -66,9 +66,8 @@ grpc::Status Serialize(const google::protobuf::Message& message, grpc::ByteBuffe
 
 // Runs `work` on a parsed (then wiped) request and finishes the call with its result.
 template <typename Request, typename Work>
-grpc::ServerUnaryReactor* RunRaw(grpc::CallbackServerContext* context,
-                                 const grpc::ByteBuffer* raw, grpc::ByteBuffer* response,
-                                 Work work) {
+grpc::ServerUnaryReactor* RunRaw(grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw,
+                                 grpc::ByteBuffer* response, Work work) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Request request;
   grpc::Status status = ParseAndWipe(raw, &request);
@@ -163,13 +162,20 @@ v1::CommitResponse ToProto(const CertificateChange& change) {
 
 v1::CertificateEvent::Type ToProto(CertificateEvent::Type type) {
   switch (type) {
-    case CertificateEvent::Type::kSnapshot: return v1::CertificateEvent::SNAPSHOT;
-    case CertificateEvent::Type::kCommitted: return v1::CertificateEvent::COMMITTED;
-    case CertificateEvent::Type::kDeleted: return v1::CertificateEvent::DELETED;
-    case CertificateEvent::Type::kDefaultChanged: return v1::CertificateEvent::DEFAULT_CHANGED;
-    case CertificateEvent::Type::kStaged: return v1::CertificateEvent::STAGED;
-    case CertificateEvent::Type::kAborted: return v1::CertificateEvent::ABORTED;
-    case CertificateEvent::Type::kReloadFailed: return v1::CertificateEvent::RELOAD_FAILED;
+    case CertificateEvent::Type::kSnapshot:
+      return v1::CertificateEvent::SNAPSHOT;
+    case CertificateEvent::Type::kCommitted:
+      return v1::CertificateEvent::COMMITTED;
+    case CertificateEvent::Type::kDeleted:
+      return v1::CertificateEvent::DELETED;
+    case CertificateEvent::Type::kDefaultChanged:
+      return v1::CertificateEvent::DEFAULT_CHANGED;
+    case CertificateEvent::Type::kStaged:
+      return v1::CertificateEvent::STAGED;
+    case CertificateEvent::Type::kAborted:
+      return v1::CertificateEvent::ABORTED;
+    case CertificateEvent::Type::kReloadFailed:
+      return v1::CertificateEvent::RELOAD_FAILED;
   }
   return v1::CertificateEvent::TYPE_UNSPECIFIED;
 }
@@ -463,7 +469,8 @@ grpc::Status TelemetryServiceImpl::WatchStats(grpc::ServerContext* context,
       if (!writer->Write(Snapshot(*s_.agent, s_.certs->generation(), s_.started_at))) break;
       next += absl::Milliseconds(ms);
     }
-    absl::SleepFor(std::min(absl::Milliseconds(100), std::max(absl::ZeroDuration(), next - absl::Now())));
+    absl::SleepFor(
+        std::min(absl::Milliseconds(100), std::max(absl::ZeroDuration(), next - absl::Now())));
   }
   return grpc::Status::OK;
 }
@@ -478,7 +485,8 @@ grpc::Status TelemetryServiceImpl::ListHandshakes(grpc::ServerContext*,
     return s;
   }
   size_t total = 0;
-  const std::vector<agent::LiveHandshake> live = s_.agent->activity().LiveHandshakes(after, size + 1, &total);
+  const std::vector<agent::LiveHandshake> live =
+      s_.agent->activity().LiveHandshakes(after, size + 1, &total);
   const absl::Time now = absl::Now();
   for (size_t i = 0; i < live.size() && i < size; ++i) {
     const agent::LiveHandshake& h = live[i];
@@ -520,7 +528,8 @@ grpc::Status TelemetryServiceImpl::ListHandoffs(grpc::ServerContext*,
     SetDuration(r.waited, out->mutable_waited());
     *out->mutable_connection() = r.info;
   }
-  if (records.size() > size) response->set_next_page_token(absl::StrCat(records[size - 1].sequence));
+  if (records.size() > size)
+    response->set_next_page_token(absl::StrCat(records[size - 1].sequence));
   response->set_capacity(static_cast<uint32_t>(s_.agent->activity().recent_capacity()));
   return grpc::Status::OK;
 }
@@ -550,7 +559,8 @@ grpc::Status TelemetryServiceImpl::GetCapabilities(grpc::ServerContext*,
     p->set_tx(c.ok);
     p->set_tx_reason(c.reason);
     for (const agent::ProbeCell& rx : probe.cells) {
-      if (rx.direction == agent::Direction::kRx && rx.version == c.version && rx.cipher == c.cipher) {
+      if (rx.direction == agent::Direction::kRx && rx.version == c.version &&
+          rx.cipher == c.cipher) {
         p->set_rx(rx.ok);
         p->set_rx_reason(rx.reason);
       }

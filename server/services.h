@@ -39,7 +39,8 @@ class CertificateServiceImpl final
           v1::CertificateService::WithRawCallbackMethod_ApplyCertificate<
               v1::CertificateService::Service>> {
  public:
-  CertificateServiceImpl(CertManager& certs, std::atomic<int>& streams, const std::atomic<bool>& stopping)
+  CertificateServiceImpl(CertManager& certs, std::atomic<int>& streams,
+                         const std::atomic<bool>& stopping)
       : certs_(certs), streams_(streams), stopping_(stopping) {}
 
   grpc::ServerUnaryReactor* StageCertificate(grpc::CallbackServerContext* context,
@@ -123,7 +124,8 @@ struct TelemetrySources {
 
 class TelemetryServiceImpl final : public v1::TelemetryService::Service {
  public:
-  TelemetryServiceImpl(TelemetrySources sources, std::atomic<int>& streams, const std::atomic<bool>& stopping)
+  TelemetryServiceImpl(TelemetrySources sources, std::atomic<int>& streams,
+                       const std::atomic<bool>& stopping)
       : s_(std::move(sources)), streams_(streams), stopping_(stopping) {}
 
   grpc::Status GetStats(grpc::ServerContext*, const v1::GetStatsRequest*, v1::Stats*) override;
@@ -139,7 +141,8 @@ class TelemetryServiceImpl final : public v1::TelemetryService::Service {
                          v1::AgentStatus*) override;
 
   // The stats snapshot (also used by the tests).
-  static v1::Stats Snapshot(agent::Agent& agent, uint64_t certificate_generation, absl::Time started_at);
+  static v1::Stats Snapshot(agent::Agent& agent, uint64_t certificate_generation,
+                            absl::Time started_at);
 
  private:
   TelemetrySources s_;

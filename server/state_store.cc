@@ -61,8 +61,8 @@ absl::Status MakePrivateDirectory(const std::string& dir) {
     // A directory provided by the platform (an emptyDir owned by another user) may refuse; the
     // files themselves are 0600 either way.
     KTLS_LOG(kWarning, "state directory ", dir, " is mode ",
-             absl::StrFormat("%04o", st.st_mode & 07777), " and cannot be made 0700: ",
-             ErrnoText(errno));
+             absl::StrFormat("%04o", st.st_mode & 07777),
+             " and cannot be made 0700: ", ErrnoText(errno));
   }
   return absl::OkStatus();
 }
@@ -168,13 +168,15 @@ absl::Status ReadSecretFile(const std::string& path, size_t max_bytes, std::stri
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) {
     const int err = errno;
-    if (err == ENOENT) return absl::NotFoundError(absl::StrCat("cannot read ", path, ": ", ErrnoText(err)));
+    if (err == ENOENT)
+      return absl::NotFoundError(absl::StrCat("cannot read ", path, ": ", ErrnoText(err)));
     return absl::FailedPreconditionError(absl::StrCat("cannot read ", path, ": ", ErrnoText(err)));
   }
   absl::Cleanup close_fd = [fd] { ::close(fd); };
   struct stat st {};
   if (::fstat(fd, &st) != 0) return ErrnoStatus(errno, absl::StrCat("stat ", path));
-  if (!S_ISREG(st.st_mode)) return absl::FailedPreconditionError(absl::StrCat(path, " is not a file"));
+  if (!S_ISREG(st.st_mode))
+    return absl::FailedPreconditionError(absl::StrCat(path, " is not a file"));
   if (static_cast<uint64_t>(st.st_size) > max_bytes) {
     return absl::FailedPreconditionError(
         absl::StrCat(path, " is ", st.st_size, " bytes, more than the limit of ", max_bytes));
@@ -321,8 +323,8 @@ StateStore::Loaded StateStore::Load() const {
     v1::state::CertificateRecord record;
     absl::Status s = LoadRecord(path, "certificate", &record);
     if (s.ok() && record.name() != name) {
-      s = absl::DataLossError(absl::StrCat("holds certificate '", record.name(),
-                                           "', not the one its file name says"));
+      s = absl::DataLossError(
+          absl::StrCat("holds certificate '", record.name(), "', not the one its file name says"));
     }
     if (!s.ok()) {
       WipeRecord(record);

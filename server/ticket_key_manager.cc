@@ -9,7 +9,8 @@
 
 namespace ktls::control {
 
-TicketKeyManager::TicketKeyManager(agent::TlsContext& tls, StateStore* state, ControlMetrics& metrics)
+TicketKeyManager::TicketKeyManager(agent::TlsContext& tls, StateStore* state,
+                                   ControlMetrics& metrics)
     : tls_(tls), state_(state), metrics_(metrics), updated_at_(absl::Now()) {}
 
 void TicketKeyManager::Initialize(StateStore::Loaded& loaded,
@@ -72,7 +73,8 @@ absl::StatusOr<v1::SessionTicketKeys> TicketKeyManager::Set(
   absl::Cleanup wipe = [&request] {
     for (std::string& k : *request.mutable_keys()) WipeAndClear(k);
   };
-  if (request.keys_size() == 0 || static_cast<size_t>(request.keys_size()) > agent::kMaxSessionTicketKeys) {
+  if (request.keys_size() == 0 ||
+      static_cast<size_t>(request.keys_size()) > agent::kMaxSessionTicketKeys) {
     metrics_.CountValidationFailure(ValidationFailure::kBadTicketKey);
     return absl::InvalidArgumentError(absl::StrCat("keys: give 1 to ", agent::kMaxSessionTicketKeys,
                                                    " keys (got ", request.keys_size(), ")"));
@@ -94,8 +96,8 @@ absl::StatusOr<v1::SessionTicketKeys> TicketKeyManager::Rotate(
   const uint32_t keep = request.has_keep() ? request.keep() : kDefaultKeep;
   if (keep > agent::kMaxSessionTicketKeys - 1) {
     metrics_.CountValidationFailure(ValidationFailure::kTooLarge);
-    return absl::InvalidArgumentError(
-        absl::StrCat("keep: at most ", agent::kMaxSessionTicketKeys - 1, " older keys (got ", keep, ")"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "keep: at most ", agent::kMaxSessionTicketKeys - 1, " older keys (got ", keep, ")"));
   }
   std::vector<agent::SessionTicketKey> next;
   if (request.new_key().empty()) {

@@ -31,8 +31,8 @@ class TicketKeyManager {
   uint64_t generation() const;
 
  private:
-  absl::StatusOr<v1::SessionTicketKeys> Install(std::shared_ptr<const agent::SessionTicketKeys> keys,
-                                                const char* source)
+  absl::StatusOr<v1::SessionTicketKeys> Install(
+      std::shared_ptr<const agent::SessionTicketKeys> keys, const char* source)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   v1::SessionTicketKeys Describe() const ABSL_SHARED_LOCKS_REQUIRED(mu_);
 

@@ -25,9 +25,7 @@ absl::StatusOr<std::map<std::string, uint64_t>> ParseTlsStat(absl::string_view t
 absl::StatusOr<std::map<std::string, uint64_t>> ReadTlsStat(const std::string& path = kTlsStatPath);
 
 // TlsCurr* entries are gauges (sockets with kTLS right now); the others count events.
-inline bool TlsStatIsGauge(absl::string_view name) {
-  return name.substr(0, 7) == "TlsCurr";
-}
+inline bool TlsStatIsGauge(absl::string_view name) { return name.substr(0, 7) == "TlsCurr"; }
 
 }  // namespace ktls::control
 

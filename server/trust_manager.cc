@@ -16,31 +16,30 @@ TrustManager::TrustManager(agent::TlsContext& tls, StateStore* state, ControlMet
       configured_client_ca_file_(std::move(configured_client_ca_file)) {}
 
 absl::StatusOr<TrustManager::Bundle> TrustManager::Build(const std::string& ca_pem,
-                                                          const std::string& crl_pem,
-                                                          bool require_client_cert) {
+                                                         const std::string& crl_pem,
+                                                         bool require_client_cert) {
   const auto reject = [this](ValidationFailure reason, absl::Status s) {
     metrics_.CountValidationFailure(reason);
     return s;
   };
   if (ca_pem.size() > kMaxCaPemBytes) {
     return reject(ValidationFailure::kTooLarge,
-                  absl::InvalidArgumentError(absl::StrCat("ca_pem: ", ca_pem.size(),
-                                                          " bytes exceeds the limit of ",
-                                                          kMaxCaPemBytes)));
+                  absl::InvalidArgumentError(absl::StrCat(
+                      "ca_pem: ", ca_pem.size(), " bytes exceeds the limit of ", kMaxCaPemBytes)));
   }
   if (crl_pem.size() > kMaxCrlPemBytes) {
-    return reject(ValidationFailure::kTooLarge,
-                  absl::InvalidArgumentError(absl::StrCat("crl_pem: ", crl_pem.size(),
-                                                          " bytes exceeds the limit of ",
-                                                          kMaxCrlPemBytes)));
+    return reject(
+        ValidationFailure::kTooLarge,
+        absl::InvalidArgumentError(absl::StrCat("crl_pem: ", crl_pem.size(),
+                                                " bytes exceeds the limit of ", kMaxCrlPemBytes)));
   }
   absl::StatusOr<std::shared_ptr<const agent::TrustBundle>> parsed =
       agent::TrustBundle::Create(ca_pem, crl_pem, require_client_cert);
   if (!parsed.ok()) {
     const bool crl = absl::StrContains(parsed.status().message(), "CRL");
     return reject(crl ? ValidationFailure::kBadCrl : ValidationFailure::kBadCa,
-                  absl::InvalidArgumentError(absl::StrCat(crl ? "crl_pem: " : "ca_pem: ",
-                                                          parsed.status().message())));
+                  absl::InvalidArgumentError(
+                      absl::StrCat(crl ? "crl_pem: " : "ca_pem: ", parsed.status().message())));
   }
   Bundle b;
   b.parsed = *std::move(parsed);
@@ -72,8 +71,8 @@ void TrustManager::Initialize(const StateStore::Loaded& loaded,
   b.parsed = *parsed;
   b.ca_pem = r.ca_pem();
   b.crl_pem = r.crl_pem();
-  if (std::optional<Rejection> rej = ValidateTrustBundle(b.ca_pem, b.crl_pem, *b.parsed,
-                                                         absl::Now(), &b.warnings, &b.description)) {
+  if (std::optional<Rejection> rej = ValidateTrustBundle(
+          b.ca_pem, b.crl_pem, *b.parsed, absl::Now(), &b.warnings, &b.description)) {
     KTLS_LOG(kWarning, "state: the persisted trust bundle is no longer valid (",
              rej->status.message(), "); using it until a new one is committed");
   }
@@ -104,8 +103,8 @@ absl::StatusOr<v1::StagedTrustBundle> TrustManager::Stage(
 
 absl::StatusOr<v1::StagedTrustBundle> TrustManager::StageLocked(
     const v1::StageTrustBundleRequest& request) {
-  absl::StatusOr<Bundle> b = Build(request.ca_pem(), request.crl_pem(),
-                                   request.require_client_cert());
+  absl::StatusOr<Bundle> b =
+      Build(request.ca_pem(), request.crl_pem(), request.require_client_cert());
   if (!b.ok()) return b.status();
   b->description.set_source("api");
   v1::StagedTrustBundle out;
@@ -136,8 +135,8 @@ absl::StatusOr<v1::TrustBundleResponse> TrustManager::CommitLocked(uint64_t expe
     record.set_committed_at_unix(absl::ToUnixSeconds(now));
     if (absl::Status s = state_->PutTrustBundle(record); !s.ok()) {
       metrics_.state_write_errors.fetch_add(1, std::memory_order_relaxed);
-      return absl::InternalError(absl::StrCat("cannot persist the trust bundle (", s.message(),
-                                              "); nothing changed"));
+      return absl::InternalError(
+          absl::StrCat("cannot persist the trust bundle (", s.message(), "); nothing changed"));
     }
   }
   tls_.SetClientTrust(staged_->parsed);
@@ -208,10 +207,10 @@ absl::StatusOr<v1::TrustBundleResponse> TrustManager::Delete(uint64_t expected_g
   out.set_generation(generation_);
   *out.mutable_bundle() = committed_->description;
   committed_.reset();
-  out.add_warnings(configured_client_ca_file_.empty()
-                       ? "client certificates are no longer requested"
-                       : absl::StrCat("back to the configured client_ca_file ",
-                                      configured_client_ca_file_));
+  out.add_warnings(
+      configured_client_ca_file_.empty()
+          ? "client certificates are no longer requested"
+          : absl::StrCat("back to the configured client_ca_file ", configured_client_ca_file_));
   KTLS_LOG(kInfo, "client trust bundle deleted (generation ", generation_, ")");
   return out;
 }

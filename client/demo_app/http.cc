@@ -57,8 +57,8 @@ ParseResult Error(int status, std::string text) {
 bool IsToken(std::string_view s) {
   if (s.empty()) return false;
   for (char c : s) {
-    if (c <= 0x20 || c >= 0x7f || std::string_view("()<>@,;:\\\"/[]?={}").find(c) !=
-                                      std::string_view::npos) {
+    if (c <= 0x20 || c >= 0x7f ||
+        std::string_view("()<>@,;:\\\"/[]?={}").find(c) != std::string_view::npos) {
       return false;
     }
   }
@@ -133,7 +133,8 @@ std::optional<ParseResult> ParseField(std::string_view field, Request* req, Fiel
                    "chunked request bodies are not supported: send the body with a "
                    "Content-Length\n");
     }
-    return Error(501, absl::StrCat("Transfer-Encoding \"", std::string(value), "\" is not supported\n"));
+    return Error(501,
+                 absl::StrCat("Transfer-Encoding \"", std::string(value), "\" is not supported\n"));
   } else if (EqualsIgnoreCase(name, "Connection")) {
     for (std::string_view token : Split(value, ",")) {
       token = StripWhitespace(token);
@@ -190,29 +191,44 @@ ParseResult ParseRequestHead(std::string_view in) {
 
 const char* StatusText(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 417: return "Expectation Failed";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Content Too Large";
+    case 417:
+      return "Expectation Failed";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 
 std::string ResponseHead(int status, std::string_view content_type, uint64_t content_length,
                          bool keep_alive, std::string_view extra) {
-  std::string out = absl::StrCat("HTTP/1.1 ", status, " ", StatusText(status),
-                                 "\r\nServer: ktls-demo-app\r\nContent-Length: ", content_length,
-                                 "\r\n");
+  std::string out =
+      absl::StrCat("HTTP/1.1 ", status, " ", StatusText(status),
+                   "\r\nServer: ktls-demo-app\r\nContent-Length: ", content_length, "\r\n");
   if (!content_type.empty()) {
     out += "Content-Type: ";
     out += content_type;

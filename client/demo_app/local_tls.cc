@@ -25,7 +25,6 @@ constexpr unsigned char kSessionIdContext[] = "ktls-demo-app";
 // Process-wide, created before fork, never freed (lives as long as the workers).
 SSL_CTX* g_ctx = nullptr;
 
-
 absl::StatusOr<SSL_CTX*> NewServerContext(const Options& o) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
   if (ctx == nullptr) {
@@ -57,7 +56,8 @@ absl::StatusOr<int> Listen(const std::string& hostport, std::string* bound) {
     return absl::InvalidArgumentError(absl::StrCat("\"", hostport, "\": expected HOST:PORT"));
   }
   std::string host = hostport.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   const std::string port = hostport.substr(colon + 1);
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;

@@ -23,9 +23,9 @@ typedef struct ssl_st SSL;
 namespace ktls::demo {
 
 struct LocalListeners {
-  int tls_fd = -1;    // listening, non-blocking, or -1
+  int tls_fd = -1;  // listening, non-blocking, or -1
   int plain_fd = -1;
-  std::string tls_address;    // as bound, e.g. 127.0.0.1:43211
+  std::string tls_address;  // as bound, e.g. 127.0.0.1:43211
   std::string plain_address;
 };
 

@@ -221,7 +221,8 @@ int main(int argc, char** argv) {
   options->tls_listen_fd = local->tls_fd;
   options->plain_listen_fd = local->plain_fd;
   if (local->tls_fd >= 0) std::printf("demo-app: listening tls %s\n", local->tls_address.c_str());
-  if (local->plain_fd >= 0) std::printf("demo-app: listening plain %s\n", local->plain_address.c_str());
+  if (local->plain_fd >= 0)
+    std::printf("demo-app: listening plain %s\n", local->plain_address.c_str());
   std::fflush(stdout);
   if (options->workers == 1) {
     const Options& o = *options;

@@ -10,13 +10,13 @@
 namespace ktls::demo {
 
 struct Options {
-  std::string agent_socket;        // --agent_socket (required)
+  std::string agent_socket;  // --agent_socket (required)
   std::string app_name = "ktls-demo-app";
-  int workers = 1;                 // processes, one subscription each
-  uint32_t credits = 64;           // initial credits per subscription
-  std::string static_dir;          // --static_dir, empty: /static/ answers 404
-  int idle_timeout_ms = 30000;     // close a connection idle this long
-  bool debug = false;              // one line per connection on stderr
+  int workers = 1;              // processes, one subscription each
+  uint32_t credits = 64;        // initial credits per subscription
+  std::string static_dir;       // --static_dir, empty: /static/ answers 404
+  int idle_timeout_ms = 30000;  // close a connection idle this long
+  bool debug = false;           // one line per connection on stderr
   bool help = false;
   // Without the agent (local_tls.h): accept connections on these and terminate TLS in process
   // (--tls_listen with --tls_cert/--tls_key) or speak plain HTTP (--plain_listen). Benchmarks.

@@ -59,11 +59,11 @@
 #include "absl/strings/str_cat.h"
 #include "base/file_name.h"
 #include "base/json.h"
-#include "http.h"
 #include "client/lib/app.h"
-#include "local_tls.h"
 #include "client/lib/io.h"
+#include "http.h"
 #include "ktls/ktls_client.h"
+#include "local_tls.h"
 
 namespace ktls::demo {
 namespace {
@@ -123,7 +123,7 @@ struct Connection {
   std::string in;                 // received, not yet answered
   size_t need = kMaxHeaderBytes;  // bytes `in` must reach for the next request
   std::deque<OutChunk> out;
-  size_t out_bytes = 0;  // bytes queued in kBytes chunks
+  size_t out_bytes = 0;    // bytes queued in kBytes chunks
   bool streaming = false;  // a kPattern/kFile chunk is queued
   bool read_eof = false;
   bool read_blocked = false;
@@ -150,9 +150,12 @@ bool EndsWith(std::string_view s, std::string_view suffix) {
 
 const char* DataPathName(v1::DataPath p) {
   switch (p) {
-    case v1::DATA_PATH_KTLS: return "ktls";
-    case v1::DATA_PATH_RELAY: return "relay";
-    default: return "unspecified";
+    case v1::DATA_PATH_KTLS:
+      return "ktls";
+    case v1::DATA_PATH_RELAY:
+      return "relay";
+    default:
+      return "unspecified";
   }
 }
 
@@ -211,12 +214,12 @@ class Worker {
   int ConnCloseNotify(Connection* c);
 
   void Drive(Connection* c);
-  bool Flush(Connection* c);      // false: the connection was closed
+  bool Flush(Connection* c);  // false: the connection was closed
   // Flush()'s writers, one per chunk kind: the write's result, errno in *err.
   ssize_t FlushBytes(Connection* c, int* err);
   ssize_t FlushPattern(Connection* c, int* err);
   ssize_t FlushFile(Connection* c, int* err, bool* shrank);
-  int ReadSome(Connection* c);    // -1 closed, 0 nothing, 1 progress
+  int ReadSome(Connection* c);  // -1 closed, 0 nothing, 1 progress
   bool HandleRequests(Connection* c);
   void Respond(Connection* c, const Request& req, std::string_view body);
   void Reply(Connection* c, const Request& req, int status, std::string_view content_type,
@@ -330,9 +333,9 @@ int Worker::Run() {
         if (sub_) OnSubscriptionReadable();
       } else if (ev.data.u64 == kTlsListenTag || ev.data.u64 == kPlainListenTag) {
         if (!draining_) {
-          AcceptLocal(ev.data.u64 == kTlsListenTag ? options_.tls_listen_fd
-                                                   : options_.plain_listen_fd,
-                      ev.data.u64 == kTlsListenTag);
+          AcceptLocal(
+              ev.data.u64 == kTlsListenTag ? options_.tls_listen_fd : options_.plain_listen_fd,
+              ev.data.u64 == kTlsListenTag);
         }
       } else {
         auto* c = static_cast<Connection*>(ev.data.ptr);
@@ -347,8 +350,9 @@ int Worker::Run() {
     if (now_ >= next_sweep_) Sweep();
     graveyard_.clear();
   }
-  for (auto& [ptr, c] : conns_) Log("shutdown: closing connection ", c->handed.info.connection_id(),
-                                    " with a request in progress");
+  for (auto& [ptr, c] : conns_)
+    Log("shutdown: closing connection ", c->handed.info.connection_id(),
+        " with a request in progress");
   conns_.clear();
   return 0;
 }
@@ -447,7 +451,8 @@ void Worker::OnSubscriptionReadable() {
   const uint32_t max = sub_->subscribed().max_outstanding_credits();
   if (max != 0) target = std::min<uint64_t>(target, max);
   if (sub_->outstanding_credits() < target) {
-    absl::Status s = sub_->GrantCredits(static_cast<uint32_t>(target - sub_->outstanding_credits()));
+    absl::Status s =
+        sub_->GrantCredits(static_cast<uint32_t>(target - sub_->outstanding_credits()));
     if (!s.ok()) {
       if (s.code() == absl::StatusCode::kUnavailable) {
         DropSubscription(std::string(s.message()));
@@ -628,8 +633,8 @@ ssize_t Worker::FlushFile(Connection* c, int* err, bool* shrank) {
   ssize_t n = ConnSendfile(c, front.file.get(), &front.file_offset, len);
   *err = errno;
   if (n < 0 && (*err == EINVAL || *err == ENOSYS)) {
-    const ssize_t got = ::pread(front.file.get(), read_buf_.data(),
-                                std::min(len, read_buf_.size()), front.file_offset);
+    const ssize_t got = ::pread(front.file.get(), read_buf_.data(), std::min(len, read_buf_.size()),
+                                front.file_offset);
     if (got <= 0) {
       n = -1;
       *err = got == 0 ? ENODATA : errno;
@@ -926,8 +931,8 @@ void Worker::Linger(Connection* c) {
 void Worker::Destroy(Connection* c, std::string_view reason) {
   if (c->state == ConnState::kClosed) return;
   if (options_.debug) {
-    Log("connection ", c->handed.info.connection_id(), " path=",
-        DataPathName(c->handed.info.data_path()), " requests=", c->requests,
+    Log("connection ", c->handed.info.connection_id(),
+        " path=", DataPathName(c->handed.info.data_path()), " requests=", c->requests,
         " in=", c->bytes_in, " out=", c->bytes_out, " closed: ", std::string(reason));
   }
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c->fd(), nullptr);
@@ -959,7 +964,7 @@ void Worker::Sweep() {
       Drive(c);
     } else {
       Destroy(c, c->state == ConnState::kLingering ? c->close_reason
-                                                    : "idle timeout with unsent output");
+                                                   : "idle timeout with unsent output");
     }
   }
 }

@@ -13,7 +13,7 @@
 namespace ktlsctl {
 
 struct ParsedArgs {
-  std::vector<std::string> positional;      // command words and arguments, in order
+  std::vector<std::string> positional;       // command words and arguments, in order
   std::map<std::string, std::string> flags;  // "--name=value" / "--name value"; "-o" -> "output"
   std::set<std::string> switches;            // flags without a value ("--force")
   std::string error;                         // non-empty: usage error

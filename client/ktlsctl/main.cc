@@ -116,19 +116,32 @@ int Usage(const std::string& message) {
 
 const char* CodeName(grpc::StatusCode code) {
   switch (code) {
-    case grpc::StatusCode::INVALID_ARGUMENT: return "INVALID_ARGUMENT";
-    case grpc::StatusCode::NOT_FOUND: return "NOT_FOUND";
-    case grpc::StatusCode::FAILED_PRECONDITION: return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED: return "ABORTED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED: return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::PERMISSION_DENIED: return "PERMISSION_DENIED";
-    case grpc::StatusCode::UNAUTHENTICATED: return "UNAUTHENTICATED";
-    case grpc::StatusCode::INTERNAL: return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE: return "UNAVAILABLE";
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::UNIMPLEMENTED: return "UNIMPLEMENTED";
-    case grpc::StatusCode::CANCELLED: return "CANCELLED";
-    default: return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    default:
+      return "UNKNOWN";
   }
 }
 
@@ -139,8 +152,8 @@ std::string DiagnoseSocket(const std::string& path) {
     if (errno == EACCES) {
       return "permission denied on a directory of " + path;
     }
-    return "no control socket at " + path + " (is ktls-agent running, with --control_socket=" +
-           path + "?)";
+    return "no control socket at " + path +
+           " (is ktls-agent running, with --control_socket=" + path + "?)";
   }
   if (!S_ISSOCK(st.st_mode)) return path + " is not a socket";
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -156,7 +169,8 @@ std::string DiagnoseSocket(const std::string& path) {
            " (the control socket is for the agent's user; run ktlsctl as that user, or start the "
            "agent with --control_socket_mode=0660 --control_socket_group=GROUP)";
   }
-  if (err == ECONNREFUSED) return "nothing listens on " + path + " (stale socket: is ktls-agent running?)";
+  if (err == ECONNREFUSED)
+    return "nothing listens on " + path + " (stale socket: is ktls-agent running?)";
   return "cannot connect to " + path + ": " + strerror(err);
 }
 
@@ -380,8 +394,7 @@ int CertWatch(const Options& o, CertStub& stub) {
 }
 
 // `cert commit`, `cert delete`, `cert default`: one name in, a new generation out.
-int CertChange(const Options& o, CertStub& stub, const std::string& verb,
-               const std::string& name) {
+int CertChange(const Options& o, CertStub& stub, const std::string& verb, const std::string& name) {
   v1::CommitResponse r;
   grpc::Status s;
   std::string done;
@@ -430,22 +443,24 @@ int CertCommand(Options& o) {
   if (verb == "commit" || verb == "delete" || verb == "default") {
     return CertChange(o, *stub, verb, p[2]);
   }
-  return Usage("cert: unknown verb '" + verb + "' (list, get, stage, commit, abort, apply, "
+  return Usage("cert: unknown verb '" + verb +
+               "' (list, get, stage, commit, abort, apply, "
                "delete, default, watch)");
 }
 
 // --- trust ------------------------------------------------------------------------------------
 void PrintTrust(const v1::TrustBundle& b) {
   std::cout << "generation " << b.generation() << ", source " << b.source()
-            << ", require client certificate: " << YesNo(b.require_client_cert())
-            << ", sha256 " << b.sha256() << "\n";
+            << ", require client certificate: " << YesNo(b.require_client_cert()) << ", sha256 "
+            << b.sha256() << "\n";
   Table cas({"CA SUBJECT", "NOT AFTER", "SHA256"});
   for (const auto& c : b.cas()) cas.Add({c.subject(), Time(c.not_after()), c.sha256_fingerprint()});
   cas.Print(std::cout);
   if (b.crls_size() > 0) {
     Table crls({"CRL ISSUER", "LAST UPDATE", "NEXT UPDATE", "REVOKED"});
     for (const auto& c : b.crls()) {
-      crls.Add({c.issuer(), Time(c.last_update()), Time(c.next_update()), std::to_string(c.revoked())});
+      crls.Add(
+          {c.issuer(), Time(c.last_update()), Time(c.next_update()), std::to_string(c.revoked())});
     }
     crls.Print(std::cout);
   }
@@ -465,8 +480,9 @@ int TrustGet(const Options& o, TrustStub& stub) {
     PrintTrust(r.bundle());
   } else {
     std::cout << "no trust bundle committed through the API; configured client_ca_file: "
-              << (r.configured_client_ca_file().empty() ? "(none: client certificates are not requested)"
-                                                        : r.configured_client_ca_file())
+              << (r.configured_client_ca_file().empty()
+                      ? "(none: client certificates are not requested)"
+                      : r.configured_client_ca_file())
               << "\n";
   }
   if (r.has_staged()) {
@@ -587,8 +603,8 @@ int TicketsCommand(Options& o) {
       ~WipeOnExit() { Wipe(*r.mutable_new_key()); }
     } wipe{req};
     std::string error;
-    if (const std::string f = o.args.Get("key-file"); !f.empty() &&
-                                                      !ReadFile(f, req.mutable_new_key(), &error)) {
+    if (const std::string f = o.args.Get("key-file");
+        !f.empty() && !ReadFile(f, req.mutable_new_key(), &error)) {
       return Usage(error);
     }
     if (o.args.Has("keep")) {
@@ -645,7 +661,8 @@ void PrintStats(const v1::Stats& st, bool all) {
   for (const auto& [k, v] : gauges) c.Add({k + " (now)", std::to_string(v)});
   c.Print(std::cout);
   Table r({"RELAYED BECAUSE", "CONNECTIONS"});
-  for (const auto& [k, v] : std::map<std::string, uint64_t>(st.fallbacks().begin(), st.fallbacks().end())) {
+  for (const auto& [k, v] :
+       std::map<std::string, uint64_t>(st.fallbacks().begin(), st.fallbacks().end())) {
     if (v != 0 || all) r.Add({k, std::to_string(v)});
   }
   if (!r.empty()) {
@@ -654,7 +671,7 @@ void PrintStats(const v1::Stats& st, bool all) {
   }
   Table f({"HANDSHAKE FAILED BECAUSE", "COUNT"});
   for (const auto& [k, v] : std::map<std::string, uint64_t>(st.handshake_failures().begin(),
-                                                           st.handshake_failures().end())) {
+                                                            st.handshake_failures().end())) {
     if (v != 0 || all) f.Add({k, std::to_string(v)});
   }
   if (!f.empty()) {
@@ -669,18 +686,20 @@ void PrintStats(const v1::Stats& st, bool all) {
   }
   std::cout << "\n";
   Table h({"HISTOGRAM", "COUNT", "MEAN", "P50", "P99"});
-  for (const auto& [name, hist] : {std::pair<std::string, const v1::Histogram*>{
-                                       "handshake duration", &st.handshake_duration_seconds()},
-                                   {"handoff latency", &st.handoff_latency_seconds()},
-                                   {"kTLS install (kernel)",
-                                    &st.ktls_install_duration_seconds()}}) {
+  for (const auto& [name, hist] :
+       {std::pair<std::string, const v1::Histogram*>{"handshake duration",
+                                                     &st.handshake_duration_seconds()},
+        {"handoff latency", &st.handoff_latency_seconds()},
+        {"kTLS install (kernel)", &st.ktls_install_duration_seconds()}}) {
     std::ostringstream mean;
     if (hist->count() > 0) {
-      mean << std::setprecision(3) << hist->sum() / static_cast<double>(hist->count()) * 1000 << "ms";
+      mean << std::setprecision(3) << hist->sum() / static_cast<double>(hist->count()) * 1000
+           << "ms";
     } else {
       mean << "-";
     }
-    h.Add({name, std::to_string(hist->count()), mean.str(), Quantile(*hist, 0.5), Quantile(*hist, 0.99)});
+    h.Add({name, std::to_string(hist->count()), mean.str(), Quantile(*hist, 0.5),
+           Quantile(*hist, 0.99)});
   }
   h.Print(std::cout);
 }
@@ -746,15 +765,16 @@ int ConnsCommand(Options& o) {
              "WAITED", "FALLBACK REASON"});
     for (const auto& h : r.handoffs()) {
       const v1::ConnectionInfo& c = h.connection();
-      t.Add({std::to_string(h.sequence()), Time(h.time()), h.outcome(), h.app().empty() ? "-" : h.app(),
-             c.peer().address() + ":" + std::to_string(c.peer().port()), c.sni().empty() ? "-" : c.sni(),
-             c.tls_version(), c.cipher(),
+      t.Add({std::to_string(h.sequence()), Time(h.time()), h.outcome(),
+             h.app().empty() ? "-" : h.app(),
+             c.peer().address() + ":" + std::to_string(c.peer().port()),
+             c.sni().empty() ? "-" : c.sni(), c.tls_version(), c.cipher(),
              c.data_path() == v1::DATA_PATH_KTLS ? "ktls" : "relay", Duration(h.waited()),
              c.fallback_reason().empty() ? "-" : c.fallback_reason()});
     }
     t.Print(std::cout);
-    std::cout << "\n" << r.handoffs_size() << " shown (the agent keeps the last " << r.capacity()
-              << ")\n";
+    std::cout << "\n"
+              << r.handoffs_size() << " shown (the agent keeps the last " << r.capacity() << ")\n";
     return kOk;
   }
   v1::ListHandshakesRequest req;
@@ -768,8 +788,9 @@ int ConnsCommand(Options& o) {
   }
   Table t({"ID", "PEER", "LISTENER", "AGE", "WORKER"});
   for (const auto& h : r.handshakes()) {
-    t.Add({std::to_string(h.connection_id()), h.peer().address() + ":" + std::to_string(h.peer().port()),
-           h.listener(), Duration(h.age()), std::to_string(h.worker())});
+    t.Add({std::to_string(h.connection_id()),
+           h.peer().address() + ":" + std::to_string(h.peer().port()), h.listener(),
+           Duration(h.age()), std::to_string(h.worker())});
   }
   t.Print(std::cout);
   std::cout << "\n" << r.total() << " handshakes in progress\n";
@@ -790,7 +811,8 @@ int CapsCommand(Options& o) {
   t.Add({"OpenSSL", c.openssl_version() + (c.openssl_ktls() ? " (kTLS built in)" : " (no kTLS)")});
   t.Add({"kernel", c.kernel_release()});
   t.Add({"offload policy", c.offload_policy()});
-  t.Add({"kernel TLS", c.kernel_tls_available() ? "available" : "unavailable: " + c.kernel_tls_reason()});
+  t.Add({"kernel TLS",
+         c.kernel_tls_available() ? "available" : "unavailable: " + c.kernel_tls_reason()});
   t.Add({"listeners", Join(c.listen_addresses())});
   t.Add({"handoff socket", c.handoff_socket()});
   t.Print(std::cout);
@@ -804,7 +826,8 @@ int CapsCommand(Options& o) {
   std::cout << "\n";
   if (c.tls_stat_available()) {
     Table k({"/proc/net/tls_stat", "VALUE"});
-    for (const auto& [name, v] : std::map<std::string, uint64_t>(c.tls_stat().begin(), c.tls_stat().end())) {
+    for (const auto& [name, v] :
+         std::map<std::string, uint64_t>(c.tls_stat().begin(), c.tls_stat().end())) {
       k.Add({name, std::to_string(v)});
     }
     k.Print(std::cout);
@@ -827,7 +850,8 @@ int StatusCommand(Options& o) {
   t.Add({"agent", st.agent_version()});
   t.Add({"started", Time(st.started_at()) + " (up " + Duration(st.uptime()) + ")"});
   t.Add({"apps connected", std::to_string(st.apps_connected())});
-  t.Add({"state directory", st.state_dir().empty() ? "(none: changes are not persisted)" : st.state_dir()});
+  t.Add({"state directory",
+         st.state_dir().empty() ? "(none: changes are not persisted)" : st.state_dir()});
   t.Add({"state files loaded", std::to_string(st.state_files_loaded())});
   t.Add({"state files skipped", std::to_string(st.state_issues_size())});
   t.Add({"generations", "certificates " + std::to_string(st.certificate_generation()) + ", trust " +
@@ -906,15 +930,15 @@ const std::map<std::string, std::set<std::string>>& CommandFlags() {
 }
 
 const std::set<std::string>& GlobalFlags() {
-  static const std::set<std::string> kGlobal = {"socket",   "server",  "output",
-                                                "timeout",  "tls-cert", "tls-key",
-                                                "tls-ca",   "tls-server-name", "help", "version"};
+  static const std::set<std::string> kGlobal = {"socket",   "server",  "output", "timeout",
+                                                "tls-cert", "tls-key", "tls-ca", "tls-server-name",
+                                                "help",     "version"};
   return kGlobal;
 }
 
 const std::set<std::string>& BooleanFlags() {
-  static const std::set<std::string> kBoolean = {"force", "default", "require-client-cert", "watch",
-                                                 "handoffs", "help", "all", "version"};
+  static const std::set<std::string> kBoolean = {
+      "force", "default", "require-client-cert", "watch", "handoffs", "help", "all", "version"};
   return kBoolean;
 }
 
@@ -939,8 +963,8 @@ std::string CheckCommand(const Options& o, int* exit_code) {
   }
   auto it = CommandFlags().find(command);
   if (it == CommandFlags().end()) {
-    *exit_code = Usage(grouped ? "unknown command '" + command + "'"
-                               : "unknown command '" + p[0] + "'");
+    *exit_code =
+        Usage(grouped ? "unknown command '" + command + "'" : "unknown command '" + p[0] + "'");
     return "";
   }
   std::vector<std::string> given;

@@ -96,13 +96,12 @@ absl::Status ConnectError(int err, const std::string& path) {
       return absl::NotFoundError(
           absl::StrCat("no agent socket at ", path, " (is ktls-agent running?)"));
     case ECONNREFUSED:
-      return absl::UnavailableError(absl::StrCat(
-          "no agent is accepting on ", path, " (stale socket: ktls-agent not running?)"));
+      return absl::UnavailableError(absl::StrCat("no agent is accepting on ", path,
+                                                 " (stale socket: ktls-agent not running?)"));
     case EACCES:
     case EPERM:
-      return absl::PermissionDeniedError(
-          absl::StrCat("not allowed to connect to the agent socket ", path,
-                       " (check its owner and mode)"));
+      return absl::PermissionDeniedError(absl::StrCat("not allowed to connect to the agent socket ",
+                                                      path, " (check its owner and mode)"));
     case EPROTOTYPE:
       return absl::InvalidArgumentError(
           absl::StrCat(path, " is not a SOCK_SEQPACKET socket (not a ktls-agent handoff socket)"));
@@ -129,8 +128,7 @@ absl::Status VerifyAgentPeer(int fd, const std::string& socket_path) {
   ucred cred{};
   socklen_t len = sizeof(cred);
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-    return absl::InternalError(
-        absl::StrCat("SO_PEERCRED on the agent socket: ", ErrnoText(errno)));
+    return absl::InternalError(absl::StrCat("SO_PEERCRED on the agent socket: ", ErrnoText(errno)));
   }
   uid_t expected = 0;
   std::string source;
@@ -224,8 +222,8 @@ absl::Status SendSubscribe(int fd, const std::string& socket_path, const std::st
     return absl::DeadlineExceededError(
         absl::StrCat("agent at ", socket_path, " did not take the Subscribe message in time"));
   }
-  return absl::Status(s.code(), absl::StrCat("subscribing to the agent at ", socket_path, ": ",
-                                             s.message()));
+  return absl::Status(s.code(),
+                      absl::StrCat("subscribing to the agent at ", socket_path, ": ", s.message()));
 }
 
 // Waits until the agent's answer to Subscribe can be read, or the deadline.
@@ -234,9 +232,9 @@ absl::Status WaitForAnswer(int fd, const std::string& socket_path, absl::Time de
   for (;;) {
     const int64_t left_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
     if (left_ms <= 0) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "agent at ", socket_path, " did not answer Subscribe within ",
-          absl::FormatDuration(timeout)));
+      return absl::DeadlineExceededError(absl::StrCat("agent at ", socket_path,
+                                                      " did not answer Subscribe within ",
+                                                      absl::FormatDuration(timeout)));
     }
     pollfd p{fd, POLLIN, 0};
     const int ready = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left_ms, 1 << 30)));
@@ -256,9 +254,9 @@ absl::StatusOr<v1::Subscribed> ReadSubscribeAnswer(int fd, const std::string& so
     return absl::InternalError("agent socket was readable but held no message");
   }
   if (d.n <= 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "agent at ", socket_path, " closed the connection before answering Subscribe",
-        d.n < 0 ? absl::StrCat(" (", ErrnoText(d.err), ")") : ""));
+    return absl::UnavailableError(
+        absl::StrCat("agent at ", socket_path, " closed the connection before answering Subscribe",
+                     d.n < 0 ? absl::StrCat(" (", ErrnoText(d.err), ")") : ""));
   }
   if (!d.control.ok()) {
     return absl::InvalidArgumentError(
@@ -269,8 +267,7 @@ absl::StatusOr<v1::Subscribed> ReadSubscribeAnswer(int fd, const std::string& so
   }
   v1::AgentToApp answer;
   if (absl::Status s = wire::Parse(std::string_view(buffer.data(), d.n), &answer); !s.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("malformed answer to Subscribe: ", s.message()));
+    return absl::InvalidArgumentError(absl::StrCat("malformed answer to Subscribe: ", s.message()));
   }
   switch (answer.msg_case()) {
     case v1::AgentToApp::kSubscribed:
@@ -296,8 +293,7 @@ absl::StatusOr<v1::Subscribed> ReadSubscribeAnswer(int fd, const std::string& so
 // Connects to the agent, sends Subscribe and waits for exactly one answer.
 absl::StatusOr<Subscription> ConnectAndSubscribe(const std::string& socket_path,
                                                  const std::string& app_name,
-                                                 uint32_t initial_credits,
-                                                 absl::Duration timeout) {
+                                                 uint32_t initial_credits, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   absl::StatusOr<UniqueFd> fd = ConnectToAgent(socket_path, timeout);
   if (!fd.ok()) return fd.status();
@@ -337,8 +333,8 @@ absl::StatusOr<HandedConnection> MakeConnection(v1::ConnectionInfo* info, std::v
   if (flags >= 0 && (flags & O_NONBLOCK)) ::fcntl(conn_fd.get(), F_SETFL, flags & ~O_NONBLOCK);
   if (info->initial_data().size() > wire::kMaxInitialDataBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "malformed ", what, ": ", info->initial_data().size(),
-        " bytes of initial data exceed the ", wire::kMaxInitialDataBytes, "-byte limit"));
+        "malformed ", what, ": ", info->initial_data().size(), " bytes of initial data exceed the ",
+        wire::kMaxInitialDataBytes, "-byte limit"));
   }
   HandedConnection conn;
   conn.fd = std::move(conn_fd);
@@ -399,8 +395,8 @@ struct AgentSubscription::Incoming {
   uint64_t request_id = 0;
 };
 
-AgentSubscription::AgentSubscription(std::string socket_path, std::string app_name,
-                                     UniqueFd epoll, UniqueFd event)
+AgentSubscription::AgentSubscription(std::string socket_path, std::string app_name, UniqueFd epoll,
+                                     UniqueFd event)
     : socket_path_(std::move(socket_path)),
       app_name_(std::move(app_name)),
       epoll_(std::move(epoll)),
@@ -508,8 +504,8 @@ AgentSubscription::Incoming AgentSubscription::ReceiveOne(int flags) {
   v1::AgentToApp message;
   if (absl::Status s = wire::Parse(std::string_view(buffer_.data(), d.n), &message); !s.ok()) {
     CloseAll(d.fds);
-    in.status = absl::InvalidArgumentError(
-        absl::StrCat("malformed message from the agent: ", s.message()));
+    in.status =
+        absl::InvalidArgumentError(absl::StrCat("malformed message from the agent: ", s.message()));
     return in;
   }
   return OnMessage(message, std::move(d.fds));
@@ -543,7 +539,8 @@ AgentSubscription::Incoming AgentSubscription::OnMessage(v1::AgentToApp& message
       in.request_id = r->request_id();
       if (!r->ok()) {
         CloseAll(fds);
-        in.status = absl::AbortedError(r->error().empty() ? "the agent gave no reason" : r->error());
+        in.status =
+            absl::AbortedError(r->error().empty() ? "the agent gave no reason" : r->error());
         return in;
       }
       absl::StatusOr<HandedConnection> conn =
@@ -657,11 +654,10 @@ absl::StatusOr<HandedConnection> AgentSubscription::Dial(v1::DialRequest request
   const uint64_t id = next_request_id_++;
   request.set_request_id(id);
   const absl::Duration timeout =
-      wait.has_value()
-          ? *wait
-          : absl::Milliseconds(request.timeout_ms() != 0 ? request.timeout_ms()
-                                                         : kDefaultDialTimeoutMs) +
-                kDialAnswerMargin;
+      wait.has_value() ? *wait
+                       : absl::Milliseconds(request.timeout_ms() != 0 ? request.timeout_ms()
+                                                                      : kDefaultDialTimeoutMs) +
+                             kDialAnswerMargin;
   const absl::Time deadline = absl::Now() + timeout;
 
   v1::AppToAgent message;

@@ -60,7 +60,8 @@ namespace ktls::client {
 using UniqueFd = base::UniqueFd;
 
 inline constexpr absl::Duration kDefaultSubscribeTimeout = absl::Seconds(5);
-// Added to a dial's own timeout (enforced by the agent) to get how long Dial() waits for the answer.
+// Added to a dial's own timeout (enforced by the agent) to get how long Dial() waits for the
+// answer.
 inline constexpr absl::Duration kDialAnswerMargin = absl::Seconds(5);
 inline constexpr uint32_t kDefaultDialTimeoutMs = 10000;
 
@@ -162,8 +163,7 @@ class AgentSubscription {
   uint64_t reconnects() const { return reconnects_; }
 
  private:
-  AgentSubscription(std::string socket_path, std::string app_name, UniqueFd epoll,
-                    UniqueFd event);
+  AgentSubscription(std::string socket_path, std::string app_name, UniqueFd epoll, UniqueFd event);
   void AddCredits(uint64_t n);
   // Adopts a freshly subscribed socket (Connect, Reconnect).
   absl::Status Adopt(UniqueFd sock, v1::Subscribed subscribed);

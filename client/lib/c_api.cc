@@ -44,16 +44,26 @@ thread_local std::string last_error;
 
 int Code(absl::StatusCode code) {
   switch (code) {
-    case absl::StatusCode::kOk: return KTLS_OK;
-    case absl::StatusCode::kInvalidArgument: return KTLS_E_MALFORMED;
-    case absl::StatusCode::kNotFound: return KTLS_E_NOT_FOUND;
-    case absl::StatusCode::kUnavailable: return KTLS_E_UNAVAILABLE;
-    case absl::StatusCode::kPermissionDenied: return KTLS_E_PERMISSION;
-    case absl::StatusCode::kFailedPrecondition: return KTLS_E_PROTOCOL;
-    case absl::StatusCode::kDeadlineExceeded: return KTLS_E_TIMEOUT;
-    case absl::StatusCode::kAborted: return KTLS_E_DIAL;
-    case absl::StatusCode::kResourceExhausted: return KTLS_E_RESOURCE;
-    default: return KTLS_E_INTERNAL;
+    case absl::StatusCode::kOk:
+      return KTLS_OK;
+    case absl::StatusCode::kInvalidArgument:
+      return KTLS_E_MALFORMED;
+    case absl::StatusCode::kNotFound:
+      return KTLS_E_NOT_FOUND;
+    case absl::StatusCode::kUnavailable:
+      return KTLS_E_UNAVAILABLE;
+    case absl::StatusCode::kPermissionDenied:
+      return KTLS_E_PERMISSION;
+    case absl::StatusCode::kFailedPrecondition:
+      return KTLS_E_PROTOCOL;
+    case absl::StatusCode::kDeadlineExceeded:
+      return KTLS_E_TIMEOUT;
+    case absl::StatusCode::kAborted:
+      return KTLS_E_DIAL;
+    case absl::StatusCode::kResourceExhausted:
+      return KTLS_E_RESOURCE;
+    default:
+      return KTLS_E_INTERNAL;
   }
 }
 
@@ -76,9 +86,12 @@ absl::Duration Timeout(int timeout_ms) {
 
 const char* DataPathName(int32_t path) {
   switch (path) {
-    case KTLS_DATA_PATH_KTLS: return "ktls";
-    case KTLS_DATA_PATH_RELAY: return "relay";
-    default: return "unspecified";
+    case KTLS_DATA_PATH_KTLS:
+      return "ktls";
+    case KTLS_DATA_PATH_RELAY:
+      return "relay";
+    default:
+      return "unspecified";
   }
 }
 
@@ -180,19 +193,32 @@ int ktls_client_api_version(void) { return KTLS_CLIENT_API_VERSION; }
 
 const char* ktls_status_name(int status) {
   switch (status) {
-    case KTLS_OK: return "KTLS_OK";
-    case KTLS_E_AGAIN: return "KTLS_E_AGAIN";
-    case KTLS_E_INVALID_ARGUMENT: return "KTLS_E_INVALID_ARGUMENT";
-    case KTLS_E_NOT_FOUND: return "KTLS_E_NOT_FOUND";
-    case KTLS_E_UNAVAILABLE: return "KTLS_E_UNAVAILABLE";
-    case KTLS_E_PERMISSION: return "KTLS_E_PERMISSION";
-    case KTLS_E_PROTOCOL: return "KTLS_E_PROTOCOL";
-    case KTLS_E_TIMEOUT: return "KTLS_E_TIMEOUT";
-    case KTLS_E_MALFORMED: return "KTLS_E_MALFORMED";
-    case KTLS_E_DIAL: return "KTLS_E_DIAL";
-    case KTLS_E_RESOURCE: return "KTLS_E_RESOURCE";
-    case KTLS_E_INTERNAL: return "KTLS_E_INTERNAL";
-    default: return "KTLS_E_UNKNOWN";
+    case KTLS_OK:
+      return "KTLS_OK";
+    case KTLS_E_AGAIN:
+      return "KTLS_E_AGAIN";
+    case KTLS_E_INVALID_ARGUMENT:
+      return "KTLS_E_INVALID_ARGUMENT";
+    case KTLS_E_NOT_FOUND:
+      return "KTLS_E_NOT_FOUND";
+    case KTLS_E_UNAVAILABLE:
+      return "KTLS_E_UNAVAILABLE";
+    case KTLS_E_PERMISSION:
+      return "KTLS_E_PERMISSION";
+    case KTLS_E_PROTOCOL:
+      return "KTLS_E_PROTOCOL";
+    case KTLS_E_TIMEOUT:
+      return "KTLS_E_TIMEOUT";
+    case KTLS_E_MALFORMED:
+      return "KTLS_E_MALFORMED";
+    case KTLS_E_DIAL:
+      return "KTLS_E_DIAL";
+    case KTLS_E_RESOURCE:
+      return "KTLS_E_RESOURCE";
+    case KTLS_E_INTERNAL:
+      return "KTLS_E_INTERNAL";
+    default:
+      return "KTLS_E_UNKNOWN";
   }
 }
 
@@ -203,9 +229,9 @@ int ktls_agent_connect(const char* socket_path, const char* app_name, uint32_t i
   if (out == nullptr) return NullHandle("out");
   *out = nullptr;
   if (socket_path == nullptr) return NullHandle("socket_path");
-  auto sub = ktls::client::AgentSubscription::Connect(
-      socket_path, app_name != nullptr ? app_name : "", initial_credits,
-      ktls::client::Timeout(timeout_ms));
+  auto sub =
+      ktls::client::AgentSubscription::Connect(socket_path, app_name != nullptr ? app_name : "",
+                                               initial_credits, ktls::client::Timeout(timeout_ms));
   if (!sub.ok()) return FromStatus(sub.status(), KTLS_E_INVALID_ARGUMENT);
   auto* a = new ktls_agent;
   a->sub = std::move(*sub);
@@ -253,8 +279,8 @@ int ktls_agent_connected(const ktls_agent* agent) {
 
 int ktls_agent_reconnect(ktls_agent* agent, int timeout_ms) {
   if (agent == nullptr) return NullHandle("agent");
-  const int rc = FromStatus(agent->sub->Reconnect(ktls::client::Timeout(timeout_ms)),
-                            KTLS_E_INVALID_ARGUMENT);
+  const int rc =
+      FromStatus(agent->sub->Reconnect(ktls::client::Timeout(timeout_ms)), KTLS_E_INVALID_ARGUMENT);
   if (rc == KTLS_OK) agent->agent_version = agent->sub->subscribed().agent_version();
   return rc;
 }
@@ -276,8 +302,9 @@ int ktls_agent_dial(ktls_agent* agent, const ktls_dial_options* options, ktls_co
   // against an older (shorter) ktls_dial_options keeps working when fields are appended.
   const size_t size = options->struct_size;
   if (size < offsetof(ktls_dial_options, port) + sizeof(options->port)) {
-    return ktls::client::Fail(KTLS_E_INVALID_ARGUMENT,
-                              "ktls_dial_options.struct_size is not set (use KTLS_DIAL_OPTIONS_INIT)");
+    return ktls::client::Fail(
+        KTLS_E_INVALID_ARGUMENT,
+        "ktls_dial_options.struct_size is not set (use KTLS_DIAL_OPTIONS_INIT)");
   }
   auto has = [size](size_t offset, size_t field) { return offset + field <= size; };
 #define KTLS_FIELD(f) has(offsetof(ktls_dial_options, f), sizeof(options->f))

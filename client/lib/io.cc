@@ -1,6 +1,6 @@
 // Syscall half of the I/O helpers (ktls/ktls_client.h): ktls_recv/ktls_readv, ktls_shutdown and
-// the kernel offload query. The decisions are made by the pure functions in tls_record.cc; this file
-// only moves bytes and translates what happened into errno plus a static message.
+// the kernel offload query. The decisions are made by the pure functions in tls_record.cc; this
+// file only moves bytes and translates what happened into errno plus a static message.
 //
 // How kTLS RX reports records (net/tls/tls_sw.c): every recvmsg that is given a control buffer
 // gets one SOL_TLS/TLS_GET_RECORD_TYPE message, and one call never mixes record types. A non-data
@@ -131,7 +131,8 @@ struct Failure {
 
 // Grows `payload` (bytes of records of `type`) to `need` bytes, reading exactly what is missing
 // so the read ends on a message boundary and nothing of a following record is taken.
-Failure ReadContinuation(RecvSysCalls& sys, int fd, uint8_t type, size_t need, std::vector<uint8_t>* payload) {
+Failure ReadContinuation(RecvSysCalls& sys, int fd, uint8_t type, size_t need,
+                         std::vector<uint8_t>* payload) {
   const auto deadline = std::chrono::steady_clock::now() + kContinuationTimeout;
   while (payload->size() < need) {
     const size_t have = payload->size();
@@ -286,8 +287,8 @@ Failure TakeControlRecord(RecvSysCalls& sys, int fd, const iovec* iov, int iovcn
     return {};
   }
   payload->resize(r.n);
-  RecvResult c = RecvOnce(sys, fd, payload->data(), payload->size(),
-                          (flags & ~MSG_PEEK) | MSG_DONTWAIT);
+  RecvResult c =
+      RecvOnce(sys, fd, payload->data(), payload->size(), (flags & ~MSG_PEEK) | MSG_DONTWAIT);
   if (c.n < 0) return {c.err, MessageForKernelErrno(c.err)};
   if (c.record.error != nullptr) return {EPROTO, c.record.error};
   if (!c.record.found || c.record.type != r.record.type) {
@@ -328,8 +329,8 @@ bool HandleControlRecord(RecvSysCalls& sys, int fd, uint8_t type, std::vector<ui
         *result = Fail(info, ECONNRESET, "peer aborted the connection with a TLS alert");
         return true;
       case RecordAction::kKeyUpdate:
-        *result = Fail(info, EKEYEXPIRED,
-                       KeyUpdateMessage(KernelReleaseHasRxRekey(sys.KernelRelease())));
+        *result =
+            Fail(info, EKEYEXPIRED, KeyUpdateMessage(KernelReleaseHasRxRekey(sys.KernelRelease())));
         return true;
       case RecordAction::kProtocolError:
         *result = Fail(info, ErrnoForVerdict(v), v.message);
@@ -368,7 +369,8 @@ ssize_t KtlsRecvV(RecvSysCalls& sys, int fd, const iovec* iov, int iovcnt, int f
     RecvResult r = RecvOnce(sys, fd, iov, iovcnt, flags);
     if (r.n < 0) {
       if (r.err == EKEYEXPIRED) {
-        return Fail(info, EKEYEXPIRED, KeyUpdateMessage(KernelReleaseHasRxRekey(sys.KernelRelease())));
+        return Fail(info, EKEYEXPIRED,
+                    KeyUpdateMessage(KernelReleaseHasRxRekey(sys.KernelRelease())));
       }
       return Fail(info, r.err, MessageForKernelErrno(r.err));
     }
@@ -402,8 +404,7 @@ ssize_t KtlsRecv(RecvSysCalls& sys, int fd, void* buf, size_t len, int flags,
 
 }  // namespace ktls::client
 
-extern "C" ssize_t ktls_recv(int fd, void* buf, size_t len, int flags,
-                             ktls_record_info* info_out) {
+extern "C" ssize_t ktls_recv(int fd, void* buf, size_t len, int flags, ktls_record_info* info_out) {
   return ktls::client::KtlsRecv(ktls::client::RealRecvSysCalls(), fd, buf, len, flags, info_out);
 }
 

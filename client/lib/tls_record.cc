@@ -121,41 +121,76 @@ RecordVerdict ClassifyHandshake(std::span<const uint8_t> p) {
 
 const char* AlertName(uint8_t description) {
   switch (description) {
-    case 0: return "close_notify";
-    case 10: return "unexpected_message";
-    case 20: return "bad_record_mac";
-    case 21: return "decryption_failed";
-    case 22: return "record_overflow";
-    case 30: return "decompression_failure";
-    case 40: return "handshake_failure";
-    case 41: return "no_certificate";
-    case 42: return "bad_certificate";
-    case 43: return "unsupported_certificate";
-    case 44: return "certificate_revoked";
-    case 45: return "certificate_expired";
-    case 46: return "certificate_unknown";
-    case 47: return "illegal_parameter";
-    case 48: return "unknown_ca";
-    case 49: return "access_denied";
-    case 50: return "decode_error";
-    case 51: return "decrypt_error";
-    case 60: return "export_restriction";
-    case 70: return "protocol_version";
-    case 71: return "insufficient_security";
-    case 80: return "internal_error";
-    case 86: return "inappropriate_fallback";
-    case 90: return "user_canceled";
-    case 100: return "no_renegotiation";
-    case 109: return "missing_extension";
-    case 110: return "unsupported_extension";
-    case 111: return "certificate_unobtainable";
-    case 112: return "unrecognized_name";
-    case 113: return "bad_certificate_status_response";
-    case 114: return "bad_certificate_hash_value";
-    case 115: return "unknown_psk_identity";
-    case 116: return "certificate_required";
-    case 120: return "no_application_protocol";
-    default: return "unknown_alert";
+    case 0:
+      return "close_notify";
+    case 10:
+      return "unexpected_message";
+    case 20:
+      return "bad_record_mac";
+    case 21:
+      return "decryption_failed";
+    case 22:
+      return "record_overflow";
+    case 30:
+      return "decompression_failure";
+    case 40:
+      return "handshake_failure";
+    case 41:
+      return "no_certificate";
+    case 42:
+      return "bad_certificate";
+    case 43:
+      return "unsupported_certificate";
+    case 44:
+      return "certificate_revoked";
+    case 45:
+      return "certificate_expired";
+    case 46:
+      return "certificate_unknown";
+    case 47:
+      return "illegal_parameter";
+    case 48:
+      return "unknown_ca";
+    case 49:
+      return "access_denied";
+    case 50:
+      return "decode_error";
+    case 51:
+      return "decrypt_error";
+    case 60:
+      return "export_restriction";
+    case 70:
+      return "protocol_version";
+    case 71:
+      return "insufficient_security";
+    case 80:
+      return "internal_error";
+    case 86:
+      return "inappropriate_fallback";
+    case 90:
+      return "user_canceled";
+    case 100:
+      return "no_renegotiation";
+    case 109:
+      return "missing_extension";
+    case 110:
+      return "unsupported_extension";
+    case 111:
+      return "certificate_unobtainable";
+    case 112:
+      return "unrecognized_name";
+    case 113:
+      return "bad_certificate_status_response";
+    case 114:
+      return "bad_certificate_hash_value";
+    case 115:
+      return "unknown_psk_identity";
+    case 116:
+      return "certificate_required";
+    case 120:
+      return "no_application_protocol";
+    default:
+      return "unknown_alert";
   }
 }
 
@@ -168,7 +203,8 @@ RecordVerdict ClassifyRecord(uint8_t record_type, std::span<const uint8_t> paylo
     case kRecordHandshake:
       return ClassifyHandshake(payload);
     case kRecordChangeCipherSpec:
-      return ProtocolError("change_cipher_spec after the handshake (renegotiation is not supported)");
+      return ProtocolError(
+          "change_cipher_spec after the handshake (renegotiation is not supported)");
     default:
       return ProtocolError("record of unknown content type");
   }
@@ -215,10 +251,14 @@ RecordTypeCmsg ParseRecordTypeCmsg(const msghdr& msg, std::vector<int>* stray_fd
 
 int ErrnoForVerdict(const RecordVerdict& verdict) {
   switch (verdict.action) {
-    case RecordAction::kFatalAlert: return ECONNRESET;
-    case RecordAction::kKeyUpdate: return EKEYEXPIRED;
-    case RecordAction::kProtocolError: return EPROTO;
-    default: return 0;
+    case RecordAction::kFatalAlert:
+      return ECONNRESET;
+    case RecordAction::kKeyUpdate:
+      return EKEYEXPIRED;
+    case RecordAction::kProtocolError:
+      return EPROTO;
+    default:
+      return 0;
   }
 }
 

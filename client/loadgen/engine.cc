@@ -45,7 +45,6 @@ struct SslCtxFree {
 };
 using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxFree>;
 
-
 double Seconds(const timeval& tv) { return tv.tv_sec + tv.tv_usec / 1e6; }
 
 // What every thread shares. Written before the threads start, except the atomics.
@@ -67,10 +66,10 @@ struct Shared {
   Clock::time_point measure_end;  // the duration cap
   std::chrono::nanoseconds timeout{0};
 
-  std::atomic<uint64_t> tickets{0};    // --requests tickets claimed
-  std::atomic<uint64_t> done{0};       // ticketed requests finished (ok or failed)
-  std::atomic<uint64_t> completed{0};  // all successful requests (progress line)
-  std::atomic<uint64_t> failed{0};     // all errors (progress line)
+  std::atomic<uint64_t> tickets{0};      // --requests tickets claimed
+  std::atomic<uint64_t> done{0};         // ticketed requests finished (ok or failed)
+  std::atomic<uint64_t> completed{0};    // all successful requests (progress line)
+  std::atomic<uint64_t> failed{0};       // all errors (progress line)
   std::atomic<int64_t> last_done_ns{0};  // completion time of the last ticketed request
   std::atomic<bool> stop{false};
 };
@@ -83,9 +82,9 @@ struct Conn {
   ConnState state = ConnState::kIdle;
   ResponseParser parser;
   std::unique_ptr<BodyCheck> check;
-  uint64_t sent = 0;         // request bytes written (prefix, then streamed body)
-  uint64_t seen_body = 0;    // response body bytes already counted
-  bool writing = false;      // request not fully written
+  uint64_t sent = 0;       // request bytes written (prefix, then streamed body)
+  uint64_t seen_body = 0;  // response body bytes already counted
+  bool writing = false;    // request not fully written
   bool response_done = false;
   bool ticket = false;       // holds a --requests ticket
   bool has_request = false;  // a request is in progress (BeginRequest called)
@@ -111,11 +110,11 @@ class Worker {
   const Results& results() const { return r_; }
 
  private:
-  bool InWindow(Clock::time_point t) const {
-    return t >= s_.measure_start && t < s_.measure_end;
-  }
+  bool InWindow(Clock::time_point t) const { return t >= s_.measure_start && t < s_.measure_end; }
   bool Bounded() const { return s_.o.requests > 0; }
-  bool Counts(const Conn* c, Clock::time_point t) const { return Bounded() ? c->ticket : InWindow(t); }
+  bool Counts(const Conn* c, Clock::time_point t) const {
+    return Bounded() ? c->ticket : InWindow(t);
+  }
 
   void Connect(Conn* c);
   void OnConnected(Conn* c);
@@ -237,9 +236,9 @@ bool Worker::BeginRequest(Conn* c) {
 void Worker::FinishTicket(Conn* c) {
   if (!c->ticket) return;
   c->ticket = false;
-  s_.last_done_ns.store(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                            now_.time_since_epoch()).count(),
-                        std::memory_order_relaxed);
+  s_.last_done_ns.store(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(now_.time_since_epoch()).count(),
+      std::memory_order_relaxed);
   s_.done.fetch_add(1, std::memory_order_relaxed);
 }
 
@@ -325,7 +324,8 @@ void Worker::Handshake(Conn* c) {
   const int err = SSL_get_error(c->ssl, rc);
   if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return;
   std::string why = client::DrainOpenSslErrors();
-  if (why.empty()) why = err == SSL_ERROR_SYSCALL && errno != 0 ? std::strerror(errno) : "connection closed";
+  if (why.empty())
+    why = err == SSL_ERROR_SYSCALL && errno != 0 ? std::strerror(errno) : "connection closed";
   Fail(c, ErrorKind::kHandshake, absl::StrCat("TLS handshake: ", why));
 }
 
@@ -376,7 +376,8 @@ int Worker::WriteSome(Conn* c) {
         if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) return 0;
         std::string why = client::DrainOpenSslErrors();
         if (err == SSL_ERROR_SYSCALL) {
-          Fail(c, ErrorKind::kIo, absl::StrCat("write: ", why.empty() ? std::strerror(errno) : why));
+          Fail(c, ErrorKind::kIo,
+               absl::StrCat("write: ", why.empty() ? std::strerror(errno) : why));
         } else {
           Fail(c, ErrorKind::kTls, absl::StrCat("SSL_write: ", why));
         }
@@ -486,8 +487,8 @@ bool Worker::Complete(Conn* c) {
   }
   if (Counts(c, now_)) {
     ++r_.requests;
-    r_.latency.Record(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                          now_ - c->request_start).count());
+    r_.latency.Record(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now_ - c->request_start).count());
   }
   s_.completed.fetch_add(1, std::memory_order_relaxed);
   FinishTicket(c);
@@ -560,8 +561,10 @@ absl::Status ResolveTarget(const Options& o, Shared* s) {
   hints.ai_flags = AI_NUMERICSERV;
   addrinfo* res = nullptr;
   const std::string port = std::to_string(o.port);
-  if (int rc = ::getaddrinfo(o.host.c_str(), port.c_str(), &hints, &res); rc != 0 || res == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot resolve ", o.host, ": ", gai_strerror(rc)));
+  if (int rc = ::getaddrinfo(o.host.c_str(), port.c_str(), &hints, &res);
+      rc != 0 || res == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot resolve ", o.host, ": ", gai_strerror(rc)));
   }
   std::memcpy(&s->addr, res->ai_addr, res->ai_addrlen);
   s->addr_len = res->ai_addrlen;
@@ -574,7 +577,8 @@ absl::Status ResolveTarget(const Options& o, Shared* s) {
 absl::Status MakeClientContext(const Options& o, Shared* s) {
   s->ctx.reset(SSL_CTX_new(TLS_client_method()));
   SSL_CTX* ctx = s->ctx.get();
-  if (ctx == nullptr) return absl::InternalError(absl::StrCat("SSL_CTX_new: ", client::DrainOpenSslErrors()));
+  if (ctx == nullptr)
+    return absl::InternalError(absl::StrCat("SSL_CTX_new: ", client::DrainOpenSslErrors()));
   SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
@@ -583,9 +587,11 @@ absl::Status MakeClientContext(const Options& o, Shared* s) {
   SSL_CTX_set_min_proto_version(ctx, min);
   SSL_CTX_set_max_proto_version(ctx, max);
   if (o.tls_version != "1.2") {
-    const std::string suites = o.ciphers.empty() || o.tls_version == "any" ? "TLS_AES_128_GCM_SHA256" : o.ciphers;
+    const std::string suites =
+        o.ciphers.empty() || o.tls_version == "any" ? "TLS_AES_128_GCM_SHA256" : o.ciphers;
     if (SSL_CTX_set_ciphersuites(ctx, suites.c_str()) != 1) {
-      return absl::InvalidArgumentError(absl::StrCat("--ciphers=", suites, ": ", client::DrainOpenSslErrors()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--ciphers=", suites, ": ", client::DrainOpenSslErrors()));
     }
   }
   if (o.tls_version != "1.3") {
@@ -593,11 +599,13 @@ absl::Status MakeClientContext(const Options& o, Shared* s) {
                                  ? "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256"
                                  : o.ciphers;
     if (SSL_CTX_set_cipher_list(ctx, list.c_str()) != 1) {
-      return absl::InvalidArgumentError(absl::StrCat("--ciphers=", list, ": ", client::DrainOpenSslErrors()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--ciphers=", list, ": ", client::DrainOpenSslErrors()));
     }
   }
   if (SSL_CTX_set1_groups_list(ctx, o.groups.c_str()) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--groups=", o.groups, ": ", client::DrainOpenSslErrors()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--groups=", o.groups, ": ", client::DrainOpenSslErrors()));
   }
   return absl::OkStatus();
 }
@@ -605,10 +613,9 @@ absl::Status MakeClientContext(const Options& o, Shared* s) {
 // The request and, with it, the first bytes of its body (the pattern).
 void BuildRequest(const Options& o, Shared* s) {
   const std::string path = RequestPath(o);
-  std::string head = absl::StrCat(o.scenario == Scenario::kPost || o.scenario == Scenario::kBulkUp
-                                      ? "POST "
-                                      : "GET ",
-                                  path, " HTTP/1.1\r\nHost: ", o.host_header, "\r\n");
+  std::string head = absl::StrCat(
+      o.scenario == Scenario::kPost || o.scenario == Scenario::kBulkUp ? "POST " : "GET ", path,
+      " HTTP/1.1\r\nHost: ", o.host_header, "\r\n");
   s->close_each = o.scenario == Scenario::kClose;
   if (s->close_each) head += "Connection: close\r\n";
   if (o.scenario == Scenario::kPost || o.scenario == Scenario::kBulkUp) {
@@ -710,8 +717,8 @@ Clock::time_point WaitForWindow(const Options& o, const Shared& s, Clock::time_p
     if (progress && now >= next_progress) {
       const uint64_t completed = s.completed.load();
       const double t = std::chrono::duration<double>(now - start).count();
-      std::fprintf(stderr, "\r[%6.1fs] %-9s %10llu requests %9.0f/s  errors %llu   ",
-                   t, now < s.measure_start ? "warm-up" : "measuring",
+      std::fprintf(stderr, "\r[%6.1fs] %-9s %10llu requests %9.0f/s  errors %llu   ", t,
+                   now < s.measure_start ? "warm-up" : "measuring",
                    static_cast<unsigned long long>(completed),
                    static_cast<double>(completed - last_completed),
                    static_cast<unsigned long long>(s.failed.load()));
@@ -764,7 +771,8 @@ absl::StatusOr<Results> RunLoad(const Options& o, bool progress) {
 
   const auto start = Clock::now();
   s.measure_start = start + std::chrono::nanoseconds(static_cast<int64_t>(o.warmup_s * 1e9));
-  s.measure_end = s.measure_start + std::chrono::nanoseconds(static_cast<int64_t>(o.duration_s * 1e9));
+  s.measure_end =
+      s.measure_start + std::chrono::nanoseconds(static_cast<int64_t>(o.duration_s * 1e9));
 
   std::vector<std::unique_ptr<Worker>> workers;
   for (int t = 0; t < o.threads; ++t) {

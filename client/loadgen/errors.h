@@ -23,7 +23,7 @@ enum class ErrorKind {
 inline constexpr int kErrorKinds = 11;
 
 inline constexpr std::array<const char*, kErrorKinds> kErrorNames = {
-    "connect", "handshake", "tls",    "io",     "timeout", "closed_early",
+    "connect",    "handshake",   "tls",    "io",   "timeout", "closed_early",
     "http_parse", "http_status", "length", "body", "hash"};
 
 inline const char* ErrorName(ErrorKind k) { return kErrorNames[static_cast<int>(k)]; }

@@ -17,13 +17,13 @@ constexpr size_t kMaxLineBytes = 4096;
 
 std::string_view Trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r')) s.remove_suffix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+    s.remove_suffix(1);
   return s;
 }
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return absl::ascii_tolower(static_cast<unsigned char>(x)) ==
                   absl::ascii_tolower(static_cast<unsigned char>(y));
          });
@@ -229,8 +229,7 @@ bool ResponseParser::OnChunkLine(const std::string& line) {
   size_field = size_field.substr(0, size_field.find(';'));
   size_field = Trim(size_field);
   uint64_t size = 0;
-  if (size_field.empty() || size_field.size() > 15 ||
-      !absl::SimpleHexAtoi(Av(size_field), &size)) {
+  if (size_field.empty() || size_field.size() > 15 || !absl::SimpleHexAtoi(Av(size_field), &size)) {
     Fail(absl::StrCat("bad chunk size \"", Av(std::string_view(line).substr(0, 32)), "\""));
     return false;
   }

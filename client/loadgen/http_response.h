@@ -43,8 +43,17 @@ class ResponseParser {
   const std::string& error() const { return error_; }
 
  private:
-  enum class State { kHead, kBody, kChunkSize, kChunkData, kChunkDataEnd, kTrailer, kUntilEof,
-                     kDone, kError };
+  enum class State {
+    kHead,
+    kBody,
+    kChunkSize,
+    kChunkData,
+    kChunkDataEnd,
+    kTrailer,
+    kUntilEof,
+    kDone,
+    kError
+  };
   Result Fail(std::string why);
   bool ParseHead(std::string_view head);
   Result ConsumeLine(const char* data, size_t len, size_t* used, std::string* line, bool* got);

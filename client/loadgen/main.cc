@@ -30,7 +30,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ktls-loadgen: %s\n", std::string(results.status().message()).c_str());
     return 2;
   }
-  const std::string out = options->json ? FormatJson(*options, *results) : FormatText(*options, *results);
+  const std::string out =
+      options->json ? FormatJson(*options, *results) : FormatText(*options, *results);
   std::fwrite(out.data(), 1, out.size(), stdout);
   std::fflush(stdout);
   return results->total_errors() == 0 && results->warmup_errors == 0 ? 0 : 1;

@@ -26,10 +26,20 @@ bool ParseSize(std::string_view s, uint64_t max, uint64_t* out) {
   uint64_t mult = 1;
   if (!s.empty()) {
     switch (s.back()) {
-      case 'k': case 'K': mult = 1024; break;
-      case 'm': case 'M': mult = 1024 * 1024; break;
-      case 'g': case 'G': mult = 1024 * 1024 * 1024; break;
-      default: break;
+      case 'k':
+      case 'K':
+        mult = 1024;
+        break;
+      case 'm':
+      case 'M':
+        mult = 1024 * 1024;
+        break;
+      case 'g':
+      case 'G':
+        mult = 1024 * 1024 * 1024;
+        break;
+      default:
+        break;
     }
     if (mult != 1) s.remove_suffix(1);
   }
@@ -60,12 +70,18 @@ bool ParseSeconds(std::string_view s, double min, double max, double* out) {
 
 const char* ScenarioName(Scenario s) {
   switch (s) {
-    case Scenario::kGet: return "get";
-    case Scenario::kClose: return "close";
-    case Scenario::kPost: return "post";
-    case Scenario::kStatic: return "static";
-    case Scenario::kBulkDown: return "bulk-down";
-    case Scenario::kBulkUp: return "bulk-up";
+    case Scenario::kGet:
+      return "get";
+    case Scenario::kClose:
+      return "close";
+    case Scenario::kPost:
+      return "post";
+    case Scenario::kStatic:
+      return "static";
+    case Scenario::kBulkDown:
+      return "bulk-down";
+    case Scenario::kBulkUp:
+      return "bulk-up";
   }
   return "?";
 }
@@ -135,8 +151,10 @@ void DeclareLoad(OptionParser& p, Options& o, std::string* target) {
               Seconds(0.001, kMaxDurationS, &o.duration_s, "expected 1ms..3600s"));
   p.AddCustom("warmup", "T", "1s", "load before measuring; not counted",
               Seconds(0, 600, &o.warmup_s, "expected 0..600s"));
-  p.AddCustom("requests", "N", "0", "stop after N measured requests (the duration still caps the "
-              "run; 0: duration only)", [&o](absl::string_view v) {
+  p.AddCustom("requests", "N", "0",
+              "stop after N measured requests (the duration still caps the "
+              "run; 0: duration only)",
+              [&o](absl::string_view v) {
                 if (!ParseUint(Sv(v), uint64_t{1} << 40, &o.requests)) {
                   return absl::InvalidArgumentError("expected a count");
                 }
@@ -150,7 +168,8 @@ void DeclareStatic(OptionParser& p, Options& o) {
   p.Group("Static files (--scenario=static)");
   p.AddCustom("static_name", "NAME", "", "GET /static/NAME", [&o](absl::string_view v) {
     if (!base::IsSafeFileName(v)) {
-      return absl::InvalidArgumentError("one path component of [A-Za-z0-9._-], not starting with '.'");
+      return absl::InvalidArgumentError(
+          "one path component of [A-Za-z0-9._-], not starting with '.'");
     }
     o.static_name = std::string(v);
     return absl::OkStatus();
@@ -171,13 +190,14 @@ void DeclareStatic(OptionParser& p, Options& o) {
 
 void DeclareTls(OptionParser& p, Options& o) {
   p.Group("TLS");
-  p.AddCustom("tls_version", "1.3|1.2|any", o.tls_version, "protocol version", [&o](absl::string_view v) {
-    if (v != "1.2" && v != "1.3" && v != "any") {
-      return absl::InvalidArgumentError("expected 1.2, 1.3 or any");
-    }
-    o.tls_version = std::string(v);
-    return absl::OkStatus();
-  });
+  p.AddCustom("tls_version", "1.3|1.2|any", o.tls_version, "protocol version",
+              [&o](absl::string_view v) {
+                if (v != "1.2" && v != "1.3" && v != "any") {
+                  return absl::InvalidArgumentError("expected 1.2, 1.3 or any");
+                }
+                o.tls_version = std::string(v);
+                return absl::OkStatus();
+              });
   p.Add("ciphers", &o.ciphers, "TLS 1.3 suites or TLS 1.2 cipher list; empty: AES-128-GCM")
       .ValueName("LIST");
   p.Add("groups", &o.groups, "key exchange groups").ValueName("LIST");
@@ -195,9 +215,11 @@ void DeclareOutput(OptionParser& p, Options& o) {
   p.Group("Output");
   p.Add("json", &o.json, "one JSON object on stdout (schema \"ktls-loadgen/1\") instead of text");
   p.Add("label", &o.label, "copied into the JSON").ValueName("TEXT");
-  p.AddCustom("watch_pids", "PID[,PID...]", "", "also report the CPU time these processes and "
+  p.AddCustom("watch_pids", "PID[,PID...]", "",
+              "also report the CPU time these processes and "
               "their descendants used during the measurement (the server's cost), and "
-              "/proc/net/tls_stat deltas", [&o](absl::string_view v) {
+              "/proc/net/tls_stat deltas",
+              [&o](absl::string_view v) {
                 o.watch_pids.clear();
                 if (v.empty()) return absl::OkStatus();
                 for (absl::string_view pid : absl::StrSplit(v, ',')) {
@@ -209,8 +231,10 @@ void DeclareOutput(OptionParser& p, Options& o) {
                 }
                 return absl::OkStatus();
               });
-  p.AddCustom("progress", "auto|on|off", "auto", "a progress line on stderr each second (auto: "
-              "when stderr is a tty)", [&o](absl::string_view v) {
+  p.AddCustom("progress", "auto|on|off", "auto",
+              "a progress line on stderr each second (auto: "
+              "when stderr is a tty)",
+              [&o](absl::string_view v) {
                 if (v == "auto") o.progress = Progress::kAuto;
                 else if (v == "on") o.progress = Progress::kOn;
                 else if (v == "off") o.progress = Progress::kOff;
@@ -230,14 +254,16 @@ void Declare(OptionParser& p, Options& o, std::string* target) {
 // --target=[scheme://]host:port, host may be [v6].
 absl::Status ParseTarget(const std::string& target, Options* o) {
   std::string_view t = target;
-  if (t.empty()) return absl::InvalidArgumentError("--target=[https://|http://]HOST:PORT is required");
+  if (t.empty())
+    return absl::InvalidArgumentError("--target=[https://|http://]HOST:PORT is required");
   if (t.substr(0, 8) == "https://") {
     t.remove_prefix(8);
   } else if (t.substr(0, 7) == "http://") {
     o->tls = false;
     t.remove_prefix(7);
   } else if (t.find("://") != std::string_view::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("--target=", target, ": scheme must be https or http"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--target=", target, ": scheme must be https or http"));
   }
   if (!t.empty() && t.back() == '/') t.remove_suffix(1);
   const size_t colon = t.rfind(':');
@@ -245,7 +271,8 @@ absl::Status ParseTarget(const std::string& target, Options* o) {
     return absl::InvalidArgumentError(absl::StrCat("--target=", target, ": expected HOST:PORT"));
   }
   std::string_view host = t.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   uint64_t port = 0;
   if (!ParseUint(t.substr(colon + 1), 65535, &port) || port == 0) {
     return absl::InvalidArgumentError(absl::StrCat("--target=", target, ": bad port"));
@@ -259,18 +286,28 @@ absl::Status ParseTarget(const std::string& target, Options* o) {
 absl::Status CheckScenario(Options* o, bool threads_set) {
   if (!o->size_set) {
     switch (o->scenario) {
-      case Scenario::kPost: o->size = 64 * 1024; break;
-      case Scenario::kBulkDown: o->size = 64 * 1024 * 1024; break;
-      case Scenario::kBulkUp: o->size = kMaxPostBytes; break;
-      default: o->size = 0; break;
+      case Scenario::kPost:
+        o->size = 64 * 1024;
+        break;
+      case Scenario::kBulkDown:
+        o->size = 64 * 1024 * 1024;
+        break;
+      case Scenario::kBulkUp:
+        o->size = kMaxPostBytes;
+        break;
+      default:
+        o->size = 0;
+        break;
     }
   }
-  if ((o->scenario == Scenario::kPost || o->scenario == Scenario::kBulkUp) && o->size > kMaxPostBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("--size=", o->size, ": ",
-                                                   ScenarioName(o->scenario), " bodies are at most 16M"));
+  if ((o->scenario == Scenario::kPost || o->scenario == Scenario::kBulkUp) &&
+      o->size > kMaxPostBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--size=", o->size, ": ", ScenarioName(o->scenario), " bodies are at most 16M"));
   }
   if (o->scenario == Scenario::kStatic) {
-    if (o->static_name.empty()) return absl::InvalidArgumentError("--scenario=static needs --static_name");
+    if (o->static_name.empty())
+      return absl::InvalidArgumentError("--scenario=static needs --static_name");
     const bool by_digest = !o->static_sha256.empty() || o->static_size_set;
     if (o->static_file.empty() == !by_digest) {
       return absl::InvalidArgumentError(

@@ -27,35 +27,35 @@ enum class Progress { kAuto, kOn, kOff };
 
 inline constexpr int kMaxConnections = 10000;
 inline constexpr int kMaxThreads = 64;
-inline constexpr uint64_t kMaxGetBytes = uint64_t{1} << 30;   // demo app's /bytes/N limit
-inline constexpr uint64_t kMaxPostBytes = 16 * 1024 * 1024;   // demo app's body limit
+inline constexpr uint64_t kMaxGetBytes = uint64_t{1} << 30;  // demo app's /bytes/N limit
+inline constexpr uint64_t kMaxPostBytes = 16 * 1024 * 1024;  // demo app's body limit
 inline constexpr double kMaxDurationS = 3600;
 
 struct Options {
-  std::string host;        // from --target
+  std::string host;  // from --target
   uint16_t port = 0;
-  bool tls = true;         // https:// (default) or http://
+  bool tls = true;                // https:// (default) or http://
   std::string sni = "localhost";  // --sni; empty: none
   std::string host_header = "localhost";
   Scenario scenario = Scenario::kGet;
-  uint64_t size = 0;       // body bytes; default per scenario (see Usage)
+  uint64_t size = 0;  // body bytes; default per scenario (see Usage)
   bool size_set = false;
-  bool resume = false;     // kClose: resume the slot's previous session
-  std::string static_name;           // kStatic: /static/NAME
-  std::string static_file;           // kStatic: local copy, for the expected size + SHA-256
-  std::string static_sha256;         //   or both of these
+  bool resume = false;        // kClose: resume the slot's previous session
+  std::string static_name;    // kStatic: /static/NAME
+  std::string static_file;    // kStatic: local copy, for the expected size + SHA-256
+  std::string static_sha256;  //   or both of these
   uint64_t static_size = 0;
   bool static_size_set = false;
   int connections = 1;
   int threads = 1;
   double duration_s = 10;
   double warmup_s = 1;
-  uint64_t requests = 0;   // measured requests bound; 0: duration only
-  double timeout_s = 10;   // per request (for kClose: connect + handshake + request)
+  uint64_t requests = 0;            // measured requests bound; 0: duration only
+  double timeout_s = 10;            // per request (for kClose: connect + handshake + request)
   std::string tls_version = "1.3";  // 1.2 | 1.3 | any
-  std::string ciphers;     // TLS 1.3 suites or TLS 1.2 cipher list; default AES-128-GCM
+  std::string ciphers;              // TLS 1.3 suites or TLS 1.2 cipher list; default AES-128-GCM
   std::string groups = "X25519";
-  std::string label;       // copied into the JSON
+  std::string label;            // copied into the JSON
   std::vector<int> watch_pids;  // server processes whose CPU time (with descendants) is reported
   bool json = false;
   Progress progress = Progress::kAuto;

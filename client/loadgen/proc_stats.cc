@@ -37,8 +37,8 @@ double ProcessTreeCpuSeconds(const std::vector<int>& roots) {
     while (rest >> field && f2.size() < 13) f2.push_back(field);
     if (f2.size() < 13) continue;
     parent[static_cast<int>(pid)] = std::atoi(f2[1].c_str());
-    ticks[static_cast<int>(pid)] = std::strtoull(f2[11].c_str(), nullptr, 10) +
-                                   std::strtoull(f2[12].c_str(), nullptr, 10);
+    ticks[static_cast<int>(pid)] =
+        std::strtoull(f2[11].c_str(), nullptr, 10) + std::strtoull(f2[12].c_str(), nullptr, 10);
   }
   ::closedir(d);
   std::set<int> tree(roots.begin(), roots.end());

@@ -92,7 +92,8 @@ std::string FormatText(const Options& o, const Results& r) {
                         ScenarioName(o.scenario), Target(o), RequestPath(o), o.connections,
                         o.threads, r.measured_s);
   if (o.tls) {
-    absl::StrAppendFormat(&s, "  tls:        %s %s%s\n", r.tls_version.empty() ? "-" : r.tls_version,
+    absl::StrAppendFormat(&s, "  tls:        %s %s%s\n",
+                          r.tls_version.empty() ? "-" : r.tls_version,
                           r.cipher.empty() ? "-" : r.cipher, o.resume ? ", resumption on" : "");
   }
   absl::StrAppendFormat(&s, "  requests:   %d (%.1f/s)\n", r.requests,
@@ -100,10 +101,10 @@ std::string FormatText(const Options& o, const Results& r) {
   absl::StrAppendFormat(&s, "  throughput: %.2f MiB/s down, %.2f MiB/s up (bodies)\n",
                         PerSecond(r.body_bytes_in, r.measured_s) / 1048576.0,
                         PerSecond(r.body_bytes_out, r.measured_s) / 1048576.0);
-  absl::StrAppendFormat(&s, "  latency:    p50 %.1f us, p90 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us\n",
-                        Micros(r.latency.Quantile(0.5)), Micros(r.latency.Quantile(0.9)),
-                        Micros(r.latency.Quantile(0.99)), Micros(r.latency.Quantile(0.999)),
-                        Micros(r.latency.max()));
+  absl::StrAppendFormat(
+      &s, "  latency:    p50 %.1f us, p90 %.1f us, p99 %.1f us, p99.9 %.1f us, max %.1f us\n",
+      Micros(r.latency.Quantile(0.5)), Micros(r.latency.Quantile(0.9)),
+      Micros(r.latency.Quantile(0.99)), Micros(r.latency.Quantile(0.999)), Micros(r.latency.max()));
   absl::StrAppendFormat(&s, "  handshakes: %d (%.1f/s), %d resumed\n", r.handshakes,
                         PerSecond(r.handshakes, r.measured_s), r.resumed);
   absl::StrAppendFormat(&s, "  errors:     %d", r.total_errors());

@@ -17,21 +17,21 @@ namespace ktls::loadgen {
 inline constexpr char kJsonSchema[] = "ktls-loadgen/1";
 
 struct Results {
-  double measured_s = 0;      // length of the measurement window
-  uint64_t requests = 0;      // verified responses completed in the window
+  double measured_s = 0;        // length of the measurement window
+  uint64_t requests = 0;        // verified responses completed in the window
   uint64_t body_bytes_in = 0;   // response body bytes received in the window
   uint64_t body_bytes_out = 0;  // request body bytes sent in the window
-  LatencyHistogram latency;   // ns, one sample per measured request
-  uint64_t handshakes = 0;    // TLS handshakes completed in the window (TCP connects if plain)
-  uint64_t resumed = 0;       // of which resumed a session
+  LatencyHistogram latency;     // ns, one sample per measured request
+  uint64_t handshakes = 0;      // TLS handshakes completed in the window (TCP connects if plain)
+  uint64_t resumed = 0;         // of which resumed a session
   std::array<uint64_t, kErrorKinds> errors{};  // in the window
   uint64_t warmup_errors = 0;                  // before the window (all kinds)
-  std::string first_error;    // the first error's message, for a person to read
-  double cpu_user_s = 0;      // loadgen's own CPU time in the window (all threads)
+  std::string first_error;                     // the first error's message, for a person to read
+  double cpu_user_s = 0;                       // loadgen's own CPU time in the window (all threads)
   double cpu_system_s = 0;
-  std::string tls_version;    // as negotiated on the first handshake
+  std::string tls_version;  // as negotiated on the first handshake
   std::string cipher;
-  double watched_cpu_s = 0;   // --watch_pids' CPU time in the window
+  double watched_cpu_s = 0;                 // --watch_pids' CPU time in the window
   std::map<std::string, int64_t> tls_stat;  // /proc/net/tls_stat changes over the window
 
   uint64_t total_errors() const {

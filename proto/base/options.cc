@@ -140,8 +140,8 @@ OptionParser::Option& OptionParser::AddInteger(absl::string_view name, T* dest,
   o.set_int_ = [dest](int64_t v) {
     if (v < static_cast<int64_t>(std::numeric_limits<T>::min()) ||
         v > static_cast<int64_t>(std::numeric_limits<T>::max())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "expected ", std::numeric_limits<T>::min(), "..", std::numeric_limits<T>::max()));
+      return absl::InvalidArgumentError(absl::StrCat("expected ", std::numeric_limits<T>::min(),
+                                                     "..", std::numeric_limits<T>::max()));
     }
     *dest = static_cast<T>(v);
     return absl::OkStatus();
@@ -149,8 +149,7 @@ OptionParser::Option& OptionParser::AddInteger(absl::string_view name, T* dest,
   return o;
 }
 
-OptionParser::Option& OptionParser::Add(absl::string_view name, int* dest,
-                                        absl::string_view help) {
+OptionParser::Option& OptionParser::Add(absl::string_view name, int* dest, absl::string_view help) {
   return AddInteger(name, dest, help);
 }
 
@@ -188,9 +187,7 @@ void OptionParser::AddShortAlias(char c, absl::string_view name) {
 
 void OptionParser::SetEpilog(std::string text) { epilog_ = std::move(text); }
 
-void OptionParser::SetVersion(std::string version_line) {
-  version_line_ = std::move(version_line);
-}
+void OptionParser::SetVersion(std::string version_line) { version_line_ = std::move(version_line); }
 
 OptionParser::Option* OptionParser::Find(absl::string_view name) {
   auto it = by_key_.find(Normalize(name));
@@ -266,8 +263,7 @@ absl::Status OptionParser::ParseLong(absl::string_view arg, int* i, int argc,
     }
   }
   if (o == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown option --", name, Suggest(name)));
+    return absl::InvalidArgumentError(absl::StrCat("unknown option --", name, Suggest(name)));
   }
   if (has_value) return Assign(*o, name, value);
   if (o->is_bool_) return Assign(*o, name, "true");
@@ -309,7 +305,8 @@ absl::Status OptionParser::Parse(int argc, const char* const* argv) {
       only_positional = true;
       continue;
     }
-    absl::Status s = arg[1] == '-' ? ParseLong(arg, &i, argc, argv) : ParseShort(arg, &i, argc, argv);
+    absl::Status s =
+        arg[1] == '-' ? ParseLong(arg, &i, argc, argv) : ParseShort(arg, &i, argc, argv);
     if (!s.ok()) return s;
   }
   return absl::OkStatus();

@@ -115,8 +115,8 @@ class OptionParser {
  private:
   template <typename T>
   Option& AddInteger(absl::string_view name, T* dest, absl::string_view help);
-  Option& Declare(absl::string_view name, absl::string_view value_name,
-                  std::string default_text, absl::string_view help);
+  Option& Declare(absl::string_view name, absl::string_view value_name, std::string default_text,
+                  absl::string_view help);
   Option* Find(absl::string_view name);
   std::string Suggest(absl::string_view name) const;
   absl::Status Assign(Option& o, absl::string_view spelled, absl::string_view value);
@@ -131,7 +131,7 @@ class OptionParser {
   std::vector<std::unique_ptr<Option>> options_;  // declaration order (for Help())
   std::map<std::string, Option*> by_key_;         // normalized name ('-' -> '_')
   std::map<char, std::string> short_aliases_;
-  std::set<std::string> given_;                   // declared names
+  std::set<std::string> given_;  // declared names
   std::vector<std::string> positional_;
   bool allow_positional_ = false;
   bool help_ = false;

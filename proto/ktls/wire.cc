@@ -11,10 +11,10 @@ absl::StatusOr<sockaddr_un> UnixSocketAddress(std::string_view path, std::string
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat(absl::string_view(what.data(), what.size()), " '",
-                                                   absl::string_view(path.data(), path.size()),
-                                                   "' is empty or longer than ",
-                                                   sizeof(addr.sun_path) - 1, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(absl::string_view(what.data(), what.size()), " '",
+                     absl::string_view(path.data(), path.size()), "' is empty or longer than ",
+                     sizeof(addr.sun_path) - 1, " bytes"));
   }
   std::memcpy(addr.sun_path, path.data(), path.size());
   return addr;
@@ -23,9 +23,8 @@ absl::StatusOr<sockaddr_un> UnixSocketAddress(std::string_view path, std::string
 absl::StatusOr<std::string> Serialize(const google::protobuf::MessageLite& message) {
   const size_t size = message.ByteSizeLong();
   if (size > kMaxMessageBytes) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("handoff message of ", size, " bytes exceeds the ", kMaxMessageBytes,
-                     "-byte limit"));
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "handoff message of ", size, " bytes exceeds the ", kMaxMessageBytes, "-byte limit"));
   }
   std::string out;
   if (!message.SerializeToString(&out)) {
@@ -37,8 +36,8 @@ absl::StatusOr<std::string> Serialize(const google::protobuf::MessageLite& messa
 absl::Status Parse(std::string_view datagram, google::protobuf::MessageLite* message) {
   if (datagram.empty()) return absl::InvalidArgumentError("empty handoff message");
   if (datagram.size() > kMaxMessageBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("handoff message of ", datagram.size(),
-                                                   " bytes exceeds the limit"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("handoff message of ", datagram.size(), " bytes exceeds the limit"));
   }
   if (!message->ParseFromArray(datagram.data(), static_cast<int>(datagram.size()))) {
     return absl::InvalidArgumentError("handoff message is not a valid protobuf");

@@ -197,7 +197,9 @@ absl::Status ApplyOffload(const std::string& v, ktls::v1::AgentConfig& c) {
   if (v == "preferred") c.set_offload(ktls::v1::OFFLOAD_POLICY_PREFERRED);
   else if (v == "required") c.set_offload(ktls::v1::OFFLOAD_POLICY_REQUIRED);
   else if (v == "off") c.set_offload(ktls::v1::OFFLOAD_POLICY_OFF);
-  else return absl::InvalidArgumentError(absl::StrCat("--offload: '", v, "' is not preferred, required or off"));
+  else
+    return absl::InvalidArgumentError(
+        absl::StrCat("--offload: '", v, "' is not preferred, required or off"));
   return absl::OkStatus();
 }
 
@@ -215,7 +217,8 @@ absl::Status ApplyDataPlane(const Flags& f, ktls::v1::AgentConfig& c) {
   if (f.workers >= 0) c.set_workers(f.workers);
   if (!f.alpn.empty()) {
     c.clear_alpn();
-    for (absl::string_view p : absl::StrSplit(f.alpn, ',', absl::SkipEmpty())) c.add_alpn(std::string(p));
+    for (absl::string_view p : absl::StrSplit(f.alpn, ',', absl::SkipEmpty()))
+      c.add_alpn(std::string(p));
   }
   if (!f.client_ca.empty()) c.set_client_ca_file(f.client_ca);
   if (f.require_client_cert) c.set_require_client_cert(true);
@@ -361,8 +364,8 @@ void WriteReadyFile(const std::string& path, const ktls::agent::Agent& agent,
 void NotifyReady(const ktls::agent::Agent& agent) {
   if (absl::Status s = ktls::agent::SdNotifyFromEnv(
           ktls::agent::RealSysCalls(),
-          absl::StrCat("READY=1\nSTATUS=serving on ",
-                       absl::StrJoin(agent.listen_addresses(), ","), "; kTLS ",
+          absl::StrCat("READY=1\nSTATUS=serving on ", absl::StrJoin(agent.listen_addresses(), ","),
+                       "; kTLS ",
                        agent.probe().AnySupported() ? "available" : "unavailable (relaying)"));
       !s.ok()) {
     KTLS_LOG(kWarning, "could not tell systemd we are ready: ", s.message());
@@ -384,7 +387,8 @@ void WaitForStopSignal(const sigset_t& sigs, int interval_s, ktls::agent::Agent&
       continue;
     }
     KTLS_LOG(kInfo, "signal ", sig, ": shutting down");
-    (void)ktls::agent::SdNotifyFromEnv(ktls::agent::RealSysCalls(), "STOPPING=1\nSTATUS=shutting down");
+    (void)ktls::agent::SdNotifyFromEnv(ktls::agent::RealSysCalls(),
+                                       "STOPPING=1\nSTATUS=shutting down");
     return;
   }
 }

@@ -153,7 +153,9 @@ class Subscription {
     if (!bytes.ok()) return false;
     bytes_ = bytes->size();
     ktls::wire::OutgoingMessage out(*bytes, tcp_);
-    return ktls::agent::RealSysCalls().SendMsg(agent_fd_, out.header(), MSG_DONTWAIT | MSG_NOSIGNAL).ok();
+    return ktls::agent::RealSysCalls()
+        .SendMsg(agent_fd_, out.header(), MSG_DONTWAIT | MSG_NOSIGNAL)
+        .ok();
   }
 
   ktls::client::AgentSubscription& app() { return *app_; }

@@ -7,7 +7,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
-  auto verdict = ktls::client::ClassifyRecord(data[0], std::span<const uint8_t>(data + 1, size - 1));
+  auto verdict =
+      ktls::client::ClassifyRecord(data[0], std::span<const uint8_t>(data + 1, size - 1));
   (void)verdict;
   return 0;
 }

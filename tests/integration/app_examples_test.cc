@@ -33,7 +33,8 @@ class AppExamplesTest : public ::testing::Test {
         << app.Log();
     ASSERT_TRUE(app.Running()) << "example exited:\n" << app.Log();
     Exchange e = Get(stack_->port(), "/");
-    ASSERT_TRUE(e.ok) << e.error << "\nexample log:\n" << app.Log() << "\nagent log:\n"
+    ASSERT_TRUE(e.ok) << e.error << "\nexample log:\n"
+                      << app.Log() << "\nagent log:\n"
                       << stack_->AgentLog();
     EXPECT_EQ(200, e.status);
     EXPECT_EQ(0u, e.body.find(greeting)) << e.body;

@@ -40,7 +40,9 @@ class AppKtlsTest : public ::testing::Test {
     stack_ = nullptr;
   }
   // The connection id the probe gave a client, from its INFO answer.
-  static std::string IdFromInfo(const std::string& json) { return JsonString(json, "connection_id"); }
+  static std::string IdFromInfo(const std::string& json) {
+    return JsonString(json, "connection_id");
+  }
 
   // openssl s_client against the agent, stdin driven by the test.
   static std::unique_ptr<PipedProcess> SClient(const Version& v, const std::string& name) {
@@ -199,8 +201,8 @@ TEST_F(AppKtlsTest, PeerKeyUpdateFromOpensslSClientIsTheDocumentedErrorWithoutHa
     EXPECT_NE(-1, client->Wait(30000)) << "s_client still running:\n" << client->Out();
   } else {
     // Relay: the agent's OpenSSL performs the key update; the app's stream goes on.
-    ASSERT_TRUE(WaitUntil([&] { return client->Err().find("KEYUPDATE") != std::string::npos; },
-                          30000))
+    ASSERT_TRUE(
+        WaitUntil([&] { return client->Err().find("KEYUPDATE") != std::string::npos; }, 30000))
         << client->Err();
     ASSERT_TRUE(client->WriteStdin("PING\n"));
     EXPECT_TRUE(WaitUntil([&] { return client->Out().find("PONG") != std::string::npos; }, 30000))
@@ -242,7 +244,8 @@ TEST(AppRestartTest, AppResubscribesToARestartedAgentAndKeepsItsKtlsConnections)
   }
 
   int port = 0;
-  std::unique_ptr<Process> agent2 = StartAgent(stack.dir(), stack.handoff_socket(), "agent2", &port);
+  std::unique_ptr<Process> agent2 =
+      StartAgent(stack.dir(), stack.handoff_socket(), "agent2", &port);
   ASSERT_GT(port, 0);
   ASSERT_FALSE(WaitForProbeLine(*probe, "RESUBSCRIBED", "", "", 30000).empty())
       << probe->Log() << agent2->Log();

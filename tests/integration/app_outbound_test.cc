@@ -38,14 +38,17 @@ class AppOutboundTest : public ::testing::Test {
   // Runs ktls-probe-app dial with `flags` and waits for it to exit; returns its PROBE-DIAL lines.
   std::vector<ProbeLine> RunDials(const std::string& name, std::vector<std::string> flags,
                                   int timeout_ms = 240000) {
-    std::vector<std::string> argv = {ProbeAppBin(), "dial",
+    std::vector<std::string> argv = {ProbeAppBin(),
+                                     "dial",
                                      "--agent_socket=" + stack_->handoff_socket(),
-                                     "--host=127.0.0.1", "--sni=localhost",
+                                     "--host=127.0.0.1",
+                                     "--sni=localhost",
                                      "--ca_file=" + cert_.cert};
     argv.insert(argv.end(), flags.begin(), flags.end());
     Process p(argv, stack_->dir() + "/" + name + ".log");
     EXPECT_TRUE(WaitUntil([&] { return !p.Running(); }, timeout_ms))
-        << "probe dialer still running; log:\n" << p.Log();
+        << "probe dialer still running; log:\n"
+        << p.Log();
     log_ = p.Log();
     return ProbeLines(log_, "DIAL");
   }
@@ -66,20 +69,20 @@ TEST_P(AppOutboundVersionTest, SixteenMiBBothWaysToSServerThenResumption) {
   const int port = FreeLoopbackPort();
   // -quiet: s_server writes exactly what it receives to stdout and sends what it reads from stdin
   // (no command letters); two connections, then it exits.
-  PipedProcess server({"openssl", "s_server", "-accept", "127.0.0.1:" + std::to_string(port),
-                       "-cert", cert_.cert, "-key", cert_.key, "-naccept", "2", "-quiet",
-                       v.s_server_flag},
-                      stack_->dir() + "/s_server.out", stack_->dir() + "/s_server.err");
+  PipedProcess server(
+      {"openssl", "s_server", "-accept", "127.0.0.1:" + std::to_string(port), "-cert", cert_.cert,
+       "-key", cert_.key, "-naccept", "2", "-quiet", v.s_server_flag},
+      stack_->dir() + "/s_server.out", stack_->dir() + "/s_server.err");
   ASSERT_TRUE(WaitUntil([&] { return ListeningOn(port); }, 30000)) << server.Err();
   // s_server reads its stdin only while a connection is up; the pipe holds the rest meanwhile.
   const std::string download = UpstreamPattern(kSixteenMiB);
   std::thread feeder([&] { server.WriteStdin(download); });
 
-  std::vector<ProbeLine> dials = RunDials(
-      std::string("dial_") + v.name,
-      {"--port=" + std::to_string(port), std::string("--tls_version=") + v.agent_name, "--count=2",
-       "--send_bytes=" + std::to_string(kSixteenMiB), "--recv_bytes=" + std::to_string(kSixteenMiB),
-       "--followup_bytes=0"});
+  std::vector<ProbeLine> dials =
+      RunDials(std::string("dial_") + v.name,
+               {"--port=" + std::to_string(port), std::string("--tls_version=") + v.agent_name,
+                "--count=2", "--send_bytes=" + std::to_string(kSixteenMiB),
+                "--recv_bytes=" + std::to_string(kSixteenMiB), "--followup_bytes=0"});
   server.CloseStdin();  // also unblocks the feeder if s_server went away early
   feeder.join();
   ASSERT_EQ(2u, dials.size()) << log_ << "\nagent log:\n" << stack_->AgentLog();
@@ -102,8 +105,9 @@ TEST_P(AppOutboundVersionTest, SixteenMiBBothWaysToSServerThenResumption) {
 
   ProbeLine& second = dials[1];
   ASSERT_EQ("1", second["ok"]) << Describe(second);
-  EXPECT_EQ("1", second["resumed"]) << "second dial did not resume: " << Describe(second)
-                                    << "\nagent log:\n" << stack_->AgentLog();
+  EXPECT_EQ("1", second["resumed"])
+      << "second dial did not resume: " << Describe(second) << "\nagent log:\n"
+      << stack_->AgentLog();
   ExpectProbeDataPath(*stack_, second);
   EXPECT_EQ("eof", second["result"]) << Describe(second);
   EXPECT_NE(-1, server.Wait(30000)) << "s_server did not see both connections end";
@@ -120,9 +124,9 @@ TEST_F(AppOutboundTest, TicketsAfterTheHandoffAreSkippedBetweenDataRecords) {
   TicketingUpstream upstream(cert_, kDown, kEvery);
   ASSERT_GT(upstream.port(), 0);
   std::vector<ProbeLine> dials =
-      RunDials("dial_tickets", {"--port=" + std::to_string(upstream.port()),
-                                "--tls_version=TLSv1.3", "--send_bytes=" + std::to_string(kUp),
-                                "--recv_bytes=" + std::to_string(kDown)});
+      RunDials("dial_tickets",
+               {"--port=" + std::to_string(upstream.port()), "--tls_version=TLSv1.3",
+                "--send_bytes=" + std::to_string(kUp), "--recv_bytes=" + std::to_string(kDown)});
   TicketingUpstream::Result r = upstream.Wait(60000);
   ASSERT_EQ(1u, dials.size()) << log_;
   ProbeLine& d = dials[0];

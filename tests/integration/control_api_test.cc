@@ -66,11 +66,13 @@ struct BadInput {
 TEST_F(ControlApiTest, EveryValidationErrorHasItsCodeMessageAndCounterAndLosesNothing) {
   const TestCert good = MakeLeaf(*ca_, "good", {"good.test"});
   v1::CommitResponse committed;
-  ASSERT_TRUE(control_->certs->ApplyCertificate(Ctx().get(), Request("good", good), &committed).ok());
+  ASSERT_TRUE(
+      control_->certs->ApplyCertificate(Ctx().get(), Request("good", good), &committed).ok());
   // A staged change that must survive the bad inputs below.
   const TestCert pending = MakeLeaf(*ca_, "pending", {"pending.test"});
   v1::StagedCertificate staged;
-  ASSERT_TRUE(control_->certs->StageCertificate(Ctx().get(), Request("pending", pending), &staged).ok());
+  ASSERT_TRUE(
+      control_->certs->StageCertificate(Ctx().get(), Request("pending", pending), &staged).ok());
 
   const TestCert other = MakeLeaf(*ca_, "other", {"other.test"});
   CertSpec expired_spec;
@@ -196,8 +198,8 @@ TEST_F(ControlApiTest, EveryValidationErrorHasItsCodeMessageAndCounterAndLosesNo
   commit.set_expected_generation(committed.generation() + 100);
   s = control_->certs->CommitCertificate(Ctx().get(), commit, &resp);
   EXPECT_EQ(grpc::StatusCode::ABORTED, s.error_code());
-  EXPECT_NE(std::string::npos, s.error_message().find(
-                                   "expected " + std::to_string(committed.generation() + 100)))
+  EXPECT_NE(std::string::npos,
+            s.error_message().find("expected " + std::to_string(committed.generation() + 100)))
       << s.error_message();
   v1::AbortCertificateRequest abort;
   abort.set_name("never-staged");
@@ -314,7 +316,8 @@ TEST_F(ControlApiTest, ClientTrustIsSwappedForNewHandshakes) {
   v1::TrustBundleResponse tr;
   grpc::Status s = control_->trust->ApplyTrustBundle(Ctx().get(), bad, &tr);
   EXPECT_EQ(grpc::StatusCode::INVALID_ARGUMENT, s.error_code());
-  EXPECT_NE(std::string::npos, s.error_message().find("ca_pem: no CA certificate")) << s.error_message();
+  EXPECT_NE(std::string::npos, s.error_message().find("ca_pem: no CA certificate"))
+      << s.error_message();
 
   v1::StageTrustBundleRequest req;
   req.set_ca_pem(other_ca.cert_pem);
@@ -396,7 +399,8 @@ TEST_F(ControlApiTest, SharedTicketKeysLetAnotherAgentResume) {
   bad.add_keys("short");
   grpc::Status s = other.tickets->SetSessionTicketKeys(Ctx().get(), bad, &keys);
   EXPECT_EQ(grpc::StatusCode::INVALID_ARGUMENT, s.error_code());
-  EXPECT_NE(std::string::npos, s.error_message().find("session ticket key 1 is 5 bytes; expected 80"))
+  EXPECT_NE(std::string::npos,
+            s.error_message().find("session ticket key 1 is 5 bytes; expected 80"))
       << s.error_message();
 }
 
@@ -469,8 +473,8 @@ std::string Reflect(grpc::GenericStub& stub, const std::string& request) {
   grpc::CompletionQueue cq;
   void* tag = nullptr;
   bool ok = false;
-  auto call = stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-                               &cq);
+  auto call =
+      stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
   call->StartCall(reinterpret_cast<void*>(1));
   cq.Next(&tag, &ok);
   grpc::Slice slice(request);
@@ -507,10 +511,12 @@ TEST_F(ControlApiTest, ReflectionDescribesTheServicesForGrpcurl) {
     EXPECT_NE(std::string::npos, services.find(name)) << name;
   }
   const std::string symbol = "grpc.health.v1.Health";
-  const std::string file = Reflect(stub, std::string("\x22") + static_cast<char>(symbol.size()) + symbol);
+  const std::string file =
+      Reflect(stub, std::string("\x22") + static_cast<char>(symbol.size()) + symbol);
   EXPECT_NE(std::string::npos, file.find("grpc/health/v1/health.proto"));
   const std::string control = "ktls.v1.CertificateService";
-  const std::string file2 = Reflect(stub, std::string("\x22") + static_cast<char>(control.size()) + control);
+  const std::string file2 =
+      Reflect(stub, std::string("\x22") + static_cast<char>(control.size()) + control);
   EXPECT_NE(std::string::npos, file2.find("ktls/v1/control.proto"));
 }
 

@@ -218,8 +218,8 @@ TEST(KtlsctlTest, ControlSocketRefusesAPeerWithoutPermission) {
 int SubscribeAsNobody(const std::string& socket, std::vector<gid_t> groups) {
   const pid_t pid = fork();
   if (pid == 0) {
-    if (setgroups(groups.size(), groups.data()) != 0 || setresgid(kNogroup, kNogroup, kNogroup) != 0 ||
-        setresuid(kNobody, kNobody, kNobody) != 0) {
+    if (setgroups(groups.size(), groups.data()) != 0 ||
+        setresgid(kNogroup, kNogroup, kNogroup) != 0 || setresuid(kNobody, kNobody, kNobody) != 0) {
       _exit(99);
     }
     ktls_agent* agent = nullptr;
@@ -255,7 +255,8 @@ TEST(KtlsctlTest, HandoffSocketAdmitsOnlyAllowedProcesses) {
   EXPECT_EQ(0660, st.st_mode & 07777);
   EXPECT_EQ(10, SubscribeAsNobody(stack.handoff_socket(), {}));
   EXPECT_EQ(11, SubscribeAsNobody(stack.handoff_socket(), {0}));
-  EXPECT_TRUE(Contains(stack.AgentLog(), "refused an app: uid 65534 gid 65534")) << stack.AgentLog();
+  EXPECT_TRUE(Contains(stack.AgentLog(), "refused an app: uid 65534 gid 65534"))
+      << stack.AgentLog();
   Metrics m;
   std::string error;
   ASSERT_TRUE(FetchMetrics(ReadyInfo(stack)["metrics"], &m, &error)) << error;

@@ -75,8 +75,8 @@ TEST(ControlMetricsTest, FamiliesAndValuesMatchTheTrafficSent) {
   EXPECT_EQ(0, m0.Get("ktls_handshakes_completed_total",
                       "version=\"TLSv1.3\",cipher=\"TLS_CHACHA20_POLY1305_SHA256\""));
   EXPECT_EQ(1, m0.Sum("ktls_build_info"));
-  const double not_after = m0.Get("ktls_certificate_not_after_timestamp_seconds",
-                                  "certificate=\"development\"");
+  const double not_after =
+      m0.Get("ktls_certificate_not_after_timestamp_seconds", "certificate=\"development\"");
   EXPECT_NEAR(static_cast<double>(std::time(nullptr)) + 30 * 86400, not_after, 2 * 86400);
   EXPECT_GE(m0.Get("ktls_control_requests_total",
                    "method=\"/ktls.v1.TelemetryService/GetStats\",code=\"OK\""),
@@ -105,7 +105,8 @@ TEST(ControlMetricsTest, FamiliesAndValuesMatchTheTrafficSent) {
                        "version=\"TLSv1.3\",cipher=\"TLS_AES_128_GCM_SHA256\""));
   EXPECT_EQ(k12, Delta(m0, m1, "ktls_handshakes_completed_total",
                        "version=\"TLSv1.2\",cipher=\"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\""));
-  EXPECT_EQ(kOk, m1.Sum("ktls_handshakes_completed_total") - m0.Sum("ktls_handshakes_completed_total"));
+  EXPECT_EQ(kOk,
+            m1.Sum("ktls_handshakes_completed_total") - m0.Sum("ktls_handshakes_completed_total"));
   EXPECT_EQ(1, Delta(m0, m1, "ktls_handshakes_failed_total", "reason=\"not_tls\""));
   EXPECT_EQ(1, m1.Sum("ktls_handshakes_failed_total") - m0.Sum("ktls_handshakes_failed_total"));
   EXPECT_EQ(kOk, Delta(m0, m1, "ktls_handshake_duration_seconds_count"));
@@ -118,10 +119,10 @@ TEST(ControlMetricsTest, FamiliesAndValuesMatchTheTrafficSent) {
   EXPECT_EQ(1, m1.Get("ktls_apps_connected"));
   EXPECT_EQ(kOk, Delta(m0, m1, "ktls_certificate_handshakes_total", "certificate=\"development\""));
 
-  const double tx_ok = Delta(m0, m1, "ktls_kernel_tls_installs_total",
-                             "direction=\"tx\",result=\"ok\"");
-  const double rx_ok = Delta(m0, m1, "ktls_kernel_tls_installs_total",
-                             "direction=\"rx\",result=\"ok\"");
+  const double tx_ok =
+      Delta(m0, m1, "ktls_kernel_tls_installs_total", "direction=\"tx\",result=\"ok\"");
+  const double rx_ok =
+      Delta(m0, m1, "ktls_kernel_tls_installs_total", "direction=\"rx\",result=\"ok\"");
   if (ExpectOffload()) {
     // The VM suite: the kernel did the crypto, and says so in /proc/net/tls_stat.
     EXPECT_EQ(1, m1.Get("ktls_kernel_tls_available"));

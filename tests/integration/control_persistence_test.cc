@@ -133,8 +133,8 @@ TEST(ControlPersistenceTest, CommittedStateSurvivesARestartAndACorruptFileIsSkip
         << issues[state_dir + "/certificates/b.state"];
     EXPECT_FALSE(issues[state_dir + "/session_ticket_keys.state"].empty());
     EXPECT_EQ("not a .state file", issues[state_dir + "/certificates/README"]);
-    EXPECT_NE(std::string::npos, third.AgentLog().find("state: skipping " + state_dir +
-                                                       "/certificates/b.state"));
+    EXPECT_NE(std::string::npos,
+              third.AgentLog().find("state: skipping " + state_dir + "/certificates/b.state"));
     Metrics m;
     std::string error;
     ASSERT_TRUE(FetchMetrics(ReadyInfo(third)["metrics"], &m, &error)) << error;

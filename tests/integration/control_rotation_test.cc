@@ -132,10 +132,9 @@ TEST(ControlRotationTest, RotateWhileTwoHundredClientsHandshakeInALoop) {
   }
   v1::Stats after;
   ASSERT_TRUE(control.telemetry->GetStats(Ctx().get(), {}, &after).ok());
-  const uint64_t agent_failed = after.counters().at("handshakes_failed") -
-                                before.counters().at("handshakes_failed") +
-                                after.counters().at("handshake_timeouts") -
-                                before.counters().at("handshake_timeouts");
+  const uint64_t agent_failed =
+      after.counters().at("handshakes_failed") - before.counters().at("handshakes_failed") +
+      after.counters().at("handshake_timeouts") - before.counters().at("handshake_timeouts");
   const double commit_ms =
       std::chrono::duration<double, std::milli>(commit_done - commit_start).count();
   const double effect_ms =

@@ -19,8 +19,8 @@ namespace {
 struct Suite {
   const char* name;
   int version;
-  const char* cipher;       // OpenSSL name as the client configures it
-  const char* iana;         // what the agent reports
+  const char* cipher;  // OpenSSL name as the client configures it
+  const char* iana;    // what the agent reports
 };
 
 const Suite kSuites[] = {
@@ -49,10 +49,10 @@ void ExpectDataPath(const Stack& stack, const std::string& conninfo) {
   const std::string path = JsonString(conninfo, "data_path");
   if (ExpectOffload()) {
     EXPECT_EQ("ktls", path) << "kTLS expected but not active: " << conninfo;
-    EXPECT_TRUE(JsonBool(conninfo, "kernel_tx")) << "kernel reports no TLS_TX on the app's fd: "
-                                                 << conninfo;
-    EXPECT_TRUE(JsonBool(conninfo, "kernel_rx")) << "kernel reports no TLS_RX on the app's fd: "
-                                                 << conninfo;
+    EXPECT_TRUE(JsonBool(conninfo, "kernel_tx"))
+        << "kernel reports no TLS_TX on the app's fd: " << conninfo;
+    EXPECT_TRUE(JsonBool(conninfo, "kernel_rx"))
+        << "kernel reports no TLS_RX on the app's fd: " << conninfo;
   } else if (!stack.ktls_available()) {
     EXPECT_EQ("relay", path) << conninfo;
     EXPECT_FALSE(JsonString(conninfo, "fallback_reason").empty()) << conninfo;
@@ -198,10 +198,11 @@ TEST_F(StackTest, BigDownloadMatchesPattern) {
 TEST_F(StackTest, OpensslSClientBothVersions) {
   for (const char* v : {"-tls1_2", "-tls1_3"}) {
     std::string out;
-    std::string cmd = "printf 'GET /conninfo HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: "
-                      "close\\r\\n\\r\\n' | timeout 60 openssl s_client -connect 127.0.0.1:" +
-                      std::to_string(stack_->port()) + " -servername localhost " + v +
-                      " -ign_eof -quiet 2>/dev/null";
+    std::string cmd =
+        "printf 'GET /conninfo HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: "
+        "close\\r\\n\\r\\n' | timeout 60 openssl s_client -connect 127.0.0.1:" +
+        std::to_string(stack_->port()) + " -servername localhost " + v +
+        " -ign_eof -quiet 2>/dev/null";
     int rc = RunCommand(cmd, &out);
     EXPECT_EQ(0, rc) << v << ": " << out;
     EXPECT_NE(std::string::npos, out.find("HTTP/1.1 200")) << v << ": " << out;
@@ -227,10 +228,10 @@ TEST(RobustnessTest, GarbageClientHelloIsRejectedAndOthersAreServed) {
   Stack stack(AgentOptions{{"--handshake_timeout_ms=1500"}});
   Stack* stack_ = &stack;
   const std::string garbage[] = {
-      std::string(300, '\x42'),                               // not TLS at all
-      std::string("\x16\x03\x01\xff\xff\x01\x00\xff\xfb", 9),   // oversize ClientHello header
+      std::string(300, '\x42'),                                     // not TLS at all
+      std::string("\x16\x03\x01\xff\xff\x01\x00\xff\xfb", 9),       // oversize ClientHello header
       std::string("\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00", 10),  // truncated ClientHello
-      "GET / HTTP/1.1\r\nHost: x\r\n\r\n",                   // plaintext HTTP
+      "GET / HTTP/1.1\r\nHost: x\r\n\r\n",                          // plaintext HTTP
   };
   for (const auto& g : garbage) {
     // The agent must answer (an alert) or close; it must not hang or crash.

@@ -20,19 +20,20 @@ int main(int argc, char** argv) {
   for (;;) {
     ktls_conn* conn;
     int rc = ktls_agent_accept(agent, &conn);
-    if (rc == KTLS_E_UNAVAILABLE) {  /* the agent restarted: subscribe again, keep going */
+    if (rc == KTLS_E_UNAVAILABLE) { /* the agent restarted: subscribe again, keep going */
       while (ktls_agent_reconnect(agent, 0) != KTLS_OK) sleep(1);
       continue;
     }
-    if (rc != KTLS_OK) continue;     /* a refused message; ktls_last_error() says why */
-    ktls_agent_grant(agent, 1);      /* ready for one more */
+    if (rc != KTLS_OK) continue; /* a refused message; ktls_last_error() says why */
+    ktls_agent_grant(agent, 1);  /* ready for one more */
 
     char req[8192];
     size_t have = 0;
     ssize_t n = 0;
-    while (have < sizeof(req) - 1 && (n = ktls_conn_read(conn, req + have, sizeof(req) - 1 - have, 0, NULL)) > 0) {
+    while (have < sizeof(req) - 1 &&
+           (n = ktls_conn_read(conn, req + have, sizeof(req) - 1 - have, 0, NULL)) > 0) {
       req[have += (size_t)n] = '\0';
-      if (strstr(req, "\r\n\r\n") != NULL) break;  /* the whole request head */
+      if (strstr(req, "\r\n\r\n") != NULL) break; /* the whole request head */
     }
     const ktls_conn_info* info = ktls_conn_get_info(conn);
     char body[256], resp[512];
@@ -43,7 +44,7 @@ int main(int argc, char** argv) {
                         "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
                         blen, body);
     if (n > 0) send(ktls_conn_fd(conn), resp, (size_t)rlen, MSG_NOSIGNAL);
-    ktls_shutdown(ktls_conn_fd(conn), SHUT_WR);  /* close_notify, then close */
+    ktls_shutdown(ktls_conn_fd(conn), SHUT_WR); /* close_notify, then close */
     ktls_conn_free(conn);
   }
 }

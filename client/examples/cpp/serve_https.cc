@@ -1,6 +1,7 @@
 // Serve HTTPS from C++ with the header-only wrapper ktls/ktls_client.hpp: ktls-agent terminates
 // TLS (kTLS or relay), this program reads and writes plaintext. One connection at a time.
-//   c++ -std=c++17 serve_https.cc -lktls_client -o serve_https && ./serve_https /run/ktls/handoff.sock
+//   c++ -std=c++17 serve_https.cc -lktls_client -o serve_https && ./serve_https
+//   /run/ktls/handoff.sock
 #include <unistd.h>
 
 #include <cstdio>
@@ -34,8 +35,9 @@ int main(int argc, char** argv) {
       request.append(buf, static_cast<size_t>(n));
     }
     if (n <= 0) continue;  // closed or failed before a whole request; ~Connection closes it
-    const std::string body = std::string("hello from C++ over ") + (conn.ktls() ? "kTLS" : "relay") +
-                             " (" + conn.info().tls_version + ", " + conn.info().cipher + ")\n";
+    const std::string body = std::string("hello from C++ over ") +
+                             (conn.ktls() ? "kTLS" : "relay") + " (" + conn.info().tls_version +
+                             ", " + conn.info().cipher + ")\n";
     conn.WriteAll("HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) +
                   "\r\nConnection: close\r\n\r\n" + body);
     conn.ShutdownWrite();  // close_notify; the descriptor closes with `conn`

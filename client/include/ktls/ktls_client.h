@@ -7,9 +7,9 @@
  *   subscribe     ktls_agent_connect()      one subscription = one Unix socket to the agent
  *   take          ktls_agent_accept()       a ktls_conn: descriptor + metadata + already-read bytes
  *   credits       ktls_agent_grant()        "I can take n more connections"
- *   restart       ktls_agent_reconnect()    after the agent restarted; nothing the app holds is lost
- *   outbound      ktls_agent_dial()         the agent dials host:port as a TLS client for the app
- *   I/O           ktls_conn_read(), ktls_recv(), ktls_readv(): plaintext in; write()/writev()/
+ *   restart       ktls_agent_reconnect()    after the agent restarted; nothing the app holds is
+ * lost outbound      ktls_agent_dial()         the agent dials host:port as a TLS client for the
+ * app I/O           ktls_conn_read(), ktls_recv(), ktls_readv(): plaintext in; write()/writev()/
  *                 sendfile() plaintext out; ktls_shutdown() for a clean close (close_notify)
  *
  * Guide with examples in C, C++ and Python: docs/app-integration.md.
@@ -119,8 +119,8 @@ typedef struct ktls_record_info {
 
 /* ==== Subscription ============================================================================ */
 
-typedef struct ktls_agent ktls_agent;  /* a subscription to one agent */
-typedef struct ktls_conn ktls_conn;    /* one connection handed over by the agent */
+typedef struct ktls_agent ktls_agent; /* a subscription to one agent */
+typedef struct ktls_conn ktls_conn;   /* one connection handed over by the agent */
 
 /* Connects to the agent's handoff socket (default /run/ktls/handoff.sock), subscribes as
  * `app_name` (free text, for the agent's logs and metrics) with `initial_credits` (how many
@@ -137,7 +137,8 @@ KTLS_API void ktls_agent_close(ktls_agent* agent);
 
 /* A descriptor for poll/epoll (level-triggered, EPOLLIN): readable whenever ktls_agent_accept()
  * has something to return (a connection, or the news that the agent went away). It stays the
- * same descriptor across ktls_agent_reconnect(), so register it once. Do not read it or close it. */
+ * same descriptor across ktls_agent_reconnect(), so register it once. Do not read it or close it.
+ */
 KTLS_API int ktls_agent_fd(const ktls_agent* agent);
 
 /* Non-blocking mode (non_blocking != 0): ktls_agent_accept() returns KTLS_E_AGAIN instead of
@@ -177,20 +178,21 @@ KTLS_API int ktls_agent_reconnect(ktls_agent* agent, int timeout_ms);
 KTLS_API const char* ktls_agent_version(const ktls_agent* agent);
 KTLS_API uint64_t ktls_agent_subscriber_id(const ktls_agent* agent);
 
-/* ==== Outbound connections ===================================================================== */
+/* ==== Outbound connections =====================================================================
+ */
 
 typedef struct ktls_dial_options {
   /* sizeof(ktls_dial_options), set by the caller (KTLS_DIAL_OPTIONS_INIT does). */
   size_t struct_size;
-  const char* host;           /* IP literal or DNS name (required) */
-  uint16_t port;              /* required */
-  const char* sni;            /* NULL/"": host when it is a DNS name, none for IP literals */
-  const char* alpn;           /* comma-separated preference list, e.g. "h2,http/1.1"; NULL: none */
-  const char* ca_file;        /* PEM bundle the AGENT can read; NULL: the system trust store */
-  const char* expected_name;  /* name the certificate must match; NULL: sni, else host */
-  int insecure_skip_verify;   /* tests only: no verification (peer_cert_verified is false) */
-  uint32_t timeout_ms;        /* connect + handshake, enforced by the agent; 0: 10000 */
-  const char* tls_version;    /* NULL/"": negotiate; "TLSv1.2" or "TLSv1.3": pin one */
+  const char* host;          /* IP literal or DNS name (required) */
+  uint16_t port;             /* required */
+  const char* sni;           /* NULL/"": host when it is a DNS name, none for IP literals */
+  const char* alpn;          /* comma-separated preference list, e.g. "h2,http/1.1"; NULL: none */
+  const char* ca_file;       /* PEM bundle the AGENT can read; NULL: the system trust store */
+  const char* expected_name; /* name the certificate must match; NULL: sni, else host */
+  int insecure_skip_verify;  /* tests only: no verification (peer_cert_verified is false) */
+  uint32_t timeout_ms;       /* connect + handshake, enforced by the agent; 0: 10000 */
+  const char* tls_version;   /* NULL/"": negotiate; "TLSv1.2" or "TLSv1.3": pin one */
 } ktls_dial_options;
 
 #define KTLS_DIAL_OPTIONS_INIT \
@@ -209,52 +211,52 @@ typedef struct ktls_dial_options {
  * Connections handed over while waiting are queued, not lost: ktls_agent_accept() returns them
  * (and ktls_agent_fd() is readable). Dials use no credits. Blocking even in non-blocking mode:
  * an event-loop app dials from a helper thread with its own ktls_agent (credits 0). */
-KTLS_API int ktls_agent_dial(ktls_agent* agent, const ktls_dial_options* options,
-                             ktls_conn** out);
+KTLS_API int ktls_agent_dial(ktls_agent* agent, const ktls_dial_options* options, ktls_conn** out);
 
-/* ==== Connections ============================================================================== */
+/* ==== Connections ==============================================================================
+ */
 
 #define KTLS_DATA_PATH_UNSPECIFIED 0
-#define KTLS_DATA_PATH_KTLS 1   /* the TCP socket itself, kTLS TX and RX installed */
-#define KTLS_DATA_PATH_RELAY 2  /* one end of a socketpair; the agent does the TLS */
+#define KTLS_DATA_PATH_KTLS 1  /* the TCP socket itself, kTLS TX and RX installed */
+#define KTLS_DATA_PATH_RELAY 2 /* one end of a socketpair; the agent does the TLS */
 
 #define KTLS_OFFLOAD_UNSPECIFIED 0
-#define KTLS_OFFLOAD_ACTIVE 1    /* the kernel holds this direction's keys */
-#define KTLS_OFFLOAD_INACTIVE 2  /* the agent's relay does this direction */
+#define KTLS_OFFLOAD_ACTIVE 1   /* the kernel holds this direction's keys */
+#define KTLS_OFFLOAD_INACTIVE 2 /* the agent's relay does this direction */
 
 /* Metadata of a connection, as the agent reported it. Owned by the ktls_conn (valid until
  * ktls_conn_free). Strings are never NULL ("" when absent). Fields are only ever added at the
  * end. */
 typedef struct ktls_conn_info {
-  uint64_t connection_id;      /* unique within one agent process */
-  const char* listener;        /* listener name from the agent's configuration ("" outbound) */
-  const char* peer_address;    /* client (inbound) or upstream (outbound) address, no brackets */
+  uint64_t connection_id;   /* unique within one agent process */
+  const char* listener;     /* listener name from the agent's configuration ("" outbound) */
+  const char* peer_address; /* client (inbound) or upstream (outbound) address, no brackets */
   uint32_t peer_port;
   const char* local_address;
   uint32_t local_port;
-  const char* sni;             /* server name the client asked for (inbound) / sent (outbound) */
-  const char* alpn;            /* negotiated protocol, "" if none */
-  const char* tls_version;     /* "TLSv1.2" or "TLSv1.3" */
-  uint32_t tls_version_code;   /* 0x0303 or 0x0304 */
-  const char* cipher;          /* IANA name, e.g. "TLS_AES_128_GCM_SHA256" */
-  int32_t data_path;           /* KTLS_DATA_PATH_* */
-  int32_t ktls_tx;             /* KTLS_OFFLOAD_* */
+  const char* sni;           /* server name the client asked for (inbound) / sent (outbound) */
+  const char* alpn;          /* negotiated protocol, "" if none */
+  const char* tls_version;   /* "TLSv1.2" or "TLSv1.3" */
+  uint32_t tls_version_code; /* 0x0303 or 0x0304 */
+  const char* cipher;        /* IANA name, e.g. "TLS_AES_128_GCM_SHA256" */
+  int32_t data_path;         /* KTLS_DATA_PATH_* */
+  int32_t ktls_tx;           /* KTLS_OFFLOAD_* */
   int32_t ktls_rx;
   const char* fallback_reason; /* why relayed instead of kTLS, "" for kTLS */
   bool resumed;                /* TLS session resumption was used */
   uint64_t handshake_micros;   /* accept (or connect) to handshake done */
   bool peer_cert_presented;    /* the peer sent a certificate */
-  bool peer_cert_verified;     /* and it verified (client CA bundle inbound, server trust outbound) */
-  const char* peer_subject;    /* RFC 2253 */
+  bool peer_cert_verified;  /* and it verified (client CA bundle inbound, server trust outbound) */
+  const char* peer_subject; /* RFC 2253 */
   const char* peer_issuer;
-  const char* peer_sha256_fingerprint;  /* hex, of the DER certificate */
+  const char* peer_sha256_fingerprint; /* hex, of the DER certificate */
   size_t peer_dns_san_count;
   const char* const* peer_dns_sans;
   size_t peer_uri_san_count;
-  const char* const* peer_uri_sans;     /* e.g. SPIFFE IDs */
-  size_t initial_data_bytes;   /* plaintext the agent read before the handoff (see pending) */
-  bool outbound;               /* produced by ktls_agent_dial */
-  uint64_t dial_request_id;    /* outbound: the request it answers */
+  const char* const* peer_uri_sans; /* e.g. SPIFFE IDs */
+  size_t initial_data_bytes;        /* plaintext the agent read before the handoff (see pending) */
+  bool outbound;                    /* produced by ktls_agent_dial */
+  uint64_t dial_request_id;         /* outbound: the request it answers */
 } ktls_conn_info;
 
 KTLS_API const ktls_conn_info* ktls_conn_get_info(const ktls_conn* conn);
@@ -286,7 +288,8 @@ KTLS_API ssize_t ktls_conn_readv(ktls_conn* conn, const struct iovec* iov, int i
  * close_notify: call ktls_shutdown(fd, SHUT_WR) first for a clean end. NULL is a no-op. */
 KTLS_API void ktls_conn_free(ktls_conn* conn);
 
-/* ==== I/O on handed descriptors ================================================================ */
+/* ==== I/O on handed descriptors ================================================================
+ */
 
 /* Reads plaintext application data, like recv(2), on a kTLS socket, a relay socketpair or any
  * stream socket. It reads with recvmsg and a control buffer, so the kernel reports each record's
@@ -346,7 +349,7 @@ KTLS_API const char* ktls_alert_name(uint8_t description);
 KTLS_API int ktls_kernel_has_rx_rekey(void);
 
 #ifdef __cplusplus
-}  /* extern "C" */
+} /* extern "C" */
 #endif
 
-#endif  /* KTLS_CLIENT_KTLS_CLIENT_H_ */
+#endif /* KTLS_CLIENT_KTLS_CLIENT_H_ */

@@ -43,9 +43,7 @@ struct Status {
   bool ok() const { return code == KTLS_OK; }
   explicit operator bool() const { return ok(); }
   const char* name() const { return ktls_status_name(code); }
-  std::string ToString() const {
-    return ok() ? "OK" : std::string(name()) + ": " + message;
-  }
+  std::string ToString() const { return ok() ? "OK" : std::string(name()) + ": " + message; }
   static Status FromCode(int code) {
     Status s;
     s.code = code;

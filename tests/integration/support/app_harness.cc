@@ -160,7 +160,7 @@ std::string Describe(const ProbeLine& line) {
 }
 
 std::unique_ptr<Process> StartAgent(const std::string& dir, const std::string& handoff_socket,
-                                   const std::string& name, int* port) {
+                                    const std::string& name, int* port) {
   const std::string ready = dir + "/" + name + ".ready";
   auto p = std::make_unique<Process>(
       AgentArgv(handoff_socket, ready, dir + "/" + name + ".control.sock"),
@@ -381,15 +381,15 @@ bool MemTlsClient::SendFatalAlert() {
 }
 
 // ---------------------------------------------------------------------------------------------
-TicketingUpstream::TicketingUpstream(const TestCert& cert, uint64_t download,
-                                     uint64_t ticket_every)
+TicketingUpstream::TicketingUpstream(const TestCert& cert, uint64_t download, uint64_t ticket_every)
     : cert_(cert), download_(download), ticket_every_(ticket_every) {
   listener_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof(a);
-  if (bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 || listen(listener_, 4) != 0 ||
+  if (bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      listen(listener_, 4) != 0 ||
       getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
     result_.error = std::string("listen: ") + strerror(errno);
     finished_ = true;
@@ -429,7 +429,8 @@ void TicketingUpstream::Run() {
   while (fd < 0) {
     if (expired()) return finish("no connection");
     pollfd p{listener_, POLLIN, 0};
-    if (poll(&p, 1, 100) > 0) fd = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (poll(&p, 1, 100) > 0)
+      fd = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
   }
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
   SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);

@@ -72,7 +72,7 @@ std::string Describe(const ProbeLine& line);
 // Another agent process (KTLS_AGENT_BIN) serving `handoff_socket` (e.g. a restarted agent for a
 // Stack's apps), files named after `name` in `dir`; waits until it is ready and sets *port.
 std::unique_ptr<Process> StartAgent(const std::string& dir, const std::string& handoff_socket,
-                                   const std::string& name, int* port);
+                                    const std::string& name, int* port);
 
 // ktls-probe-app serve subscribed to `stack`'s agent; waits for PROBE-READY.
 std::unique_ptr<Process> StartProbeApp(Stack& stack, const std::string& name = "probe");

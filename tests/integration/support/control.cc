@@ -2,8 +2,8 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,8 +15,8 @@
 #include "tests/integration/support/process.h"
 
 #include <chrono>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -247,7 +247,8 @@ HandshakeResult Handshake(int port, const HandshakeOptions& o) {
       }
       r.ok = true;
       if (o.request) {
-        const std::string req = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        const std::string req =
+            "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
         if (SSL_write(ssl, req.data(), static_cast<int>(req.size())) <= 0) {
           error("write");
           r.ok = false;

@@ -63,17 +63,17 @@ std::string FingerprintOfPem(const std::string& cert_pem);
 struct HandshakeOptions {
   std::string sni = "localhost";
   int tls_version = TLS1_3_VERSION;
-  X509* client_cert = nullptr;      // not owned
-  EVP_PKEY* client_key = nullptr;   // not owned
-  SSL_SESSION* resume = nullptr;    // not owned: offered for resumption
-  bool request = true;              // send GET /healthz and read the answer (collects tickets)
+  X509* client_cert = nullptr;     // not owned
+  EVP_PKEY* client_key = nullptr;  // not owned
+  SSL_SESSION* resume = nullptr;   // not owned: offered for resumption
+  bool request = true;             // send GET /healthz and read the answer (collects tickets)
 };
 struct HandshakeResult {
   bool ok = false;
   std::string error;
   bool resumed = false;
-  std::string fingerprint;  // served leaf, SHA-256 hex
-  std::string response;     // what the app answered
+  std::string fingerprint;         // served leaf, SHA-256 hex
+  std::string response;            // what the app answered
   SSL_SESSION* session = nullptr;  // owned by the caller (SSL_SESSION_free), after the request
 };
 // A blocking TLS client on a plain socket: for client certificates and session resumption.

@@ -125,7 +125,8 @@ Stack::Stack(AgentOptions options) {
     if (ready.empty()) SleepMs(20);
   }
   if (ready.empty()) {
-    if (options.expect_ready) ADD_FAILURE() << "agent did not become ready; log:\n" << agent_->Log();
+    if (options.expect_ready)
+      ADD_FAILURE() << "agent did not become ready; log:\n" << agent_->Log();
     return;
   }
   port_ = ReadyFilePort(ready);
@@ -145,8 +146,10 @@ void Stack::StartApp(int workers) {
     up = e.ok && e.status == 200;
     if (!up) SleepMs(50);
   }
-  if (!up) ADD_FAILURE() << "demo app not serving; app log:\n" << proc->Log() << "\nagent log:\n"
-                         << agent_->Log();
+  if (!up)
+    ADD_FAILURE() << "demo app not serving; app log:\n"
+                  << proc->Log() << "\nagent log:\n"
+                  << agent_->Log();
   if (!app_) app_ = std::move(proc);
   else extra_apps_.push_back(std::move(proc));
 }

@@ -283,12 +283,15 @@ TEST_F(AgentTest, ConnectionWaitingTooLongForCreditIsClosedCleanly) {
   v1::ConnectionInfo info;
   int fd = app_->ReceiveHandoff(&info);
   ASSERT_GE(fd, 0);
-  TestClient& waiting = info.peer().port() == [&] {
-    sockaddr_in s{};
-    socklen_t l = sizeof(s);
-    getsockname(a.fd(), reinterpret_cast<sockaddr*>(&s), &l);
-    return static_cast<uint32_t>(ntohs(s.sin_port));
-  }() ? b : a;
+  TestClient& waiting = info.peer().port() ==
+                                [&] {
+                                  sockaddr_in s{};
+                                  socklen_t l = sizeof(s);
+                                  getsockname(a.fd(), reinterpret_cast<sockaddr*>(&s), &l);
+                                  return static_cast<uint32_t>(ntohs(s.sin_port));
+                                }()
+                            ? b
+                            : a;
   EXPECT_TRUE(waiting.ReadCloseNotify());
   EXPECT_EQ(1u, agent_->stats().handoffs_expired.load());
   close(fd);

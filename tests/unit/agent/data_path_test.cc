@@ -44,15 +44,15 @@ class DataPathTest : public ::testing::Test {
   void SetUp() override {
     // TX and the ULP "fail" during the handshake so OpenSSL keeps every direction in userspace.
     ON_CALL(sys_, SetSockOpt(_, _, _, _, _))
-        .WillByDefault(Invoke([this](int fd, int level, int name, const void* v,
-                                     socklen_t l) -> SysResult {
-          if (level == IPPROTO_TCP && name == TCP_ULP) return SysResult{-1, ENOENT};
-          if (level == SOL_TLS && name == TLS_RX) {
-            rx_info_.assign(static_cast<const char*>(v), l);
-            return rx_result_;
-          }
-          return sys_.real().SetSockOpt(fd, level, name, v, l);
-        }));
+        .WillByDefault(
+            Invoke([this](int fd, int level, int name, const void* v, socklen_t l) -> SysResult {
+              if (level == IPPROTO_TCP && name == TCP_ULP) return SysResult{-1, ENOENT};
+              if (level == SOL_TLS && name == TLS_RX) {
+                rx_info_.assign(static_cast<const char*>(v), l);
+                return rx_result_;
+              }
+              return sys_.real().SetSockOpt(fd, level, name, v, l);
+            }));
     auto ctx = TlsContext::Create(TlsOptions{}, KernelProbeResult{});
     ASSERT_TRUE(ctx.ok()) << ctx.status();
     tls_ = std::move(*ctx);
@@ -158,9 +158,8 @@ TEST_F(DataPathTest, AnExplicitKeyIsInstalledWithItsRecordSequence) {
   // client's secret, as the server would see it, and 3 records).
   std::string secret = absl::HexStringToBytes(client_.ClientTrafficSecretHex());
   ASSERT_FALSE(secret.empty());
-  Tls13RxKey key{absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(secret.data()),
-                                     secret.size()),
-                 3, true};
+  Tls13RxKey key{
+      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(secret.data()), secret.size()), 3, true};
   DataPathDecision d = Decide(OffloadPolicy::kPreferred, key);
   ASSERT_EQ(DataPath::kHandoff, d.path) << d.offload.reason_text;
   auto cipher =
@@ -174,9 +173,9 @@ TEST_F(DataPathTest, AnExplicitKeyIsInstalledWithItsRecordSequence) {
 
 TEST_F(DataPathTest, AKeyInsideARecordIsNotInstalled) {
   std::string secret = absl::HexStringToBytes(client_.ClientTrafficSecretHex());
-  Tls13RxKey key{absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(secret.data()),
-                                     secret.size()),
-                 1, /*at_record_boundary=*/false};
+  Tls13RxKey key{
+      absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(secret.data()), secret.size()), 1,
+      /*at_record_boundary=*/false};
   DataPathDecision d = Decide(OffloadPolicy::kPreferred, key);
   EXPECT_EQ(DataPath::kRelay, d.path);
   EXPECT_EQ(FallbackReason::kBufferedRecords, d.offload.reason);
@@ -199,8 +198,8 @@ class EnterDataPathTest : public DataPathTest {
     ASSERT_TRUE(broker.ok()) << broker.status();
     broker_ = std::move(*broker);
     ctx_ = std::make_unique<DataPlaneContext>(DataPlaneContext{
-        sys_, *loop_, *tls_, *certs_, stats_, *broker_, OffloadPolicy::kPreferred, 65536,
-        next_id_, [](EventHandler*) {}, [this](std::unique_ptr<EventHandler>) { ++adopted_; }});
+        sys_, *loop_, *tls_, *certs_, stats_, *broker_, OffloadPolicy::kPreferred, 65536, next_id_,
+        [](EventHandler*) {}, [this](std::unique_ptr<EventHandler>) { ++adopted_; }});
   }
   void TearDown() override {
     broker_.reset();
@@ -241,8 +240,7 @@ TEST_F(EnterDataPathTest, RefusalSendsCloseNotifyAndSaysWhy) {
   EXPECT_EQ(FallbackReason::kModuleMissing, d.offload.reason);
   absl::StatusOr<UniqueFd> out = EnterDataPath(*ctx_, d, 1, Stream(), nullptr);
   ASSERT_FALSE(out.ok());
-  EXPECT_THAT(std::string(out.status().message()),
-              ::testing::StartsWith("offload=required: "));
+  EXPECT_THAT(std::string(out.status().message()), ::testing::StartsWith("offload=required: "));
   EXPECT_NE(std::string::npos, out.status().message().find("ENOENT")) << out.status();
   EXPECT_TRUE(client_.ReadCloseNotify());
   EXPECT_EQ(0, adopted_);
@@ -255,8 +253,7 @@ TEST_F(EnterDataPathTest, ARelayWithoutASocketpairIsARelayError) {
   EXPECT_CALL(sys_, SocketPair(_, _, _, _)).WillOnce(Return(SysResult{-1, EMFILE}));
   absl::StatusOr<UniqueFd> out = EnterDataPath(*ctx_, d, 1, Stream(), nullptr);
   ASSERT_FALSE(out.ok());
-  EXPECT_THAT(std::string(out.status().message()),
-              ::testing::StartsWith("socketpair for relay: "));
+  EXPECT_THAT(std::string(out.status().message()), ::testing::StartsWith("socketpair for relay: "));
   EXPECT_EQ(1u, stats_.relay_errors.load());
   EXPECT_EQ(0, adopted_);
   EXPECT_TRUE(client_.ServerClosed());

@@ -215,8 +215,9 @@ TEST_P(DialerVersionTest, VerifiesOffloadsAndResumesOnTheSecondDial) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Versions, DialerVersionTest,
-                         ::testing::Values(TLS1_3_VERSION, TLS1_2_VERSION),
-                         [](const auto& i) { return i.param == TLS1_3_VERSION ? "Tls13" : "Tls12"; });
+                         ::testing::Values(TLS1_3_VERSION, TLS1_2_VERSION), [](const auto& i) {
+                           return i.param == TLS1_3_VERSION ? "Tls13" : "Tls12";
+                         });
 
 TEST_F(DialerTest, UntrustedServerIsRejectedWithTheReasonAndNoFd) {
   EchoServer server(leaf_, TLS1_3_VERSION);

@@ -38,15 +38,15 @@ class KtlsInstallerTest : public ::testing::TestWithParam<const char*> {
   void SetUp() override {
     // TX and the ULP "fail" during the handshake so OpenSSL keeps every direction in userspace.
     ON_CALL(sys_, SetSockOpt(_, _, _, _, _))
-        .WillByDefault(Invoke([this](int fd, int level, int name, const void* v,
-                                     socklen_t l) -> SysResult {
-          if (level == IPPROTO_TCP && name == TCP_ULP) return SysResult{-1, ENOENT};
-          if (level == SOL_TLS && name == TLS_RX) {
-            rx_info_.assign(static_cast<const char*>(v), l);
-            return rx_result_;
-          }
-          return sys_.real().SetSockOpt(fd, level, name, v, l);
-        }));
+        .WillByDefault(
+            Invoke([this](int fd, int level, int name, const void* v, socklen_t l) -> SysResult {
+              if (level == IPPROTO_TCP && name == TCP_ULP) return SysResult{-1, ENOENT};
+              if (level == SOL_TLS && name == TLS_RX) {
+                rx_info_.assign(static_cast<const char*>(v), l);
+                return rx_result_;
+              }
+              return sys_.real().SetSockOpt(fd, level, name, v, l);
+            }));
     KernelProbeResult probe;
     TlsOptions options;
     auto ctx = TlsContext::Create(options, probe);
@@ -128,7 +128,8 @@ TEST_P(KtlsInstallerTest, Tls13RxKeysAreDerivedFromTheClientTrafficSecretWithSeq
   // What went to setsockopt(TLS_RX) equals an independent derivation from the CLIENT's keylog.
   std::string secret = absl::HexStringToBytes(client_.ClientTrafficSecretHex());
   ASSERT_FALSE(secret.empty());
-  auto cipher = KtlsCipherFromSuiteId(SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(ssl_.get())));
+  auto cipher =
+      KtlsCipherFromSuiteId(SSL_CIPHER_get_protocol_id(SSL_get_current_cipher(ssl_.get())));
   ASSERT_TRUE(cipher.has_value());
   auto expected = CryptoInfo::FromTls13TrafficSecret(
       Direction::kRx, *cipher,

@@ -30,8 +30,8 @@ TEST(PemTest, CertificatesInOrderAndTheFailingBlockNamed) {
   const TestCert ca = MakeCa("pem CA");
   const TestCert leaf = MakeCert({"leaf", {"leaf.test"}}, &ca);
   int failed = 0;
-  absl::StatusOr<std::vector<X509Ptr>> both = ParsePemCertificates(leaf.cert_pem + ca.cert_pem,
-                                                                    &failed);
+  absl::StatusOr<std::vector<X509Ptr>> both =
+      ParsePemCertificates(leaf.cert_pem + ca.cert_pem, &failed);
   ASSERT_TRUE(both.ok()) << both.status();
   ASSERT_EQ(2u, both->size());
   EXPECT_EQ(0, X509_cmp((*both)[0].get(), leaf.cert.get()));

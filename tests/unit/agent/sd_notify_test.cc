@@ -86,9 +86,8 @@ TEST(SdNotifyTest, EintrIsRetriedOtherErrorsReported) {
   NiceMock<MockSysCalls> sys;
   EXPECT_CALL(sys, SendMsg(_, _, _))
       .WillOnce(Return(SysResult{-1, EINTR}))
-      .WillOnce([&sys](int f, const msghdr* m, int flags) {
-        return sys.real().SendMsg(f, m, flags);
-      });
+      .WillOnce(
+          [&sys](int f, const msghdr* m, int flags) { return sys.real().SendMsg(f, m, flags); });
   EXPECT_TRUE(SdNotify(sys, name, "READY=1").ok());
   EXPECT_EQ("READY=1", Receive(fd));
 

@@ -86,8 +86,7 @@ TEST(SessionTicketKeysTest, FormatsAndLimits) {
   ASSERT_TRUE(keys.ok()) << keys.status();
   EXPECT_EQ(32u, (*keys)->keys()[0].key_len);
   EXPECT_EQ(16u, (*keys)->keys()[1].key_len);
-  EXPECT_EQ("78787878787878787878787878787878",
-            (*keys)->keys()[0].NameHex());
+  EXPECT_EQ("78787878787878787878787878787878", (*keys)->keys()[0].NameHex());
   std::vector<std::string> bytes = (*keys)->Serialize();
   EXPECT_EQ(std::string(80, 'x'), bytes[0]);
   EXPECT_EQ(std::string(48, 'y'), bytes[1]);
@@ -158,8 +157,7 @@ TEST_P(SessionTicketsTest, ClientTrustSwapAppliesToNewHandshakesAndEndsOldSessio
 }
 
 INSTANTIATE_TEST_SUITE_P(Versions, SessionTicketsTest,
-                         ::testing::Values(TLS1_2_VERSION, TLS1_3_VERSION),
-                         [](const auto& info) {
+                         ::testing::Values(TLS1_2_VERSION, TLS1_3_VERSION), [](const auto& info) {
                            return info.param == TLS1_3_VERSION ? "Tls13" : "Tls12";
                          });
 

@@ -70,7 +70,8 @@ TEST(StatsListsTest, EnumLabelsFollowTheirLists) {
   EXPECT_EQ("timeout", HandshakeFailureReasonLabel(HandshakeFailureReason::kTimeout));
   EXPECT_EQ("protocol_error", HandshakeFailureReasonLabel(HandshakeFailureReason::kProtocol));
   EXPECT_EQ("unknown", HandshakeFailureReasonLabel(HandshakeFailureReason::kCount));
-  EXPECT_EQ("bad_ticket_key", control::ValidationFailureLabel(control::ValidationFailure::kBadTicketKey));
+  EXPECT_EQ("bad_ticket_key",
+            control::ValidationFailureLabel(control::ValidationFailure::kBadTicketKey));
   EXPECT_EQ("other", control::ValidationFailureLabel(control::ValidationFailure::kCount));
   EXPECT_EQ("cert_dir", control::ReloadSourceLabel(control::ReloadSource::kCertDir));
   EXPECT_EQ("api", control::ReloadSourceLabel(control::ReloadSource::kCount));
@@ -83,18 +84,19 @@ TEST(StatsListsTest, EnumLabelsFollowTheirLists) {
   seen.clear();
   for (absl::string_view l : kHandshakeFailureReasonLabels) EXPECT_TRUE(seen.insert(l).second) << l;
   seen.clear();
-  for (absl::string_view l : control::kValidationFailureLabels) EXPECT_TRUE(seen.insert(l).second) << l;
+  for (absl::string_view l : control::kValidationFailureLabels)
+    EXPECT_TRUE(seen.insert(l).second) << l;
 }
 
 TEST(StatsListsTest, MetricLabelsNameTheLabelOfEachEnum) {
   EXPECT_EQ((MetricLabels{{"reason", "tls_module_missing"}}),
             MetricLabelsOf(FallbackReason::kModuleMissing));
-  EXPECT_EQ((MetricLabels{{"reason", "not_tls"}}),
-            MetricLabelsOf(HandshakeFailureReason::kNotTls));
-  EXPECT_EQ((MetricLabels{{"reason", "expired"}}), MetricLabelsOf(control::ValidationFailure::kExpired));
-  EXPECT_EQ((MetricLabels{{"version", "TLSv1.2"},
-                          {"cipher", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"}}),
-            MetricLabelsOf(TlsSuite::kTls12RsaAes128Gcm));
+  EXPECT_EQ((MetricLabels{{"reason", "not_tls"}}), MetricLabelsOf(HandshakeFailureReason::kNotTls));
+  EXPECT_EQ((MetricLabels{{"reason", "expired"}}),
+            MetricLabelsOf(control::ValidationFailure::kExpired));
+  EXPECT_EQ(
+      (MetricLabels{{"version", "TLSv1.2"}, {"cipher", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"}}),
+      MetricLabelsOf(TlsSuite::kTls12RsaAes128Gcm));
 }
 
 TEST(StatsListsTest, SuiteOfANegotiatedVersionAndCipher) {

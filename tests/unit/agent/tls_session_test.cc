@@ -88,10 +88,9 @@ class TlsSessionTest : public ::testing::Test {
   // The connect role takes over a registration for EPOLLOUT (the dialer's wait for connect).
   std::unique_ptr<TlsSession> ConnectSession(SslPtr ssl) {
     EXPECT_TRUE(loop_->Add(client_fd_, EPOLLOUT, &client_handler_).ok());
-    auto s = std::make_unique<TlsSession>(*loop_, sys_, TlsRole::kConnect,
-                                          UniqueFd(sys_, client_fd_), std::move(ssl), absl::Now(),
-                                          absl::Now() + absl::Seconds(5), &client_,
-                                          &client_handler_);
+    auto s = std::make_unique<TlsSession>(
+        *loop_, sys_, TlsRole::kConnect, UniqueFd(sys_, client_fd_), std::move(ssl), absl::Now(),
+        absl::Now() + absl::Seconds(5), &client_, &client_handler_);
     client_handler_.session = s.get();
     return s;
   }

@@ -93,7 +93,8 @@ TEST_F(OptionsTest, ValuesAreChecked) {
   EXPECT_THAT(Parse({"--count=11"}).message(), HasSubstr("--count=11: expected 1..10"));
   EXPECT_THAT(Parse({"--count=x"}).message(), HasSubstr("expected a number"));
   EXPECT_THAT(Parse({"--credits=-1"}).message(), HasSubstr("expected 0..4294967295"));
-  EXPECT_THAT(Parse({"--mode=medium"}).message(), HasSubstr("--mode=medium: expected fast or slow"));
+  EXPECT_THAT(Parse({"--mode=medium"}).message(),
+              HasSubstr("--mode=medium: expected fast or slow"));
   EXPECT_THAT(Parse({"--name"}).message(), HasSubstr("--name needs a value"));
 }
 

@@ -25,12 +25,12 @@
 namespace ktls::client {
 namespace {
 
+using testing::DialResultMessage;
 using testing::FakeAgent;
 using testing::HandoffMessage;
 using testing::OpenFds;
-using testing::StreamPair;
-using testing::DialResultMessage;
 using testing::Readable;
+using testing::StreamPair;
 
 using ::testing::HasSubstr;
 
@@ -410,13 +410,14 @@ TEST(AgentSubscriptionTest, DialFailureCarriesTheAgentsReasonAndNoDescriptor) {
   const std::set<int> before = OpenFds();
   absl::StatusOr<HandedConnection> conn =
       DialWith(*sub, agent, Request("bad.test", 443), [&](const v1::DialRequest& d) {
-        agent.Send(DialResultMessage(
-            d.request_id(), false,
-            "certificate verify failed: unable to get local issuer certificate"));
+        agent.Send(
+            DialResultMessage(d.request_id(), false,
+                              "certificate verify failed: unable to get local issuer certificate"));
       });
   ASSERT_FALSE(conn.ok());
   EXPECT_EQ(absl::StatusCode::kAborted, conn.status().code());
-  EXPECT_THAT(std::string(conn.status().message()), HasSubstr("dial bad.test:443: certificate verify failed"));
+  EXPECT_THAT(std::string(conn.status().message()),
+              HasSubstr("dial bad.test:443: certificate verify failed"));
   EXPECT_EQ(before, OpenFds());
 }
 

@@ -25,9 +25,9 @@ namespace {
 using testing::DialResultMessage;
 using testing::FakeAgent;
 using testing::HandoffMessage;
+using ::testing::HasSubstr;
 using testing::Readable;
 using testing::StreamPair;
-using ::testing::HasSubstr;
 
 // The ABI: these offsets are what compiled applications use.
 static_assert(sizeof(ktls_record_info) == 64);

@@ -47,12 +47,14 @@ TEST(ParseRequestHeadTest, ExpectContinue) {
 }
 
 TEST(ParseRequestHeadTest, RefusesWhatItDoesNotServe) {
-  EXPECT_EQ(411, ParseRequestHead("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n")
-                     .error_status);
-  EXPECT_EQ(501, ParseRequestHead("POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")
-                     .error_status);
-  EXPECT_EQ(413, ParseRequestHead("POST /echo HTTP/1.1\r\nContent-Length: 16777217\r\n\r\n")
-                     .error_status);
+  EXPECT_EQ(
+      411,
+      ParseRequestHead("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").error_status);
+  EXPECT_EQ(
+      501, ParseRequestHead("POST /echo HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n").error_status);
+  EXPECT_EQ(
+      413,
+      ParseRequestHead("POST /echo HTTP/1.1\r\nContent-Length: 16777217\r\n\r\n").error_status);
   EXPECT_EQ(ParseStatus::kComplete,
             ParseRequestHead("POST /echo HTTP/1.1\r\nContent-Length: 16777216\r\n\r\n").status);
   EXPECT_EQ(505, ParseRequestHead("GET / HTTP/2.0\r\n\r\n").error_status);
@@ -77,9 +79,9 @@ TEST(ParseRequestHeadTest, RejectsMalformedHeads) {
     EXPECT_EQ(400, r.error_status) << bad;
   }
   // Repeating the same length is allowed (RFC 9110 8.6).
-  EXPECT_EQ(ParseStatus::kComplete,
-            ParseRequestHead("POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n")
-                .status);
+  EXPECT_EQ(
+      ParseStatus::kComplete,
+      ParseRequestHead("POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n").status);
 }
 
 TEST(ResponseHeadTest, Shape) {

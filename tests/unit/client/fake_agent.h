@@ -163,7 +163,7 @@ inline v1::AgentToApp HandoffMessage(uint64_t id, const std::string& initial_dat
 }
 
 inline v1::AgentToApp DialResultMessage(uint64_t request_id, bool ok, const std::string& error,
-                                       uint64_t connection_id = 0) {
+                                        uint64_t connection_id = 0) {
   v1::AgentToApp m;
   v1::DialResult* r = m.mutable_dial_result();
   r->set_request_id(request_id);

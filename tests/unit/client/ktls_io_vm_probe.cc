@@ -32,15 +32,31 @@
 #include "ktls/ktls_client.h"
 
 static int failures = 0;
-#define CHECK(cond, ...) do { if (cond) { printf("PASS %s\n", #cond); } else { ++failures; printf("FAIL %s: ", #cond); printf(__VA_ARGS__); printf(" (errno=%d %s)\n", errno, strerror(errno)); } } while (0)
+#define CHECK(cond, ...)                                  \
+  do {                                                    \
+    if (cond) {                                           \
+      printf("PASS %s\n", #cond);                         \
+    } else {                                              \
+      ++failures;                                         \
+      printf("FAIL %s: ", #cond);                         \
+      printf(__VA_ARGS__);                                \
+      printf(" (errno=%d %s)\n", errno, strerror(errno)); \
+    }                                                     \
+  } while (0)
 
-struct Pair { int client, server; };
+struct Pair {
+  int client, server;
+};
 
 Pair Connect() {
   int l = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{}; a.sin_family = AF_INET; a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(l, (sockaddr*)&a, sizeof a); listen(l, 1);
-  socklen_t len = sizeof a; getsockname(l, (sockaddr*)&a, &len);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(l, (sockaddr*)&a, sizeof a);
+  listen(l, 1);
+  socklen_t len = sizeof a;
+  getsockname(l, (sockaddr*)&a, &len);
   int c = socket(AF_INET, SOCK_STREAM, 0);
   connect(c, (sockaddr*)&a, sizeof a);
   int s = accept(l, nullptr, nullptr);
@@ -50,15 +66,19 @@ Pair Connect() {
 
 bool Install128(int fd, int dir, unsigned char keybyte, unsigned short version) {
   tls12_crypto_info_aes_gcm_128 ci{};
-  ci.info.version = version; ci.info.cipher_type = TLS_CIPHER_AES_GCM_128;
-  memset(ci.key, keybyte, sizeof ci.key); memset(ci.salt, keybyte + 1, sizeof ci.salt);
+  ci.info.version = version;
+  ci.info.cipher_type = TLS_CIPHER_AES_GCM_128;
+  memset(ci.key, keybyte, sizeof ci.key);
+  memset(ci.salt, keybyte + 1, sizeof ci.salt);
   memset(ci.iv, keybyte + 2, sizeof ci.iv);
   return setsockopt(fd, SOL_TLS, dir, &ci, sizeof ci) == 0;
 }
 bool Install256(int fd, int dir, unsigned char keybyte, unsigned short version) {
   tls12_crypto_info_aes_gcm_256 ci{};
-  ci.info.version = version; ci.info.cipher_type = TLS_CIPHER_AES_GCM_256;
-  memset(ci.key, keybyte, sizeof ci.key); memset(ci.salt, keybyte + 1, sizeof ci.salt);
+  ci.info.version = version;
+  ci.info.cipher_type = TLS_CIPHER_AES_GCM_256;
+  memset(ci.key, keybyte, sizeof ci.key);
+  memset(ci.salt, keybyte + 1, sizeof ci.salt);
   memset(ci.iv, keybyte + 2, sizeof ci.iv);
   return setsockopt(fd, SOL_TLS, dir, &ci, sizeof ci) == 0;
 }
@@ -66,7 +86,9 @@ bool Install256(int fd, int dir, unsigned char keybyte, unsigned short version) 
 Pair KtlsPair(bool aes256, unsigned short version) {
   Pair p = Connect();
   for (int fd : {p.client, p.server}) {
-    if (setsockopt(fd, SOL_TCP, TCP_ULP, "tls", sizeof("tls")) != 0) { perror("TCP_ULP"); }
+    if (setsockopt(fd, SOL_TCP, TCP_ULP, "tls", sizeof("tls")) != 0) {
+      perror("TCP_ULP");
+    }
   }
   auto inst = aes256 ? Install256 : Install128;
   bool ok = inst(p.client, TLS_TX, 0x11, version) && inst(p.server, TLS_RX, 0x11, version) &&
@@ -78,8 +100,15 @@ Pair KtlsPair(bool aes256, unsigned short version) {
 void SendRecord(int fd, unsigned char type, const std::string& payload) {
   alignas(cmsghdr) unsigned char control[CMSG_SPACE(1)] = {};
   iovec iov{(void*)payload.data(), payload.size()};
-  msghdr m{}; m.msg_iov = &iov; m.msg_iovlen = 1; m.msg_control = control; m.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&m); c->cmsg_level = SOL_TLS; c->cmsg_type = TLS_SET_RECORD_TYPE; c->cmsg_len = CMSG_LEN(1);
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = control;
+  m.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_TLS;
+  c->cmsg_type = TLS_SET_RECORD_TYPE;
+  c->cmsg_len = CMSG_LEN(1);
   *CMSG_DATA(c) = type;
   ssize_t n = sendmsg(fd, &m, 0);
   if (n != (ssize_t)payload.size()) printf("sendmsg type %d: %zd %s\n", type, n, strerror(errno));
@@ -91,16 +120,21 @@ std::string Ticket(size_t body) {
   return m;
 }
 
-void WaitReadable(int fd) { pollfd p{fd, POLLIN, 0}; poll(&p, 1, 1000); }
+void WaitReadable(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  poll(&p, 1, 1000);
+}
 
 void CheckPlainTcp() {
   bool tx, rx;
   Pair p = Connect();
   CHECK(ktls_fd_offload_state(p.server, &tx, &rx) && !tx && !rx, "plain tcp tx=%d rx=%d", tx, rx);
   setsockopt(p.server, SOL_TCP, TCP_ULP, "tls", sizeof("tls"));
-  CHECK(ktls_fd_offload_state(p.server, &tx, &rx) && !tx && !rx, "ulp without keys tx=%d rx=%d", tx, rx);
+  CHECK(ktls_fd_offload_state(p.server, &tx, &rx) && !tx && !rx, "ulp without keys tx=%d rx=%d", tx,
+        rx);
   CHECK(!ktls::client::HasKtlsTx(p.server), "ulp without keys");
-  close(p.client); close(p.server);
+  close(p.client);
+  close(p.server);
 }
 
 // Reads on the server side: data, control records skipped, EAGAIN, small buffers, peek, split.
@@ -111,7 +145,8 @@ void CheckReads(const Pair& p) {
   write(p.client, "hello", 5);
   WaitReadable(p.server);
   ssize_t n = ktls_recv(p.server, buf, sizeof buf, 0, &info);
-  CHECK(n == 5 && memcmp(buf, "hello", 5) == 0 && info.tls_rx && info.record_type == 23, "data n=%zd tls_rx=%d", n, info.tls_rx);
+  CHECK(n == 5 && memcmp(buf, "hello", 5) == 0 && info.tls_rx && info.record_type == 23,
+        "data n=%zd tls_rx=%d", n, info.tls_rx);
 
   // plain recv() on a control record is EIO (the fact the design rests on)
   SendRecord(p.client, 22, Ticket(100));
@@ -125,20 +160,23 @@ void CheckReads(const Pair& p) {
   write(p.client, "GET /", 5);
   WaitReadable(p.server);
   n = ktls_recv(p.server, buf, sizeof buf, 0, &info);
-  CHECK(n == 5 && memcmp(buf, "GET /", 5) == 0 && info.skipped_records == 4, "n=%zd skipped=%u", n, info.skipped_records);
+  CHECK(n == 5 && memcmp(buf, "GET /", 5) == 0 && info.skipped_records == 4, "n=%zd skipped=%u", n,
+        info.skipped_records);
 
   // ticket alone, non-blocking: EAGAIN, never data we do not have
   SendRecord(p.client, 22, Ticket(120));
   WaitReadable(p.server);
   n = ktls_recv(p.server, buf, sizeof buf, MSG_DONTWAIT, &info);
-  CHECK(n == -1 && errno == EAGAIN && info.skipped_records == 1, "n=%zd skipped=%u", n, info.skipped_records);
+  CHECK(n == -1 && errno == EAGAIN && info.skipped_records == 1, "n=%zd skipped=%u", n,
+        info.skipped_records);
 
   // small buffer: the ticket is read in pieces, then data
   SendRecord(p.client, 22, Ticket(200));
   write(p.client, "abcdef", 6);
   usleep(50000);
   n = ktls_recv(p.server, buf, 3, 0, &info);
-  CHECK(n == 3 && memcmp(buf, "abc", 3) == 0 && info.skipped_records == 1, "n=%zd skipped=%u", n, info.skipped_records);
+  CHECK(n == 3 && memcmp(buf, "abc", 3) == 0 && info.skipped_records == 1, "n=%zd skipped=%u", n,
+        info.skipped_records);
   n = ktls_recv(p.server, buf, 3, 0, &info);
   CHECK(n == 3 && memcmp(buf, "def", 3) == 0, "n=%zd", n);
 
@@ -149,7 +187,8 @@ void CheckReads(const Pair& p) {
   n = ktls_recv(p.server, buf, sizeof buf, MSG_PEEK, &info);
   CHECK(n == 4 && memcmp(buf, "peek", 4) == 0 && info.skipped_records == 1, "peek n=%zd", n);
   n = ktls_recv(p.server, buf, sizeof buf, 0, &info);
-  CHECK(n == 4 && info.skipped_records == 0, "after peek n=%zd skipped=%u", n, info.skipped_records);
+  CHECK(n == 4 && info.skipped_records == 0, "after peek n=%zd skipped=%u", n,
+        info.skipped_records);
 
   // handshake message split across two records
   {
@@ -159,9 +198,9 @@ void CheckReads(const Pair& p) {
     write(p.client, "split", 5);
     usleep(50000);
     n = ktls_recv(p.server, buf, sizeof buf, 0, &info);
-    CHECK(n == 5 && info.skipped_records == 1, "split n=%zd skipped=%u err=%s", n, info.skipped_records, info.error ? info.error : "-");
+    CHECK(n == 5 && info.skipped_records == 1, "split n=%zd skipped=%u err=%s", n,
+          info.skipped_records, info.error ? info.error : "-");
   }
-
 }
 
 void CheckBigWrite(const Pair& p) {
@@ -174,16 +213,17 @@ void CheckBigWrite(const Pair& p) {
       ssize_t w = write(p.server, big.data() + off, big.size() - off);
       if (w <= 0) break;
       off += w;
-      for (ssize_t r; (r = ktls_recv(p.client, buf, sizeof buf, MSG_DONTWAIT, nullptr)) > 0;) got += r;
+      for (ssize_t r; (r = ktls_recv(p.client, buf, sizeof buf, MSG_DONTWAIT, nullptr)) > 0;)
+        got += r;
     }
     CHECK(off == big.size(), "big write %zu", off);
     for (int i = 0; i < 50 && got < big.size(); ++i) {
       WaitReadable(p.client);
-      for (ssize_t r; (r = ktls_recv(p.client, buf, sizeof buf, MSG_DONTWAIT, nullptr)) > 0;) got += r;
+      for (ssize_t r; (r = ktls_recv(p.client, buf, sizeof buf, MSG_DONTWAIT, nullptr)) > 0;)
+        got += r;
     }
     CHECK(got == big.size(), "big read %zu", got);
   }
-
 }
 
 void CheckKeyUpdateAndFatalAlert() {
@@ -195,15 +235,20 @@ void CheckKeyUpdateAndFatalAlert() {
   SendRecord(q.client, 22, std::string("\x18\x00\x00\x01\x00", 5));
   WaitReadable(q.server);
   n = ktls_recv(q.server, buf, sizeof buf, 0, &info);
-  CHECK(n == -1 && errno == EKEYEXPIRED && info.error && strstr(info.error, "KeyUpdate"), "keyupdate n=%zd", n);
-  close(q.client); close(q.server);
+  CHECK(n == -1 && errno == EKEYEXPIRED && info.error && strstr(info.error, "KeyUpdate"),
+        "keyupdate n=%zd", n);
+  close(q.client);
+  close(q.server);
   // fatal alert
   Pair r = KtlsPair(false, TLS_1_3_VERSION);
   SendRecord(r.client, 21, std::string("\x02\x28", 2));
   WaitReadable(r.server);
   n = ktls_recv(r.server, buf, sizeof buf, 0, &info);
-  CHECK(n == -1 && errno == ECONNRESET && info.alert_name && strcmp(info.alert_name, "handshake_failure") == 0, "alert n=%zd", n);
-  close(r.client); close(r.server);
+  CHECK(n == -1 && errno == ECONNRESET && info.alert_name &&
+            strcmp(info.alert_name, "handshake_failure") == 0,
+        "alert n=%zd", n);
+  close(r.client);
+  close(r.server);
 }
 
 void CheckCloseNotify(const Pair& p) {
@@ -215,7 +260,8 @@ void CheckCloseNotify(const Pair& p) {
   CHECK(ktls_close_notify(p.client) == 0, "close_notify");
   WaitReadable(p.server);
   n = ktls_recv(p.server, buf, sizeof buf, 0, &info);
-  CHECK(n == 0 && info.alert_name && strcmp(info.alert_name, "close_notify") == 0, "eof n=%zd alert=%s", n, info.alert_name ? info.alert_name : "-");
+  CHECK(n == 0 && info.alert_name && strcmp(info.alert_name, "close_notify") == 0,
+        "eof n=%zd alert=%s", n, info.alert_name ? info.alert_name : "-");
   n = ktls_recv(p.server, buf, sizeof buf, MSG_DONTWAIT, &info);
   CHECK(n == 0, "eof remembered n=%zd", n);
   CHECK(write(p.server, "bye", 3) == 3, "write after peer close_notify");
@@ -224,7 +270,8 @@ void CheckCloseNotify(const Pair& p) {
   n = ktls_recv(p.client, buf, sizeof buf, 0, &info);
   CHECK(n == 3 && memcmp(buf, "bye", 3) == 0, "client reads bye n=%zd", n);
   n = ktls_recv(p.client, buf, sizeof buf, 0, &info);
-  CHECK(n == 0 && info.alert_name && strcmp(info.alert_name, "close_notify") == 0, "client eof n=%zd", n);
+  CHECK(n == 0 && info.alert_name && strcmp(info.alert_name, "close_notify") == 0,
+        "client eof n=%zd", n);
 }
 
 int main() {
@@ -232,13 +279,15 @@ int main() {
   for (int variant = 0; variant < 3; ++variant) {
     const bool aes256 = variant == 2;
     const unsigned short version = variant == 1 ? TLS_1_2_VERSION : TLS_1_3_VERSION;
-    printf("== variant %s %s\n", aes256 ? "AES-256-GCM" : "AES-128-GCM", version == TLS_1_3_VERSION ? "TLS1.3" : "TLS1.2");
+    printf("== variant %s %s\n", aes256 ? "AES-256-GCM" : "AES-128-GCM",
+           version == TLS_1_3_VERSION ? "TLS1.3" : "TLS1.2");
     Pair p = KtlsPair(aes256, version);
     bool tx, rx;
     CHECK(ktls_fd_offload_state(p.server, &tx, &rx) && tx && rx, "ktls tx=%d rx=%d", tx, rx);
     CHECK(ktls::client::HasKtlsTx(p.server), "HasKtlsTx");
     {
-      tls12_crypto_info_aes_gcm_256 big{}; socklen_t len = sizeof big;
+      tls12_crypto_info_aes_gcm_256 big{};
+      socklen_t len = sizeof big;
       int rc = getsockopt(p.server, SOL_TLS, TLS_TX, &big, &len);
       printf("INFO 256-sized getsockopt buffer: rc=%d errno=%s\n", rc, rc ? strerror(errno) : "-");
     }
@@ -246,7 +295,8 @@ int main() {
     CheckBigWrite(p);
     if (variant == 0) CheckKeyUpdateAndFatalAlert();
     CheckCloseNotify(p);
-    close(p.client); close(p.server);
+    close(p.client);
+    close(p.server);
   }
   printf("PROBE-DONE failures=%d\n", failures);
   return failures == 0 ? 0 : 1;

@@ -5,8 +5,8 @@
 #include <linux/tls.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sys/time.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -38,11 +38,11 @@ class FakeKtlsKernel : public RecvSysCalls {
   struct Record {
     uint8_t type = 0;  // 0: plain bytes with no control message (a non-kTLS socket)
     Bytes bytes;
-    int err = 0;       // != 0: recvmsg fails with this errno (consumed)
+    int err = 0;  // != 0: recvmsg fails with this errno (consumed)
     bool ctrunc_without_type = false;
     bool ctrunc_after_type = false;  // the type arrived, a later control message did not fit
-    int stray_fd = -1;  // sent along as SCM_RIGHTS
-    bool timestamp_first = false;  // an SCM_TIMESTAMP message before the record type
+    int stray_fd = -1;               // sent along as SCM_RIGHTS
+    bool timestamp_first = false;    // an SCM_TIMESTAMP message before the record type
   };
 
   void Push(Record r) { queue_.push_back(std::move(r)); }

@@ -13,8 +13,8 @@
 
 #include <atomic>
 #include <chrono>
-#include <mutex>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -138,8 +138,8 @@ class TestServer {
     uint64_t dropped = std::min<uint64_t>(io.in.size(), body_len);
     io.in.erase(0, dropped);
     while (dropped < body_len) {
-      const ssize_t n =
-          io.Read(io.buf, static_cast<size_t>(std::min<uint64_t>(sizeof(io.buf), body_len - dropped)));
+      const ssize_t n = io.Read(
+          io.buf, static_cast<size_t>(std::min<uint64_t>(sizeof(io.buf), body_len - dropped)));
       if (n <= 0) return false;
       dropped += static_cast<uint64_t>(n);
     }
@@ -148,7 +148,8 @@ class TestServer {
 
   // The demo app's answer for the request's path, with fault_ applied.
   std::string Response(const std::string& head, const std::string& body, bool close) const {
-    const std::string path = head.substr(head.find(' ') + 1, head.find(" HTTP/") - head.find(' ') - 1);
+    const std::string path =
+        head.substr(head.find(' ') + 1, head.find(" HTTP/") - head.find(' ') - 1);
     std::string out;
     if (path.rfind("/bytes/", 0) == 0) {
       uint64_t n = 0;

@@ -43,8 +43,8 @@ TEST(LatencyHistogramTest, LargeValuesWithinBucketPrecision) {
 }
 
 TEST(LatencyHistogramTest, BucketsCoverEveryValue) {
-  for (uint64_t v : {uint64_t{0}, uint64_t{63}, uint64_t{64}, uint64_t{65}, uint64_t{1} << 40,
-                     UINT64_MAX}) {
+  for (uint64_t v :
+       {uint64_t{0}, uint64_t{63}, uint64_t{64}, uint64_t{65}, uint64_t{1} << 40, UINT64_MAX}) {
     const int b = LatencyHistogram::BucketOf(v);
     EXPECT_GE(LatencyHistogram::BucketUpper(b), v);
     if (b > 0) EXPECT_LT(LatencyHistogram::BucketUpper(b - 1), v);
@@ -91,7 +91,8 @@ TEST(ResponseParserTest, ContentLengthInAnySplit) {
     p.Reset();
     Collect c;
     size_t used = 0;
-    ASSERT_EQ(FeedAll(&p, resp + "EXTRA", step, &c, &used), ResponseParser::Result::kComplete) << step;
+    ASSERT_EQ(FeedAll(&p, resp + "EXTRA", step, &c, &used), ResponseParser::Result::kComplete)
+        << step;
     EXPECT_EQ(used, resp.size()) << step;
     EXPECT_EQ(c.body, "hello");
     EXPECT_EQ(p.status(), 200);
@@ -131,7 +132,8 @@ TEST(ResponseParserTest, SkipsInterimResponses) {
   p.Reset();
   Collect c;
   size_t used = 0;
-  const std::string resp = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+  const std::string resp =
+      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
   EXPECT_EQ(p.Feed(resp.data(), resp.size(), &used, &c), ResponseParser::Result::kComplete);
   EXPECT_EQ(p.status(), 200);
   EXPECT_EQ(c.body, "ok");
@@ -148,15 +150,16 @@ TEST(ResponseParserTest, EarlyEofIsAnError) {
 }
 
 TEST(ResponseParserTest, RejectsMalformedInput) {
-  for (const std::string bad : {"HTTX/1.1 200 OK\r\n\r\n", "HTTP/1.1 2x0 OK\r\n\r\n",
-                                "HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n",
-                                "HTTP/1.1 200 OK\r\nNoColonHere\r\n\r\n",
-                                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-                                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"}) {
+  for (const std::string bad :
+       {"HTTX/1.1 200 OK\r\n\r\n", "HTTP/1.1 2x0 OK\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n", "HTTP/1.1 200 OK\r\nNoColonHere\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"}) {
     ResponseParser p;
     p.Reset();
     size_t used = 0;
-    EXPECT_EQ(p.Feed(bad.data(), bad.size(), &used, nullptr), ResponseParser::Result::kError) << bad;
+    EXPECT_EQ(p.Feed(bad.data(), bad.size(), &used, nullptr), ResponseParser::Result::kError)
+        << bad;
     EXPECT_FALSE(p.error().empty());
   }
 }
@@ -301,9 +304,12 @@ TEST(LoadgenOptionsTest, BoundsAreEnforced) {
 TEST(LoadgenOptionsTest, StaticNeedsAnExpectedDigest) {
   EXPECT_FALSE(Parse({"--target=h:1", "--scenario=static"}).ok());
   EXPECT_FALSE(Parse({"--target=h:1", "--scenario=static", "--static_name=a.bin"}).ok());
-  EXPECT_FALSE(Parse({"--target=h:1", "--scenario=static", "--static_name=../x", "--static_file=/x"}).ok());
-  EXPECT_TRUE(Parse({"--target=h:1", "--scenario=static", "--static_name=a.bin", "--static_file=/x"}).ok());
-  EXPECT_FALSE(Parse({"--target=h:1", "--scenario=static", "--static_name=a.bin", "--static_size=5"}).ok());
+  EXPECT_FALSE(
+      Parse({"--target=h:1", "--scenario=static", "--static_name=../x", "--static_file=/x"}).ok());
+  EXPECT_TRUE(
+      Parse({"--target=h:1", "--scenario=static", "--static_name=a.bin", "--static_file=/x"}).ok());
+  EXPECT_FALSE(
+      Parse({"--target=h:1", "--scenario=static", "--static_name=a.bin", "--static_size=5"}).ok());
 }
 
 // --- JSON report -------------------------------------------------------------------------------
@@ -323,14 +329,57 @@ TEST(LoadgenReportTest, JsonSchemaIsStable) {
     const size_t start = j.rfind('"', pos - 1);
     keys.push_back(j.substr(start + 1, pos - start - 1));
   }
-  const std::vector<std::string> expected = {
-      "schema", "label", "scenario", "target", "path", "tls", "tls_version", "cipher", "resume",
-      "size", "connections", "threads", "warmup_s", "duration_s", "requests", "requests_per_s",
-      "body_bytes_in", "body_bytes_out", "mib_per_s_in", "mib_per_s_out", "handshakes",
-      "handshakes_per_s", "resumed", "latency_us", "mean", "p50", "p90", "p99", "p999", "max",
-      "errors", "total", "connect", "handshake", "tls", "io", "timeout", "closed_early",
-      "http_parse", "http_status", "length", "body", "hash", "warmup_errors", "first_error", "cpu",
-      "user_s", "system_s", "per_request_us", "watched_cpu_s", "tls_stat"};
+  const std::vector<std::string> expected = {"schema",
+                                             "label",
+                                             "scenario",
+                                             "target",
+                                             "path",
+                                             "tls",
+                                             "tls_version",
+                                             "cipher",
+                                             "resume",
+                                             "size",
+                                             "connections",
+                                             "threads",
+                                             "warmup_s",
+                                             "duration_s",
+                                             "requests",
+                                             "requests_per_s",
+                                             "body_bytes_in",
+                                             "body_bytes_out",
+                                             "mib_per_s_in",
+                                             "mib_per_s_out",
+                                             "handshakes",
+                                             "handshakes_per_s",
+                                             "resumed",
+                                             "latency_us",
+                                             "mean",
+                                             "p50",
+                                             "p90",
+                                             "p99",
+                                             "p999",
+                                             "max",
+                                             "errors",
+                                             "total",
+                                             "connect",
+                                             "handshake",
+                                             "tls",
+                                             "io",
+                                             "timeout",
+                                             "closed_early",
+                                             "http_parse",
+                                             "http_status",
+                                             "length",
+                                             "body",
+                                             "hash",
+                                             "warmup_errors",
+                                             "first_error",
+                                             "cpu",
+                                             "user_s",
+                                             "system_s",
+                                             "per_request_us",
+                                             "watched_cpu_s",
+                                             "tls_stat"};
   EXPECT_EQ(keys, expected) << j;
   EXPECT_NE(j.find("\"schema\":\"ktls-loadgen/1\""), std::string::npos);
   EXPECT_NE(j.find("\"requests_per_s\":5,"), std::string::npos) << j;

@@ -51,11 +51,11 @@ TEST(ClassifyRecordTest, FatalAlertsAreNamedAndMapToConnReset) {
     uint8_t description;
     const char* name;
   };
-  for (const Case& c : {Case{40, "handshake_failure"}, Case{20, "bad_record_mac"},
-                        Case{10, "unexpected_message"}, Case{42, "bad_certificate"},
-                        Case{48, "unknown_ca"}, Case{80, "internal_error"},
-                        Case{116, "certificate_required"}, Case{120, "no_application_protocol"},
-                        Case{255, "unknown_alert"}}) {
+  for (const Case& c :
+       {Case{40, "handshake_failure"}, Case{20, "bad_record_mac"}, Case{10, "unexpected_message"},
+        Case{42, "bad_certificate"}, Case{48, "unknown_ca"}, Case{80, "internal_error"},
+        Case{116, "certificate_required"}, Case{120, "no_application_protocol"},
+        Case{255, "unknown_alert"}}) {
     RecordVerdict v = Classify(kRecordAlert, {kAlertLevelFatal, c.description});
     EXPECT_EQ(RecordAction::kFatalAlert, v.action) << c.name;
     EXPECT_EQ(c.description, v.alert_description);

@@ -75,7 +75,7 @@ class CertDirWatcherTest : public ::testing::Test {
 TEST_F(CertDirWatcherTest, NamesPairsAndIgnoresTheRest) {
   Write("api.crt", "API CERT");
   Write("api.key", "API KEY");
-  Write("ca.crt", "CA ONLY");       // no key: ignored
+  Write("ca.crt", "CA ONLY");  // no key: ignored
   Write("notes.txt", "whatever");
   Write(".hidden.crt", "x");
   Write(".hidden.key", "y");
@@ -122,7 +122,8 @@ TEST_F(CertDirWatcherTest, InotifyFollowsTheDataSymlinkSwap) {
   const auto start = std::chrono::steady_clock::now();
   Publish("2", "CERT 2", "KEY 2");
   ASSERT_TRUE(WaitFor(2)) << "the ..data swap was not noticed";
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const double ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   EXPECT_LT(ms, 2000);
   EXPECT_EQ("CERT 2", SeenNow()[1].chain);
   EXPECT_EQ("KEY 2", SeenNow()[1].key);

@@ -53,7 +53,8 @@ class CertManagerTest : public ::testing::Test {
     StateStore::Loaded loaded;
     if (state_) loaded = state_->Load();
     issues_.clear();
-    manager_ = std::make_unique<CertManager>(*store_, state_.get(), metrics_, CertManager::Options{});
+    manager_ =
+        std::make_unique<CertManager>(*store_, state_.get(), metrics_, CertManager::Options{});
     manager_->Initialize(loaded, &issues_);
   }
   std::string Served(const std::string& sni) {
@@ -106,14 +107,17 @@ TEST_F(CertManagerTest, RejectionsCarryTheirReasonAndLeaveEverythingAsItWas) {
   absl::StatusOr<StagedCertificate> s = manager_->Stage(r1, ReloadSource::kApi);
   EXPECT_EQ(absl::StatusCode::kInvalidArgument, s.status().code());
   EXPECT_THAT(std::string(s.status().message()), HasSubstr("certificate expired at"));
-  EXPECT_EQ(1u, metrics_.validation_failures[static_cast<size_t>(ValidationFailure::kExpired)].load());
+  EXPECT_EQ(1u,
+            metrics_.validation_failures[static_cast<size_t>(ValidationFailure::kExpired)].load());
 
   auto r2 = Req("mismatch", Leaf(ca_, "m", {"m.test"}));
   r2.key_pem = good.key_pem;
   s = manager_->Stage(r2, ReloadSource::kApi);
   EXPECT_EQ("certificate 'mismatch': private key does not match certificate", s.status().message());
   EXPECT_TRUE(r2.key_pem.empty()) << "a rejected request's key was not wiped";
-  EXPECT_EQ(1u, metrics_.validation_failures[static_cast<size_t>(ValidationFailure::kKeyMismatch)].load());
+  EXPECT_EQ(
+      1u,
+      metrics_.validation_failures[static_cast<size_t>(ValidationFailure::kKeyMismatch)].load());
 
   auto r3 = Req("apply-bad", expired);
   absl::StatusOr<CertificateChange> a = manager_->Apply(r3, 0, ReloadSource::kCertDir);

@@ -99,7 +99,8 @@ TEST(CertValidationTest, DatesUsageAndWarnings) {
   testcerts::CertSpec soon{"soon", {"soon.test"}};
   soon.not_after_offset_s = 3 * 86400;
   std::vector<std::string> warnings;
-  EXPECT_FALSE(ValidateForServing(*Parse(MakeCert(soon, &ca)), {}, absl::Now(), &warnings).has_value());
+  EXPECT_FALSE(
+      ValidateForServing(*Parse(MakeCert(soon, &ca)), {}, absl::Now(), &warnings).has_value());
   ASSERT_EQ(1u, warnings.size());
   EXPECT_THAT(warnings[0], HasSubstr("expires in 2 days"));
 

@@ -67,8 +67,8 @@ TEST(ControlAuthTest, EmptyIdentityAndEmptyListAllowNothing) {
 
 TEST(ControlAuthTest, DescribeNamesTheKinds) {
   EXPECT_EQ("uri:spiffe://a/b, dns:x.example, cn:x",
-            DescribeIdentity({.uri_sans = {"spiffe://a/b"}, .dns_sans = {"x.example"},
-                              .common_names = {"x"}}));
+            DescribeIdentity(
+                {.uri_sans = {"spiffe://a/b"}, .dns_sans = {"x.example"}, .common_names = {"x"}}));
 }
 
 }  // namespace

@@ -30,10 +30,14 @@ using prometheus::MetricType;
 
 const char* TypeName(MetricType t) {
   switch (t) {
-    case MetricType::Counter: return "counter";
-    case MetricType::Gauge: return "gauge";
-    case MetricType::Histogram: return "histogram";
-    default: return "other";
+    case MetricType::Counter:
+      return "counter";
+    case MetricType::Gauge:
+      return "gauge";
+    case MetricType::Histogram:
+      return "histogram";
+    default:
+      return "other";
   }
 }
 
@@ -54,8 +58,8 @@ class MetricsCollectorTest : public ::testing::Test {
     auto a = agent::Agent::Create(c, agent::RealSysCalls());
     ASSERT_TRUE(a.ok()) << a.status();
     agent_ = std::move(*a);
-    certs_ = std::make_unique<CertManager>(agent_->certs(), nullptr, control_,
-                                           CertManager::Options{});
+    certs_ =
+        std::make_unique<CertManager>(agent_->certs(), nullptr, control_, CertManager::Options{});
     trust_ = std::make_unique<TrustManager>(agent_->tls(), nullptr, control_, "");
     tickets_ = std::make_unique<TicketKeyManager>(agent_->tls(), nullptr, control_);
     std::ofstream(dir_ + "/tls_stat") << "TlsCurrTxSw \t2\nTlsTxSw \t118\nTlsDecryptError \t1\n";
@@ -89,9 +93,8 @@ class MetricsCollectorTest : public ::testing::Test {
       for (const auto& m : f.metric) {
         std::vector<std::string> labels;
         for (const auto& l : m.label) labels.push_back(absl::StrCat(l.name, "=\"", l.value, "\""));
-        const std::string key = labels.empty() ? f.name
-                                               : absl::StrCat(f.name, "{",
-                                                              absl::StrJoin(labels, ","), "}");
+        const std::string key =
+            labels.empty() ? f.name : absl::StrCat(f.name, "{", absl::StrJoin(labels, ","), "}");
         EXPECT_EQ(0u, out.count(key)) << "duplicate sample " << key;
         out[key] = f.type == MetricType::Counter ? m.counter.value : m.gauge.value;
       }
@@ -108,7 +111,8 @@ class MetricsCollectorTest : public ::testing::Test {
 };
 
 // The contract: every family with its type, help and label names ("name type [labels] help").
-constexpr char kSchema[] = R"(ktls_accept_errors_total counter [] accept() failures other than EAGAIN/EINTR
+constexpr char kSchema[] =
+    R"(ktls_accept_errors_total counter [] accept() failures other than EAGAIN/EINTR
 ktls_accept_pauses_total counter [] times accepting paused for lack of fds or memory (EMFILE, ENFILE, ENOMEM)
 ktls_app_connections_over_limit_total counter [] app connections refused: max_app_connections reached
 ktls_app_protocol_errors_total counter [] malformed or unexpected messages from apps
@@ -187,7 +191,6 @@ TEST_F(MetricsCollectorTest, FamiliesTypesHelpAndLabelNamesAreTheContract) {
   EXPECT_EQ(kSchema, absl::StrCat(absl::StrJoin(lines, "\n"), "\n"));
 }
 
-
 double Get(const std::map<std::string, double>& m, const std::string& key) {
   auto it = m.find(key);
   return it == m.end() ? -1 : it->second;
@@ -222,15 +225,17 @@ TEST_F(MetricsCollectorTest, EachKindOfSourceMovesTheSampleItIsExportedAs) {
   EXPECT_EQ(2, Get(m, "ktls_apps_connected"));
   EXPECT_EQ(2, Get(m, "ktls_fallbacks_total{reason=\"traffic_secret_unavailable\"}"));
   EXPECT_EQ(1, Get(m, "ktls_handshakes_failed_total{reason=\"timeout\"}"));
-  EXPECT_EQ(1, Get(m, "ktls_handshakes_completed_total{version=\"TLSv1.3\","
-                      "cipher=\"TLS_CHACHA20_POLY1305_SHA256\"}"));
+  EXPECT_EQ(1, Get(m,
+                   "ktls_handshakes_completed_total{version=\"TLSv1.3\","
+                   "cipher=\"TLS_CHACHA20_POLY1305_SHA256\"}"));
   EXPECT_EQ(1, Get(m, "ktls_control_validation_failures_total{reason=\"expired\"}"));
   EXPECT_EQ(1, Get(m, "ktls_certificate_reloads_total{source=\"cert_dir\",result=\"rejected\"}"));
   EXPECT_EQ(0, Get(m, "ktls_certificate_reloads_total{source=\"cert_dir\",result=\"committed\"}"));
   EXPECT_EQ(6, Get(m, "ktls_state_files_loaded"));
   EXPECT_EQ(7, Get(m, "ktls_session_ticket_key_updates_total"));
-  EXPECT_EQ(1, Get(m, "ktls_control_requests_total{method=\"/ktls.v1.TelemetryService/GetStats\","
-                      "code=\"OK\"}"));
+  EXPECT_EQ(1, Get(m,
+                   "ktls_control_requests_total{method=\"/ktls.v1.TelemetryService/GetStats\","
+                   "code=\"OK\"}"));
   EXPECT_EQ(1, Get(m, "ktls_kernel_tls_stat_available"));
   EXPECT_EQ(2, Get(m, "ktls_kernel_tls_stat_sockets{stat=\"TlsCurrTxSw\"}"));
   EXPECT_EQ(118, Get(m, "ktls_kernel_tls_stat_total{stat=\"TlsTxSw\"}"));
@@ -251,7 +256,8 @@ TEST_F(MetricsCollectorTest, LabeledFamiliesAreCompleteAtZero) {
   EXPECT_EQ(static_cast<size_t>(agent::FallbackReason::kCount), samples["ktls_fallbacks_total"]);
   EXPECT_EQ(static_cast<size_t>(agent::HandshakeFailureReason::kCount),
             samples["ktls_handshakes_failed_total"]);
-  EXPECT_EQ(static_cast<size_t>(agent::TlsSuite::kCount), samples["ktls_handshakes_completed_total"]);
+  EXPECT_EQ(static_cast<size_t>(agent::TlsSuite::kCount),
+            samples["ktls_handshakes_completed_total"]);
   EXPECT_EQ(static_cast<size_t>(ValidationFailure::kCount),
             samples["ktls_control_validation_failures_total"]);
   EXPECT_EQ(2 * static_cast<size_t>(ReloadSource::kCount),

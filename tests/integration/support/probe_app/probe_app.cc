@@ -55,17 +55,28 @@ void Print(const std::string& line) {
 
 const char* ErrnoName(int err) {
   switch (err) {
-    case 0: return "0";
-    case EAGAIN: return "EAGAIN";
-    case ECONNRESET: return "ECONNRESET";
-    case EKEYEXPIRED: return "EKEYEXPIRED";
-    case EBADMSG: return "EBADMSG";
-    case EMSGSIZE: return "EMSGSIZE";
-    case EPROTO: return "EPROTO";
-    case EIO: return "EIO";
-    case EPIPE: return "EPIPE";
-    case ETIMEDOUT: return "ETIMEDOUT";
-    default: return "OTHER";
+    case 0:
+      return "0";
+    case EAGAIN:
+      return "EAGAIN";
+    case ECONNRESET:
+      return "ECONNRESET";
+    case EKEYEXPIRED:
+      return "EKEYEXPIRED";
+    case EBADMSG:
+      return "EBADMSG";
+    case EMSGSIZE:
+      return "EMSGSIZE";
+    case EPROTO:
+      return "EPROTO";
+    case EIO:
+      return "EIO";
+    case EPIPE:
+      return "EPIPE";
+    case ETIMEDOUT:
+      return "ETIMEDOUT";
+    default:
+      return "OTHER";
   }
 }
 
@@ -126,8 +137,8 @@ std::string ConnLine(const char* kind, const ktls::app::Connection& c) {
 }
 
 std::string EndFields(ssize_t n, int err, const ktls_record_info& info) {
-  std::string s = std::string("result=") + (n == 0 ? "eof" : "error") + " errno=" +
-                  (n == 0 ? "0" : ErrnoName(err));
+  std::string s = std::string("result=") + (n == 0 ? "eof" : "error") +
+                  " errno=" + (n == 0 ? "0" : ErrnoName(err));
   s += std::string(" alert=") + (info.alert_name != nullptr ? info.alert_name : "-");
   return s;
 }
@@ -164,8 +175,8 @@ class LineSession {
       Print("PROBE-GOT" + tag_ + " line=" + line);
       if (!Answer(line)) break;
     }
-    Print("PROBE-END" + tag_ + " " + EndFields(n_, err_, info_) + " skipped=" +
-          std::to_string(skipped_) + " bytes_in=" + std::to_string(bytes_in_) +
+    Print("PROBE-END" + tag_ + " " + EndFields(n_, err_, info_) +
+          " skipped=" + std::to_string(skipped_) + " bytes_in=" + std::to_string(bytes_in_) +
           ErrorField(n_, info_));
     // A clean end is answered with close_notify; after an error the connection is just closed.
     if (n_ == 0 && !closed_write_) ktls_shutdown(conn_.fd(), SHUT_WR);
@@ -330,8 +341,8 @@ class TransferLoop {
       }
       if (!CloseWriteWhenDone()) break;
       pollfd p{fd_, POLLIN, 0};
-      if (!write_closed_ && (t_.sent < send_bytes_ || chunk_off_ < chunk_len_ ||
-                             t_.received >= recv_bytes_)) {
+      if (!write_closed_ &&
+          (t_.sent < send_bytes_ || chunk_off_ < chunk_len_ || t_.received >= recv_bytes_)) {
         p.events |= POLLOUT;
       }
       if (::poll(&p, 1, 1000) < 0 && errno != EINTR) break;
@@ -476,9 +487,8 @@ int Dial(const ProbeOptions& f) {
     Print(head + " n=" + std::to_string(i) + " ok=1 ms=" + ms_text +
           " sent=" + std::to_string(t.sent) + " sent_sha=" + t.sent_sha +
           " recv=" + std::to_string(t.received) + " recv_sha=" + t.recv_sha +
-          " skipped=" + std::to_string(t.skipped) +
-          " control_only_wakeups=" + std::to_string(t.control_only_wakeups) + " " +
-          EndFields(t.end_n, t.end_err, t.end_info) +
+          " skipped=" + std::to_string(t.skipped) + " control_only_wakeups=" +
+          std::to_string(t.control_only_wakeups) + " " + EndFields(t.end_n, t.end_err, t.end_info) +
           (t.note.empty() ? ErrorField(t.end_n, t.end_info) : " error=" + t.note));
   }
   return failures == 0 ? 0 : 3;
