@@ -170,7 +170,7 @@ absl::StatusOr<CertificateEntry> ParseEntry(const CertificateSource& source, boo
     if (sk_X509_push(entry.chain.get(), (*certs)[i].get()) <= 0) {
       return fail(absl::StrCat("out of memory: ", TakeOpenSslError()));
     }
-    (*certs)[i].release();  // ownership moved into the stack
+    (void)(*certs)[i].release();  // ownership moved into the stack
   }
 
   // Parsed straight from the caller's buffer; the caller wipes it.

@@ -44,7 +44,7 @@ absl::Status AddCas(std::string_view pem, EVP_MD_CTX* md, TrustBundle& bundle) {
     if (name == nullptr || sk_X509_NAME_push(bundle.ca_names.get(), name.get()) <= 0) {
       return absl::ResourceExhaustedError("out of memory");
     }
-    name.release();  // owned by the stack
+    (void)name.release();  // owned by the stack
     if (!DigestDer<X509, i2d_X509>(md, cert)) {
       return absl::InternalError(absl::StrCat("CA certificate ", index, ": cannot encode"));
     }

@@ -369,14 +369,10 @@ void HandoffBroker::OnSubscriberEvents(Subscriber* sub, uint32_t events) {
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
     // Drain every queued message; each is one datagram.
     for (int i = 0; i < 64 && !sub->closed; ++i) {
-      char buf[4096];
-      iovec iov{buf, sizeof(buf)};
-      wire::ControlBuffer control;
-      msghdr msg{};
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      msg.msg_control = control.bytes;
-      msg.msg_controllen = sizeof(control.bytes);
+      // Sized to the protocol's limit (a DialRequest can be larger than a page).
+      wire::IncomingMessage in_msg(recv_buffer_.data(), recv_buffer_.size());
+      msghdr& msg = *in_msg.header();
+      char* const buf = recv_buffer_.data();
       SysResult r = sys_.RecvMsg(sub->fd.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
       if (!r.ok()) {
         if (r.would_block() || r.err == EINTR) break;

@@ -45,6 +45,7 @@
 #include "agent/stats.h"
 #include "agent/unique_fd.h"
 #include "ktls/v1/handoff.pb.h"
+#include "ktls/wire.h"
 
 namespace ktls::agent {
 
@@ -154,6 +155,7 @@ class HandoffBroker {
   std::deque<ReadyConnection> waiting_;
   std::map<int, std::unique_ptr<Subscriber>> subscribers_;  // by fd
   uint64_t next_subscriber_id_ = 1;
+  std::string recv_buffer_ = std::string(wire::kMaxMessageBytes, '\0');  // one app message
   // Refused app connections kept open until the app has read why (see AdmitApp); bounded, so a
   // flood of refused connects cannot hold fds.
   static constexpr size_t kMaxLingeringRefused = 64;

@@ -40,7 +40,7 @@ MetricLabels MetricLabelsOf(TlsSuite s) {
 TlsSuite TlsSuiteOf(int version, uint16_t cipher_id) {
   const absl::string_view v = version == 0x0304 ? "TLSv1.3" : version == 0x0303 ? "TLSv1.2" : "";
 #define KTLS_MATCH(e, ver, name, id) \
-  if (id != 0 && cipher_id == id && v == ver) return TlsSuite::e;
+  if ((id) != 0 && cipher_id == (id) && v == (ver)) return TlsSuite::e;
   KTLS_TLS_SUITES(KTLS_MATCH)
 #undef KTLS_MATCH
   return TlsSuite::kOther;

@@ -130,7 +130,7 @@ absl::Status TlsSession::Start() {
   if (!bio) return absl::ResourceExhaustedError("BIO allocation failed");
   // SSL_set_bio takes ownership of the BIO (one reference, used for both directions).
   SSL_set_bio(ssl_.get(), bio.get(), bio.get());
-  bio.release();
+  (void)bio.release();
   if (role_ == TlsRole::kAccept) {
     SSL_set_accept_state(ssl_.get());
     if (absl::Status s = loop_.Add(fd_.get(), EPOLLIN | hangup_events_, handler_); !s.ok()) {
@@ -200,7 +200,7 @@ void TlsSession::Expire() {
   Fail(std::move(f));
 }
 
-void TlsSession::Fail(HandshakeFailure failure) {
+void TlsSession::Fail(const HandshakeFailure& failure) {
   // OpenSSL has already queued/sent whatever alert the failure called for. The owner counts and
   // logs before the socket closes: a peer that sees the close may read the counters at once.
   state_ = State::kClosed;

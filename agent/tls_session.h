@@ -143,7 +143,7 @@ class TlsSession {
  private:
   void Step();
   void SetInterest(uint32_t events);
-  void Fail(HandshakeFailure failure);
+  void Fail(const HandshakeFailure& failure);
   void Unregister();
 
   EventLoop& loop_;

@@ -22,7 +22,9 @@ class Worker::ListenSocket final : public EventHandler {
 };
 
 Worker::Worker(SysCalls& sys, WorkerOptions options, DataPlaneContext ctx_template)
-    : sys_(sys), options_(options), ctx_(std::make_unique<DataPlaneContext>(ctx_template)) {}
+    : sys_(sys),
+      options_(options),
+      ctx_(std::make_unique<DataPlaneContext>(std::move(ctx_template))) {}
 
 absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
     SysCalls& sys, WorkerOptions options, std::vector<std::pair<std::string, UniqueFd>> listen_fds,
@@ -44,7 +46,7 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
     raw->live_[key] = std::move(h);
   };
   for (auto& [name, fd] : listen_fds) {
-    auto ls = std::make_unique<ListenSocket>(raw, name, std::move(fd));
+    auto ls = std::make_unique<ListenSocket>(raw, std::move(name), std::move(fd));
     absl::Status s = w->loop_->Add(ls->fd.get(), EPOLLIN, ls.get());
     if (!s.ok()) return s;
     w->listeners_.push_back(std::move(ls));

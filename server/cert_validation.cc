@@ -19,8 +19,8 @@
 namespace ktls::control {
 namespace {
 
-Rejection Reject(ValidationFailure reason, std::string message) {
-  return Rejection{reason, absl::InvalidArgumentError(std::move(message))};
+Rejection Reject(ValidationFailure reason, absl::string_view message) {
+  return Rejection{reason, absl::InvalidArgumentError(message)};
 }
 
 std::string NameText(const X509_NAME* name) {

@@ -341,17 +341,22 @@ void ControlPlane::ScanCertDirs() {
   watcher_->ScanNow();
 }
 
+ControlSources ControlPlane::CommonSources() const {
+  ControlSources s;
+  s.agent = &agent_;
+  s.certs = certs_.get();
+  s.trust = trust_.get();
+  s.tickets = tickets_.get();
+  s.started_at = started_at_;
+  s.tls_stat_path = options_.tls_stat_path;
+  return s;
+}
+
 absl::Status ControlPlane::StartMetrics() {
   const ControlPlaneOptions& o = options_;
   if (o.metrics_address.empty()) return absl::OkStatus();
-  MetricsSources ms;
-  ms.agent = &agent_;
-  ms.certs = certs_.get();
-  ms.trust = trust_.get();
-  ms.tickets = tickets_.get();
+  MetricsSources ms{CommonSources()};
   ms.control = metrics_.get();
-  ms.started_at = started_at_;
-  ms.tls_stat_path = o.tls_stat_path;
   absl::StatusOr<std::unique_ptr<MetricsExporter>> exporter =
       MetricsExporter::Start(o.metrics_address, std::move(ms));
   if (exporter.ok()) {
@@ -370,16 +375,10 @@ void ControlPlane::CreateServices() {
   cert_service_ = std::make_unique<CertificateServiceImpl>(*certs_, streams_, stopping_);
   trust_service_ = std::make_unique<TrustServiceImpl>(*trust_);
   ticket_service_ = std::make_unique<SessionTicketServiceImpl>(*tickets_);
-  TelemetrySources ts;
-  ts.agent = &agent_;
-  ts.certs = certs_.get();
-  ts.trust = trust_.get();
-  ts.tickets = tickets_.get();
+  TelemetrySources ts{CommonSources()};
   ts.watcher = watcher_.get();
-  ts.started_at = started_at_;
   ts.state_dir = options_.state_dir;
   ts.state_files_loaded = static_cast<uint32_t>(metrics_->state_files_loaded.load());
-  ts.tls_stat_path = options_.tls_stat_path;
   ts.state_issues = state_issues_;  // the telemetry service reports what loading found
   telemetry_service_ = std::make_unique<TelemetryServiceImpl>(ts, streams_, stopping_);
 }

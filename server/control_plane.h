@@ -30,6 +30,7 @@
 #include "agent/agent.h"
 #include "ktls/v1/config.pb.h"
 #include "server/control_auth.h"
+#include "server/control_sources.h"
 #include "server/state_store.h"
 
 namespace grpc {
@@ -102,7 +103,8 @@ class ControlPlane {
   // The gRPC server (services, interceptors, the Unix socket and the mTLS TCP listener).
   absl::Status BuildServer();
   void CreateServices();
-  absl::Status StartMetrics();  // /metrics; a taken default address is a warning only
+  ControlSources CommonSources() const;  // what /metrics and the telemetry RPCs read
+  absl::Status StartMetrics();           // /metrics; a taken default address is a warning only
   void HealthLoop();
 
   agent::Agent& agent_;

@@ -269,7 +269,8 @@ namespace {
 void Poke(const std::string& address) {
   const size_t colon = address.rfind(':');
   std::string host = address.substr(0, colon);
-  const int port = std::atoi(address.c_str() + colon + 1);
+  int port = 0;
+  if (!absl::SimpleAtoi(absl::string_view(address).substr(colon + 1), &port)) return;
   const bool v6 = !host.empty() && host.front() == '[';
   if (v6) host = host.substr(1, host.size() - 2);
   if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";

@@ -23,6 +23,7 @@
 #include "prometheus/collectable.h"
 #include "prometheus/metric_family.h"
 #include "server/control_metrics.h"
+#include "server/control_sources.h"
 
 namespace prometheus {
 class Exposer;
@@ -34,14 +35,8 @@ class CertManager;
 class TrustManager;
 class TicketKeyManager;
 
-struct MetricsSources {
-  agent::Agent* agent = nullptr;
-  const CertManager* certs = nullptr;  // optional below
-  const TrustManager* trust = nullptr;
-  const TicketKeyManager* tickets = nullptr;
-  const ControlMetrics* control = nullptr;
-  absl::Time started_at;
-  std::string tls_stat_path = "/proc/net/tls_stat";
+struct MetricsSources : ControlSources {
+  const ControlMetrics* control = nullptr;  // optional
 };
 
 class MetricsCollector : public prometheus::Collectable {

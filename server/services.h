@@ -24,6 +24,7 @@
 #include "server/cert_dir_watcher.h"
 #include "server/cert_manager.h"
 #include "server/control_metrics.h"
+#include "server/control_sources.h"
 #include "server/ticket_key_manager.h"
 #include "server/trust_manager.h"
 
@@ -109,17 +110,11 @@ class SessionTicketServiceImpl final
   TicketKeyManager& tickets_;
 };
 
-struct TelemetrySources {
-  agent::Agent* agent = nullptr;
-  const CertManager* certs = nullptr;
-  const TrustManager* trust = nullptr;
-  const TicketKeyManager* tickets = nullptr;
+struct TelemetrySources : ControlSources {
   const CertDirWatcher* watcher = nullptr;  // optional
-  absl::Time started_at;
   std::string state_dir;
   std::vector<StateStore::Issue> state_issues;
   uint32_t state_files_loaded = 0;
-  std::string tls_stat_path = "/proc/net/tls_stat";
 };
 
 class TelemetryServiceImpl final : public v1::TelemetryService::Service {

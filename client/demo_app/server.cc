@@ -223,7 +223,7 @@ class Worker {
   bool HandleRequests(Connection* c);
   void Respond(Connection* c, const Request& req, std::string_view body);
   void Reply(Connection* c, const Request& req, int status, std::string_view content_type,
-             std::string body, std::string_view extra = {});
+             const std::string& body, std::string_view extra = {});
   void QueueBytes(Connection* c, std::string bytes);
   bool OutputRoomy(const Connection* c) const {
     return c->out_bytes < kMaxQueuedOutput && !c->streaming;
@@ -770,7 +770,7 @@ void Worker::QueueBytes(Connection* c, std::string bytes) {
 }
 
 void Worker::Reply(Connection* c, const Request& req, int status, std::string_view content_type,
-                   std::string body, std::string_view extra) {
+                   const std::string& body, std::string_view extra) {
   std::string head = ResponseHead(status, content_type, body.size(), req.keep_alive, extra);
   if (req.method == "HEAD") {
     QueueBytes(c, std::move(head));

@@ -972,7 +972,9 @@ std::string CheckCommand(const Options& o, int* exit_code) {
   given.insert(given.end(), o.args.switches.begin(), o.args.switches.end());
   for (const std::string& name : given) {
     if (!GlobalFlags().count(name) && !it->second.count(name)) {
-      *exit_code = Usage("'" + command + "' has no flag --" + name);
+      std::string message = "'";
+      message.append(command).append("' has no flag --").append(name);
+      *exit_code = Usage(message);
       return "";
     }
   }
@@ -1049,8 +1051,16 @@ int Run(int argc, char** argv) {
     std::cout << "ktlsctl " << kVersion << "\n";
     return kOk;
   }
-  o.timeout_s = std::atoi(o.args.Get("timeout", "10").c_str());
-  if (o.timeout_s <= 0) return Usage("--timeout must be a positive number of seconds");
+  {
+    const std::string t = o.args.Get("timeout", "10");
+    char* end = nullptr;
+    errno = 0;
+    const long v = std::strtol(t.c_str(), &end, 10);
+    if (t.empty() || *end != '\0' || errno != 0 || v <= 0 || v > 86400) {
+      return Usage("--timeout must be a positive number of seconds");
+    }
+    o.timeout_s = static_cast<int>(v);
+  }
   if (int rc = Connect(o); rc != kOk) return rc;
   return Dispatch(o);
 }

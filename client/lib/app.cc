@@ -50,13 +50,8 @@ struct Datagram {
 // sending several is detected and every one of them closed.
 Datagram ReceiveDatagram(int fd, std::string* buffer, int flags) {
   Datagram d;
-  iovec iov{buffer->data(), buffer->size()};
-  wire::ControlBuffer control;
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.bytes;
-  msg.msg_controllen = sizeof(control.bytes);
+  wire::IncomingMessage in(buffer->data(), buffer->size());
+  msghdr& msg = *in.header();
   do {
     d.n = ::recvmsg(fd, &msg, flags | MSG_CMSG_CLOEXEC);
   } while (d.n < 0 && errno == EINTR);
@@ -164,11 +159,11 @@ absl::Status SubscriptionRefused(const std::string& socket_path, const v1::Proto
       absl::StrCat("agent at ", socket_path, " rejected the subscription: ", e.message());
   switch (e.reason()) {
     case v1::ProtocolError::REASON_PERMISSION_DENIED:
-      return absl::PermissionDeniedError(std::move(message));
+      return absl::PermissionDeniedError(message);
     case v1::ProtocolError::REASON_TOO_MANY_APPS:
-      return absl::ResourceExhaustedError(std::move(message));
+      return absl::ResourceExhaustedError(message);
     default:
-      return absl::FailedPreconditionError(std::move(message));
+      return absl::FailedPreconditionError(message);
   }
 }
 

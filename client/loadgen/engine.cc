@@ -126,7 +126,7 @@ class Worker {
   int WriteSome(Conn* c);  // -1 failed, 0 blocked, 1 request fully written
   int ReadSome(Conn* c);   // -1 failed, 0 blocked, 1 response complete
   bool Complete(Conn* c);  // true: the next request is under way on this connection
-  void Fail(Conn* c, ErrorKind kind, std::string why);
+  void Fail(Conn* c, ErrorKind kind, const std::string& why);
   void Close(Conn* c, bool graceful);
   void Sweep();
   void FinishTicket(Conn* c);
@@ -507,7 +507,7 @@ bool Worker::Complete(Conn* c) {
   return true;
 }
 
-void Worker::Fail(Conn* c, ErrorKind kind, std::string why) {
+void Worker::Fail(Conn* c, ErrorKind kind, const std::string& why) {
   if (!stopping_) {
     if (now_ >= s_.measure_start && (!Bounded() || now_ < s_.measure_end || c->ticket)) {
       ++r_.errors[static_cast<int>(kind)];
@@ -780,6 +780,7 @@ absl::StatusOr<Results> RunLoad(const Options& o, bool progress) {
     workers.push_back(std::make_unique<Worker>(&s, n));
   }
   std::vector<std::thread> threads;
+  threads.reserve(workers.size());
   for (auto& w : workers) threads.emplace_back([&w] { w->Run(); });
 
   CpuSample start_sample;

@@ -11,6 +11,8 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "absl/strings/numbers.h"
+
 namespace ktls::loadgen {
 
 double ProcessTreeCpuSeconds(const std::vector<int>& roots) {
@@ -36,7 +38,9 @@ double ProcessTreeCpuSeconds(const std::vector<int>& roots) {
     std::vector<std::string> f2;
     while (rest >> field && f2.size() < 13) f2.push_back(field);
     if (f2.size() < 13) continue;
-    parent[static_cast<int>(pid)] = std::atoi(f2[1].c_str());
+    int ppid = 0;
+    if (!absl::SimpleAtoi(f2[1], &ppid)) continue;
+    parent[static_cast<int>(pid)] = ppid;
     ticks[static_cast<int>(pid)] =
         std::strtoull(f2[11].c_str(), nullptr, 10) + std::strtoull(f2[12].c_str(), nullptr, 10);
   }

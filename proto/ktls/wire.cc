@@ -102,4 +102,13 @@ OutgoingMessage::OutgoingMessage(std::string_view payload, int fd) {
   }
 }
 
+IncomingMessage::IncomingMessage(char* buffer, size_t size) {
+  iov_.iov_base = buffer;
+  iov_.iov_len = size;
+  header_.msg_iov = &iov_;
+  header_.msg_iovlen = 1;
+  header_.msg_control = control_.bytes;
+  header_.msg_controllen = sizeof(control_.bytes);
+}
+
 }  // namespace ktls::wire

@@ -70,6 +70,22 @@ class OutgoingMessage {
   ControlBuffer control_{};
 };
 
+// The receiving side: a msghdr over `buffer` (size it kMaxMessageBytes: a shorter buffer would
+// truncate a valid message) with control space for kControlFdSlots descriptors, so that a peer
+// sending more than one is detected by ExtractFds and every descriptor closed.
+class IncomingMessage {
+ public:
+  IncomingMessage(char* buffer, size_t size);
+  IncomingMessage(const IncomingMessage&) = delete;
+  IncomingMessage& operator=(const IncomingMessage&) = delete;
+  msghdr* header() { return &header_; }
+
+ private:
+  iovec iov_{};
+  msghdr header_{};
+  ControlBuffer control_{};
+};
+
 }  // namespace ktls::wire
 
 #endif  // KTLS_PROTO_WIRE_H_

@@ -17,6 +17,7 @@
 #include "agent/config.h"
 #include "tests/mocks/mock_syscalls.h"
 #include "tests/unit/agent/agent_test_util.h"
+#include "tests/unit/agent/test_config.h"
 #include "tests/unit/temp_dir.h"
 
 namespace ktls::agent::testing {
@@ -33,18 +34,7 @@ class AgentTest : public ::testing::Test {
     agent_.reset();
   }
 
-  v1::AgentConfig Config() {
-    v1::AgentConfig c = DefaultConfig();
-    c.clear_listeners();
-    auto* l = c.add_listeners();
-    l->set_name("test");
-    l->set_address("127.0.0.1");
-    l->set_port(0);
-    c.set_workers(1);
-    c.set_handoff_socket(dir_ + "/handoff.sock");
-    c.set_log_level("warning");
-    return c;
-  }
+  v1::AgentConfig Config() { return LoopbackTestConfig(dir_, "warning"); }
 
   void StartAgent(v1::AgentConfig c) {
     auto a = Agent::Create(c, sys_);

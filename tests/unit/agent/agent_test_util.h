@@ -66,13 +66,8 @@ class FakeApp {
     pollfd p{fd_, POLLIN, 0};
     if (poll(&p, 1, timeout_ms) <= 0) return false;
     std::string buf(wire::kMaxMessageBytes, '\0');
-    iovec iov{buf.data(), buf.size()};
-    wire::ControlBuffer control;
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.bytes;
-    msg.msg_controllen = sizeof(control.bytes);
+    wire::IncomingMessage in(buf.data(), buf.size());
+    msghdr& msg = *in.header();
     ssize_t n = recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC);
     if (n <= 0) return false;
     EXPECT_TRUE(wire::ExtractFds(msg, fds).ok());

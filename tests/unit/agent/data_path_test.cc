@@ -21,6 +21,7 @@
 #include "agent/socket_bio.h"
 #include "tests/mocks/mock_syscalls.h"
 #include "tests/unit/agent/agent_test_util.h"
+#include "tests/unit/agent/fake_ktls_setsockopt.h"
 #include "tests/unit/agent/loopback_listener.h"
 
 #ifndef SOL_TLS
@@ -42,17 +43,7 @@ uint64_t Fallbacks(const AgentStats& s, FallbackReason r) {
 class DataPathTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    // TX and the ULP "fail" during the handshake so OpenSSL keeps every direction in userspace.
-    ON_CALL(sys_, SetSockOpt(_, _, _, _, _))
-        .WillByDefault(
-            Invoke([this](int fd, int level, int name, const void* v, socklen_t l) -> SysResult {
-              if (level == IPPROTO_TCP && name == TCP_ULP) return SysResult{-1, ENOENT};
-              if (level == SOL_TLS && name == TLS_RX) {
-                rx_info_.assign(static_cast<const char*>(v), l);
-                return rx_result_;
-              }
-              return sys_.real().SetSockOpt(fd, level, name, v, l);
-            }));
+    FakeKtlsSetSockOpt(sys_, &rx_info_, &rx_result_);
     auto ctx = TlsContext::Create(TlsOptions{}, KernelProbeResult{});
     ASSERT_TRUE(ctx.ok()) << ctx.status();
     tls_ = std::move(*ctx);

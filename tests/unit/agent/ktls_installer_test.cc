@@ -21,6 +21,8 @@
 #include "agent/tls_context.h"
 #include "tests/mocks/mock_syscalls.h"
 #include "tests/unit/agent/agent_test_util.h"
+#include "tests/unit/agent/fake_ktls_setsockopt.h"
+#include "tests/unit/agent/loopback_listener.h"
 
 #ifndef SOL_TLS
 #define SOL_TLS 282
@@ -36,17 +38,7 @@ using ::testing::NiceMock;
 class KtlsInstallerTest : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
-    // TX and the ULP "fail" during the handshake so OpenSSL keeps every direction in userspace.
-    ON_CALL(sys_, SetSockOpt(_, _, _, _, _))
-        .WillByDefault(
-            Invoke([this](int fd, int level, int name, const void* v, socklen_t l) -> SysResult {
-              if (level == IPPROTO_TCP && name == TCP_ULP) return SysResult{-1, ENOENT};
-              if (level == SOL_TLS && name == TLS_RX) {
-                rx_info_.assign(static_cast<const char*>(v), l);
-                return rx_result_;
-              }
-              return sys_.real().SetSockOpt(fd, level, name, v, l);
-            }));
+    FakeKtlsSetSockOpt(sys_, &rx_info_, &rx_result_);
     KernelProbeResult probe;
     TlsOptions options;
     auto ctx = TlsContext::Create(options, probe);
@@ -56,18 +48,11 @@ class KtlsInstallerTest : public ::testing::TestWithParam<const char*> {
     ASSERT_TRUE(certs.ok());
     state_.certificates = *certs;
 
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(0, bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof(a)));
-    socklen_t len = sizeof(a);
-    getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
-    listen(lfd, 1);
-    port_ = ntohs(a.sin_port);
+    LoopbackListener listener;
+    ASSERT_TRUE(listener.ok());
+    port_ = listener.port();
     ASSERT_TRUE(client_.ConnectTcp(port_));
-    server_fd_ = accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    close(lfd);
+    server_fd_ = listener.Accept();
   }
   void TearDown() override {
     ssl_.reset();

@@ -28,12 +28,7 @@ class FakeAgent {
     char tmpl[] = "/tmp/ktls-app-test-XXXXXX";
     dir_ = mkdtemp(tmpl);
     path_ = dir_ + "/handoff.sock";
-    listener_ = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strncpy(addr.sun_path, path_.c_str(), sizeof(addr.sun_path) - 1);
-    EXPECT_EQ(0, bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)));
-    EXPECT_EQ(0, listen(listener_, 4));
+    Relisten();
   }
   ~FakeAgent() {
     if (conn_ >= 0) close(conn_);

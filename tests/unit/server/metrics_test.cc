@@ -21,6 +21,7 @@
 #include "server/cert_manager.h"
 #include "server/ticket_key_manager.h"
 #include "server/trust_manager.h"
+#include "tests/unit/agent/test_config.h"
 
 namespace ktls::control::testing {
 namespace {
@@ -46,15 +47,7 @@ class MetricsCollectorTest : public ::testing::Test {
   void SetUp() override {
     char tmpl[] = "/tmp/ktls-metrics-test-XXXXXX";
     dir_ = mkdtemp(tmpl);
-    v1::AgentConfig c = agent::DefaultConfig();
-    c.clear_listeners();
-    auto* l = c.add_listeners();
-    l->set_name("test");
-    l->set_address("127.0.0.1");
-    l->set_port(0);
-    c.set_workers(1);
-    c.set_handoff_socket(dir_ + "/handoff.sock");
-    c.set_log_level("error");
+    v1::AgentConfig c = agent::testing::LoopbackTestConfig(dir_, "error");
     auto a = agent::Agent::Create(c, agent::RealSysCalls());
     ASSERT_TRUE(a.ok()) << a.status();
     agent_ = std::move(*a);
