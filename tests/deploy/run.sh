@@ -151,7 +151,7 @@ if ((have_helm)); then
     if "$helm" template rel "$chart" --namespace shop --kube-version $KUBE_VERSION -f "$vf" "${hargs[@]}" \
         >"$out" 2>"$logs/template-$name.err"; then
       cp "$out" "$logs/"
-      check "helm template -f $name: sidecar shape, shared socket volume, probes, security, certs, metrics (${exps[*]:-defaults})" \
+      check "helm template -f $name: sidecar shape, trust boundary (app uid, handoff-only read-only volume), probes, security, certs, metrics (${exps[*]:-defaults})" \
         $PY tests/deploy/check_rendered.py "$out" "${eargs[@]}" --rules deploy/monitoring/ktls-alerts.rules.yaml "${agent_flags_arg[@]}"
       check "yamllint rendered $name" yamllint -d "$yl_rendered" "$out"
       [[ $name == 01-* ]] && rendered_default=$out
@@ -196,7 +196,7 @@ if [[ -x $kubectl ]]; then
     exp=(--expect source=kustomize)
     [[ $k == sidecar-autoload ]] && exp+=(--expect autoload=yes)
     if "$kubectl" kustomize "deploy/k8s/$k" >"$work/k8s-$k.yaml" 2>"$logs/kustomize-$k.err"; then
-      check "kubectl kustomize deploy/k8s/$k: native sidecar, shared socket volume, probes, security, certs" \
+      check "kubectl kustomize deploy/k8s/$k: native sidecar, trust boundary (app uid, handoff-only read-only volume), probes, security, certs" \
         $PY tests/deploy/check_rendered.py "$work/k8s-$k.yaml" "${exp[@]}" "${agent_flags_arg[@]}"
     else
       fail "kubectl kustomize deploy/k8s/$k" "$logs/kustomize-$k.err"
