@@ -24,15 +24,10 @@
 #include "tests/unit/agent/fake_ktls_setsockopt.h"
 #include "tests/unit/agent/loopback_listener.h"
 
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
-
 namespace ktls::agent::testing {
 namespace {
 
 using ::testing::_;
-using ::testing::Invoke;
 using ::testing::NiceMock;
 using ::testing::Return;
 

@@ -20,6 +20,7 @@
 #include "agent/stats.h"
 #include "tests/mocks/mock_syscalls.h"
 #include "tests/unit/agent/agent_test_util.h"
+#include "tests/unit/temp_dir.h"
 
 namespace ktls::agent::testing {
 namespace {
@@ -56,17 +57,11 @@ TEST(ResolveGroupTest, NumbersAndNames) {
 class HandoffTrustTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/ktls-trust-test-XXXXXX";
-    dir_ = mkdtemp(tmpl);
+    ASSERT_FALSE(dir_.path().empty());
     // Other uids must be able to reach the socket inside; the socket's own mode decides.
-    ASSERT_EQ(0, chmod(dir_.c_str(), 0711));
-    path_ = dir_ + "/handoff.sock";
+    ASSERT_EQ(0, chmod(dir_.path().c_str(), 0711));
   }
-  void TearDown() override {
-    broker_.reset();
-    std::string cmd = "rm -rf " + dir_;
-    (void)system(cmd.c_str());
-  }
+  void TearDown() override { broker_.reset(); }
 
   HandoffBrokerOptions Options() {
     HandoffBrokerOptions o;
@@ -119,10 +114,10 @@ class HandoffTrustTest : public ::testing::Test {
     return 12;
   }
 
+  ::ktls::testing::ScopedTempDir dir_{"ktls-trust-test"};
+  const std::string path_ = dir_.path() + "/handoff.sock";
   NiceMock<MockSysCalls> sys_;
   AgentStats stats_;
-  std::string dir_;
-  std::string path_;
   std::unique_ptr<HandoffBroker> broker_;
 };
 

@@ -24,10 +24,6 @@
 #include "tests/unit/agent/fake_ktls_setsockopt.h"
 #include "tests/unit/agent/loopback_listener.h"
 
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
-
 namespace ktls::agent::testing {
 namespace {
 

@@ -19,6 +19,7 @@
 #include "ktls/ktls_client.h"
 #include "ktls/v1/handoff.pb.h"
 #include "ktls/wire.h"
+#include "tests/unit/temp_dir.h"
 
 namespace ktls::client::testing {
 namespace {
@@ -88,19 +89,13 @@ class FakeAgentAsNobody {
 class AgentPeerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/ktls-peer-test-XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    ASSERT_EQ(0, chmod(dir_.c_str(), 0755));
-    path_ = dir_ + "/handoff.sock";
+    ASSERT_FALSE(dir_.path().empty());
+    ASSERT_EQ(0, chmod(dir_.path().c_str(), 0755));  // nobody's child must reach the socket
     unsetenv("KTLS_AGENT_UID");
   }
-  void TearDown() override {
-    unsetenv("KTLS_AGENT_UID");
-    unlink(path_.c_str());
-    rmdir(dir_.c_str());
-  }
-  std::string dir_;
-  std::string path_;
+  void TearDown() override { unsetenv("KTLS_AGENT_UID"); }
+  ::ktls::testing::ScopedTempDir dir_{"ktls-peer-test"};
+  const std::string path_ = dir_.path() + "/handoff.sock";
 };
 
 TEST_F(AgentPeerTest, AgentUnderAnotherUidThanTheSocketOwnerIsRejectedBeforeAnyMessage) {
