@@ -1,20 +1,16 @@
 #include "agent/dialer.h"
 
-#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
-#include <openssl/x509v3.h>
 
-#include <array>
 #include <cerrno>
 #include <cstring>
 #include <optional>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "agent/listener.h"
 #include "agent/log.h"
 #include "agent/socket_bio.h"
@@ -23,17 +19,6 @@ namespace ktls::agent {
 namespace {
 
 constexpr size_t kMaxInitialData = 32 * 1024;  // wire::kMaxInitialDataBytes
-
-int OutboundExIndex() {
-  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
-  return index;
-}
-
-bool IsIpLiteral(const std::string& host) {
-  in6_addr a6;
-  in_addr a4;
-  return inet_pton(AF_INET, host.c_str(), &a4) == 1 || inet_pton(AF_INET6, host.c_str(), &a6) == 1;
-}
 
 std::string ErrnoText(int err) {
   return absl::StrCat(strerrordesc_np(err), " (", strerrorname_np(err), ")");
@@ -44,7 +29,8 @@ std::string ErrnoText(int err) {
 // One outbound connection until it is handed back (kTLS), given to a RelaySession, or failed.
 // Resolve and connect are its own; the handshake is a TlsSession in the connect role (which
 // takes over the fd once it is connected) and the data path is DecideDataPath's, as for the
-// listener's connections. What stays here after the handshake is TLS 1.3 ticket draining.
+// listener's connections; its SSL comes configured from ClientTlsContexts. What stays here
+// after the handshake is TLS 1.3 ticket draining.
 class Dialer::Outbound final : public EventHandler, private TlsSessionOwner {
  public:
   enum class State { kResolving, kConnecting, kHandshaking, kTickets, kDone };
@@ -56,16 +42,16 @@ class Dialer::Outbound final : public EventHandler, private TlsSessionOwner {
         id_(d->next_id_.fetch_add(1, std::memory_order_relaxed)),
         started_(absl::Now()),
         deadline_(deadline) {
-    sni_ = req_.sni().empty() && !IsIpLiteral(req_.host()) ? req_.host() : req_.sni();
-    expected_name_ = !req_.expected_name().empty() ? req_.expected_name()
-                     : !sni_.empty()               ? sni_
-                                                   : req_.host();
-    cache_key_ =
-        absl::StrCat(req_.host(), ":", req_.port(), "|", sni_, "|", absl::StrJoin(req_.alpn(), ","),
-                     "|", req_.ca_file(), "|", expected_name_, "|", req_.tls_version(), "|",
-                     req_.insecure_skip_verify());
+    tls_.host = req_.host();
+    tls_.port = req_.port();
+    tls_.sni = req_.sni();
+    tls_.alpn.assign(req_.alpn().begin(), req_.alpn().end());
+    tls_.ca_file = req_.ca_file();
+    tls_.expected_name = req_.expected_name();
+    tls_.tls_version = req_.tls_version();
+    tls_.insecure_skip_verify = req_.insecure_skip_verify();
+    tls_.ApplyDefaults();
   }
-  ~Outbound() override { WipeSecret(); }
 
   absl::Time deadline() const { return deadline_; }
   State state() const { return state_; }
@@ -170,42 +156,7 @@ class Dialer::Outbound final : public EventHandler, private TlsSessionOwner {
     }
   }
 
-  // Keylog / session callbacks (OpenSSL calls them on this thread, inside SSL calls).
-  void OnKeylog(const char* line) {
-    static constexpr char kPrefix[] = "SERVER_TRAFFIC_SECRET_0 ";
-    if (strncmp(line, kPrefix, sizeof(kPrefix) - 1) != 0) return;
-    const char* hex = strrchr(line, ' ');
-    if (hex == nullptr) return;
-    ++hex;
-    const size_t len = strlen(hex) / 2;
-    if (len == 0 || len > secret_.size()) return;
-    for (size_t i = 0; i < len; ++i) {
-      auto nib = [](char c) -> int {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-        return -1;
-      };
-      int hi = nib(hex[2 * i]), lo = nib(hex[2 * i + 1]);
-      if (hi < 0 || lo < 0) {
-        WipeSecret();
-        return;
-      }
-      secret_[i] = static_cast<uint8_t>(hi << 4 | lo);
-    }
-    secret_len_ = len;
-  }
-  void OnNewSession(SSL_SESSION* session) {
-    dialer_->sessions_.Put(cache_key_, session);
-    got_ticket_ = true;
-  }
-
  private:
-  void WipeSecret() {
-    OPENSSL_cleanse(secret_.data(), secret_.size());
-    secret_len_ = 0;
-  }
-
   void TryConnect() {
     SysCalls& sys = dialer_->sys_;
     while (next_addr_ < addrs_.size()) {
@@ -257,53 +208,8 @@ class Dialer::Outbound final : public EventHandler, private TlsSessionOwner {
     StartTls();
   }
 
-  // The client SSL for this request: versions, SNI, ALPN, verification, a cached session.
-  absl::StatusOr<SslPtr> NewClientSsl() {
-    absl::StatusOr<SSL_CTX*> ctx = dialer_->ClientContext(req_.ca_file());
-    if (!ctx.ok()) return ctx.status();
-    SslPtr owned(SSL_new(*ctx));
-    if (!owned) return absl::InternalError("SSL_new failed");
-    SSL* ssl = owned.get();
-    SSL_set_ex_data(ssl, OutboundExIndex(), this);
-    if (req_.tls_version() == "TLSv1.2") {
-      SSL_set_min_proto_version(ssl, TLS1_2_VERSION);
-      SSL_set_max_proto_version(ssl, TLS1_2_VERSION);
-    } else if (req_.tls_version() == "TLSv1.3") {
-      SSL_set_min_proto_version(ssl, TLS1_3_VERSION);
-    } else if (!req_.tls_version().empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tls_version '", req_.tls_version(), "' is not TLSv1.2 or TLSv1.3"));
-    }
-    if (!sni_.empty()) SSL_set_tlsext_host_name(ssl, sni_.c_str());
-    if (req_.alpn_size() > 0) {
-      std::string wire;
-      for (const auto& p : req_.alpn()) {
-        if (p.empty() || p.size() > 255) {
-          return absl::InvalidArgumentError("alpn: protocol names must be 1..255 bytes");
-        }
-        wire.push_back(static_cast<char>(p.size()));
-        wire += p;
-      }
-      SSL_set_alpn_protos(ssl, reinterpret_cast<const unsigned char*>(wire.data()), wire.size());
-    }
-    if (!req_.insecure_skip_verify()) {
-      SSL_set_verify(ssl, SSL_VERIFY_PEER, nullptr);
-      if (IsIpLiteral(expected_name_)) {
-        X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), expected_name_.c_str());
-      } else {
-        SSL_set1_host(ssl, expected_name_.c_str());
-      }
-    } else {
-      SSL_set_verify(ssl, SSL_VERIFY_NONE, nullptr);
-    }
-    if (SslSessionPtr s = dialer_->sessions_.Take(cache_key_)) {
-      SSL_set_session(ssl, s.get());  // takes its own reference
-    }
-    return owned;
-  }
-
   void StartTls() {
-    absl::StatusOr<SslPtr> ssl = NewClientSsl();
+    absl::StatusOr<SslPtr> ssl = dialer_->client_tls_.NewSession(tls_, &tls_state_);
     if (!ssl.ok()) {
       Fail(std::string(ssl.status().message()));
       return;
@@ -368,7 +274,7 @@ class Dialer::Outbound final : public EventHandler, private TlsSessionOwner {
       return;
     }
     // Nothing more to read now. Once a ticket arrived and OpenSSL is between records, hand off.
-    if (got_ticket_ && SocketBioRecordCount(SSL_get_rbio(ssl)).at_boundary) Complete();
+    if (tls_state_.got_ticket && SocketBioRecordCount(SSL_get_rbio(ssl)).at_boundary) Complete();
   }
 
   void Complete() {
@@ -378,14 +284,15 @@ class Dialer::Outbound final : public EventHandler, private TlsSessionOwner {
     RecordCount rc = SocketBioRecordCount(SSL_get_rbio(ssl));
     DataPathDecision dec = DecideDataPath(
         d->sys_, d->stats_, d->options_.policy, TlsRole::kConnect, ssl, session_->fd(),
-        Tls13RxKey{absl::MakeConstSpan(secret_.data(), secret_len_), rc.records - base_records_,
-                   rc.at_boundary});
-    WipeSecret();
+        Tls13RxKey{absl::MakeConstSpan(tls_state_.server_app_secret.data(),
+                                       tls_state_.server_app_secret_len),
+                   rc.records - base_records_, rc.at_boundary});
+    tls_state_.WipeSecret();
     if (SSL_session_reused(ssl)) Inc(d->stats_.dials_resumed);
     v1::DialResult result;
     result.set_request_id(req_.request_id());
     FillInfo(dec.offload, result.mutable_connection());
-    SSL_set_ex_data(ssl, OutboundExIndex(), nullptr);  // callbacks must not reach us any more
+    ClientTlsContexts::Detach(ssl);  // a relayed SSL outlives us: its callbacks must not reach us
     absl::StatusOr<UniqueFd> app_fd =
         EnterDataPath(*d->relay_ctx_, dec, id_, session_->Release(), nullptr);
     if (!app_fd.ok()) {
@@ -400,7 +307,7 @@ class Dialer::Outbound final : public EventHandler, private TlsSessionOwner {
     info->set_connection_id(id_);
     info->set_outbound(true);
     info->set_dial_request_id(req_.request_id());
-    info->set_sni(sni_);
+    info->set_sni(tls_.sni);
     FillSessionInfo(dialer_->sys_, session_->ssl(), session_->fd(), peer_, dec, info);
     info->set_initial_data(initial_data_);
     info->set_handshake_micros(
@@ -417,7 +324,7 @@ class Dialer::Outbound final : public EventHandler, private TlsSessionOwner {
   void Fail(std::string error) {
     if (state_ == State::kDone) return;
     state_ = State::kDone;
-    WipeSecret();
+    tls_state_.WipeSecret();
     Inc(dialer_->stats_.dials_failed);
     KTLS_LOG(kDebug, "dial ", req_.host(), ":", req_.port(), " failed: ", error);
     if (session_) session_->Close();
@@ -439,18 +346,15 @@ class Dialer::Outbound final : public EventHandler, private TlsSessionOwner {
   absl::Time deadline_;
   absl::Time ticket_deadline_;
   State state_ = State::kConnecting;
-  std::string sni_;
-  std::string expected_name_;
-  std::string cache_key_;
+  ClientTlsParams tls_;
   std::vector<sockaddr_storage> addrs_;
   size_t next_addr_ = 0;
   sockaddr_storage peer_{};
   std::string last_error_;
   UniqueFd fd_;  // while resolving and connecting; then the session's
+  // Declared before session_: the SSL's callbacks point at it until the session is gone.
+  ClientTlsState tls_state_;
   std::optional<TlsSession> session_;
-  std::array<uint8_t, 64> secret_{};
-  size_t secret_len_ = 0;
-  bool got_ticket_ = false;
   uint64_t base_records_ = 0;
   std::string initial_data_;
 };
@@ -462,7 +366,8 @@ Dialer::Dialer(SysCalls& sys, DialerOptions options, AgentStats& stats,
       stats_(stats),
       next_id_(next_id),
       on_result_(std::move(on_result)),
-      sessions_(options.session_cache_upstreams, options.sessions_per_upstream) {}
+      sessions_(options.session_cache_upstreams, options.sessions_per_upstream),
+      client_tls_(sessions_, options.policy != OffloadPolicy::kOff) {}
 
 absl::StatusOr<std::unique_ptr<Dialer>> Dialer::Create(SysCalls& sys, DialerOptions options,
                                                        AgentStats& stats,
@@ -532,47 +437,6 @@ void Dialer::StartDial(uint64_t subscriber_id, v1::DialRequest request) {
   Outbound* raw = o.get();
   live_[raw] = std::move(o);
   raw->Begin();
-}
-
-absl::StatusOr<SSL_CTX*> Dialer::ClientContext(const std::string& ca_file) {
-  auto it = client_ctxs_.find(ca_file);
-  if (it != client_ctxs_.end()) return it->second.get();
-  SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
-  if (!ctx) return absl::InternalError("SSL_CTX_new failed");
-  SSL_CTX* c = ctx.get();
-  SSL_CTX_set_min_proto_version(c, TLS1_2_VERSION);
-  // Offloadable AEAD suites only, as on the server side.
-  SSL_CTX_set_cipher_list(c,
-                          "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-                          "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-                          "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305");
-  if (options_.policy != OffloadPolicy::kOff) SSL_CTX_set_options(c, SSL_OP_ENABLE_KTLS);
-  SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION);
-  // Read-ahead stays off: kTLS RX needs OpenSSL to stop at record boundaries (see
-  // agent/ktls_installer.h).
-  ERR_clear_error();
-  if (ca_file.empty()) {
-    SSL_CTX_set_default_verify_paths(c);
-  } else if (SSL_CTX_load_verify_locations(c, ca_file.c_str(), nullptr) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot load CA bundle ", ca_file, ": ",
-                                                   DrainOpenSslErrors("not a PEM bundle")));
-  }
-  SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
-  SSL_CTX_sess_set_new_cb(c, [](SSL* ssl, SSL_SESSION* session) -> int {
-    if (auto* o = static_cast<Outbound*>(SSL_get_ex_data(ssl, OutboundExIndex()))) {
-      o->OnNewSession(session);
-    }
-    return 0;  // we did not keep OpenSSL's reference (the cache takes its own)
-  });
-  SSL_CTX_set_keylog_callback(c, [](const SSL* ssl, const char* line) {
-    if (auto* o = static_cast<Outbound*>(SSL_get_ex_data(ssl, OutboundExIndex()))) {
-      o->OnKeylog(line);
-    }
-  });
-  SSL_CTX* raw = ctx.get();
-  if (client_ctxs_.size() >= 64) client_ctxs_.clear();  // bounded; rebuilt on demand
-  client_ctxs_[ca_file] = std::move(ctx);
-  return raw;
 }
 
 void Dialer::Finish(EventHandler* h) {

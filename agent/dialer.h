@@ -3,8 +3,10 @@
 // to the app that asked, with the same metadata as an inbound handoff.
 //
 // The handshake engine (agent/tls_session.h, connect role) and the data-path decision
-// (agent/data_path.h) are the listener's; the dialer itself only resolves, connects, drains
-// TLS 1.3 tickets and answers the request with a DialResult.
+// (agent/data_path.h) are the listener's, and the client SSL (SNI, ALPN, verification, resumed
+// session, the keylog secret) is configured by ClientTlsContexts (agent/tls_client_context.h);
+// the dialer itself only resolves, connects, drains TLS 1.3 tickets and answers the request with
+// a DialResult.
 //
 // Runs on its own thread and EventLoop (the same threading and lifetime rules as a worker, see
 // agent/event_loop.h); relayed outbound connections live there too. Name resolution uses
@@ -21,7 +23,6 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -35,6 +36,7 @@
 #include "agent/ktls_installer.h"
 #include "agent/session_cache.h"
 #include "agent/stats.h"
+#include "agent/tls_client_context.h"
 #include "agent/unique_fd.h"
 #include "ktls/v1/handoff.pb.h"
 
@@ -83,8 +85,6 @@ class Dialer {
   Dialer(SysCalls& sys, DialerOptions options, AgentStats& stats, std::atomic<uint64_t>& next_id,
          DialCallback on_result);
   void StartDial(uint64_t subscriber_id, v1::DialRequest request);
-  // The client SSL_CTX for a trust bundle ("" = system default), created on first use.
-  absl::StatusOr<SSL_CTX*> ClientContext(const std::string& ca_file);
   void Finish(EventHandler* h);
   void OnTick(absl::Time now);
 
@@ -94,9 +94,9 @@ class Dialer {
   std::atomic<uint64_t>& next_id_;
   DialCallback on_result_;
   SessionCache sessions_;
+  ClientTlsContexts client_tls_;  // loop thread only
   std::unique_ptr<EventLoop> loop_;
-  std::unique_ptr<DataPlaneContext> relay_ctx_;   // for relayed outbound connections
-  std::map<std::string, SslCtxPtr> client_ctxs_;  // loop thread only
+  std::unique_ptr<DataPlaneContext> relay_ctx_;  // for relayed outbound connections
   std::unordered_map<EventHandler*, std::unique_ptr<EventHandler>> live_;
   std::thread thread_;
   // Resolver threads post back through this; the destructor detaches it so a late resolver

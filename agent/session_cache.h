@@ -1,5 +1,6 @@
 // Bounded client-side TLS session cache for outbound dials, keyed per upstream
-// (host:port + SNI + ALPN + trust), so repeated dials to the same upstream resume.
+// (host:port + SNI + ALPN + trust, see ClientTlsParams::SessionCacheKey in
+// agent/tls_client_context.h), so repeated dials to the same upstream resume.
 //
 // TLS 1.3 tickets are taken (single use, RFC 8446 C.4 recommends against ticket reuse); TLS 1.2
 // sessions stay until replaced. Least recently used upstreams are evicted beyond the bound.

@@ -26,10 +26,6 @@
 namespace ktls::agent {
 namespace {
 
-constexpr char kDefaultTls12Ciphers[] =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 constexpr char kDefaultTls13Suites[] =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 constexpr unsigned char kSessionIdContext[] = "ktls-agent";
@@ -170,38 +166,42 @@ bool HexEquals(absl::string_view hex, const unsigned char* bytes, size_t len) {
 
 // Captures CLIENT_TRAFFIC_SECRET_0 (TLS 1.3; on the server it is logged once the client's
 // Finished is read) for manual kTLS RX. Every other line is ignored, and nothing from any line
-// is ever logged. The hex is decoded straight into the connection state: no other copy exists
-// (OpenSSL wipes `line` itself after the callback).
+// is ever logged. The hex is decoded straight into the connection state: no other copy exists.
 void OnKeylogLine(const SSL* ssl, const char* line) {
-  constexpr absl::string_view kLabel = "CLIENT_TRAFFIC_SECRET_0 ";
-  absl::string_view text(line);
-  if (!absl::StartsWith(text, kLabel)) return;
   TlsConnectionState* state = TlsContext::StateOf(ssl);
   if (state == nullptr) return;
-  text.remove_prefix(kLabel.size());
-  const size_t space = text.find(' ');
+  CaptureKeylogSecret(ssl, line, "CLIENT_TRAFFIC_SECRET_0 ",
+                      absl::MakeSpan(state->client_app_secret), &state->client_app_secret_len);
+}
+
+}  // namespace
+
+void CaptureKeylogSecret(const SSL* ssl, absl::string_view line, absl::string_view label,
+                         absl::Span<uint8_t> out, size_t* len) {
+  if (!absl::StartsWith(line, label)) return;
+  line.remove_prefix(label.size());
+  const size_t space = line.find(' ');
   if (space == absl::string_view::npos) return;
-  const absl::string_view random_hex = text.substr(0, space);
-  const absl::string_view secret_hex = absl::StripTrailingAsciiWhitespace(text.substr(space + 1));
+  const absl::string_view random_hex = line.substr(0, space);
+  const absl::string_view secret_hex = absl::StripTrailingAsciiWhitespace(line.substr(space + 1));
 
   unsigned char client_random[SSL3_RANDOM_SIZE];
   const size_t random_len = SSL_get_client_random(ssl, client_random, sizeof(client_random));
   if (!HexEquals(random_hex, client_random, random_len)) return;  // not this connection's
-  const size_t len = secret_hex.size() / 2;
-  if (secret_hex.empty() || secret_hex.size() % 2 != 0 || len > state->client_app_secret.size()) {
-    return;
-  }
-  state->WipeSecrets();
-  for (size_t i = 0; i < len; ++i) {
+  const size_t n = secret_hex.size() / 2;
+  if (secret_hex.empty() || secret_hex.size() % 2 != 0 || n > out.size()) return;
+  OPENSSL_cleanse(out.data(), out.size());
+  *len = 0;
+  for (size_t i = 0; i < n; ++i) {
     const int hi = HexValue(secret_hex[2 * i]);
     const int lo = HexValue(secret_hex[2 * i + 1]);
     if (hi < 0 || lo < 0) {
-      state->WipeSecrets();
+      OPENSSL_cleanse(out.data(), out.size());
       return;
     }
-    state->client_app_secret[i] = static_cast<uint8_t>((hi << 4) | lo);
+    out[i] = static_cast<uint8_t>((hi << 4) | lo);
   }
-  state->client_app_secret_len = len;
+  *len = n;
 }
 
 absl::StatusOr<std::vector<uint8_t>> AlpnWire(const std::vector<std::string>& protocols) {
@@ -216,6 +216,8 @@ absl::StatusOr<std::vector<uint8_t>> AlpnWire(const std::vector<std::string>& pr
   }
   return wire;
 }
+
+namespace {
 
 // offload=required: keeps, in configured order, only the TLS 1.2 ciphers and TLS 1.3 suites
 // whose AEAD the probe found working for both TX and RX; a version left with nothing is

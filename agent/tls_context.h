@@ -11,7 +11,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "agent/cert_store.h"
 #include "agent/client_trust.h"
 #include "agent/kernel_probe.h"
@@ -50,6 +52,24 @@ struct TlsConnectionState {
   void WipeSecrets();
   ~TlsConnectionState();
 };
+
+// What the server context shares with the client contexts (agent/tls_client_context.h), so that
+// both sides offer the same offloadable suites and read keylog lines and ALPN lists one way.
+//
+// The TLS 1.2 ciphers offered when none are configured: ECDHE with an AEAD kTLS can offload.
+inline constexpr char kDefaultTls12Ciphers[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+// `protocols` in ALPN wire format (length-prefixed); INVALID_ARGUMENT for a name that is empty or
+// longer than 255 bytes.
+absl::StatusOr<std::vector<uint8_t>> AlpnWire(const std::vector<std::string>& protocols);
+// For a keylog line "<label> <client random hex> <secret hex>" of `ssl`'s own connection (the
+// label includes its trailing space): decodes the secret into `out` and sets *len (0 when the hex
+// is malformed, with `out` wiped). Other lines, and secrets longer than `out`, leave both as they
+// were. Nothing from the line is logged or copied elsewhere (OpenSSL wipes it after the callback).
+void CaptureKeylogSecret(const SSL* ssl, absl::string_view line, absl::string_view label,
+                         absl::Span<uint8_t> out, size_t* len);
 
 class TlsContext {
  public:

@@ -91,10 +91,7 @@ class DialerTest : public ::testing::Test {
     char tmpl[] = "/tmp/ktls-dialer-test-XXXXXX";
     dir_ = mkdtemp(tmpl);
     ca_ = testcerts::MakeCa("dialer test CA");
-    testcerts::CertSpec spec;
-    spec.common_name = "upstream.test";
-    spec.dns_names = {"upstream.test"};
-    leaf_ = testcerts::MakeCert(spec, &ca_);
+    leaf_ = testcerts::MakeServerCert("upstream.test", ca_);
     ca_file_ = testcerts::WriteTempFile("ca.pem", ca_.cert_pem);
     v1::AgentConfig c = DefaultConfig();
     c.clear_listeners();

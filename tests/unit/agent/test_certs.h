@@ -166,6 +166,14 @@ inline TestCert MakeCa(const std::string& common_name) {
   return MakeCert(spec, nullptr);
 }
 
+// A server certificate issued by `ca` for `dns_name` (its CN and only DNS SAN).
+inline TestCert MakeServerCert(const std::string& dns_name, const TestCert& ca) {
+  CertSpec spec;
+  spec.common_name = dns_name;
+  spec.dns_names = {dns_name};
+  return MakeCert(spec, &ca);
+}
+
 // Files written by WriteTempFile, removed when the test process exits (they hold private keys).
 struct TempFileRegistry {
   std::mutex mu;
