@@ -60,22 +60,8 @@ class KtlsInstallerTest : public ::testing::TestWithParam<const char*> {
     auto ssl = tls_->NewServerSsl(&state_);
     ASSERT_TRUE(ssl.ok());
     ssl_ = std::move(*ssl);
-    BioPtr bio = NewSocketBio(sys_, server_fd_);
-    SSL_set_bio(ssl_.get(), bio.get(), bio.get());  // the SSL owns the BIO
-    bio.release();
-    SSL_set_accept_state(ssl_.get());
-    bool client_ok = false;
-    std::thread t([&] { client_ok = client_.Handshake(version, cipher); });
-    for (int i = 0; i < 2000; ++i) {
-      int rc = SSL_do_handshake(ssl_.get());
-      if (rc == 1) break;
-      int err = SSL_get_error(ssl_.get(), rc);
-      ASSERT_TRUE(err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) << err;
-      pollfd p{server_fd_, static_cast<short>(err == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT), 0};
-      poll(&p, 1, 50);
-    }
-    t.join();
-    ASSERT_TRUE(client_ok);
+    ASSERT_TRUE(ServerHandshake(sys_, ssl_.get(), server_fd_,
+                                [&] { return client_.Handshake(version, cipher); }));
   }
 
   // Pretends the kernel took TX during the handshake.

@@ -310,7 +310,16 @@ TestCert* TlsContextTest::bad_client_ = nullptr;
 std::string* TlsContextTest::client_ca_file_ = nullptr;
 
 // Runs a test body for TLS 1.2 and TLS 1.3.
-class TlsVersionTest : public TlsContextTest, public ::testing::WithParamInterface<int> {};
+class TlsVersionTest : public TlsContextTest, public ::testing::WithParamInterface<int> {
+ protected:
+  // Client options for the version under test.
+  ClientOptions Opts(std::string sni = "") const {
+    ClientOptions o;
+    o.sni = std::move(sni);
+    o.version = GetParam();
+    return o;
+  }
+};
 INSTANTIATE_TEST_SUITE_P(Versions, TlsVersionTest,
                          ::testing::Values(TLS1_2_VERSION, TLS1_3_VERSION),
                          [](const ::testing::TestParamInfo<int>& info) {
@@ -453,9 +462,7 @@ TEST_P(TlsVersionTest, SniPicksTheCertificate) {
 TEST_P(TlsVersionTest, UnknownSniGetsTheDefault) {
   auto context = MustCreate({});
   ASSERT_NE(context, nullptr);
-  ClientOptions opts;
-  opts.sni = "unknown.example.net";
-  opts.version = GetParam();
+  ClientOptions opts = Opts("unknown.example.net");
   Connection conn(*context, *ca_, opts, Certificates());
   SSL_set_verify(conn.client(), SSL_VERIFY_NONE, nullptr);  // the name does not match, by design
   ASSERT_TRUE(conn.Handshake()) << Reason(conn.server_side().error);
@@ -466,8 +473,7 @@ TEST_P(TlsVersionTest, UnknownSniGetsTheDefault) {
 TEST_P(TlsVersionTest, NoSniGetsTheDefaultWithoutCountingAMiss) {
   auto context = MustCreate({});
   ASSERT_NE(context, nullptr);
-  ClientOptions opts;
-  opts.version = GetParam();
+  ClientOptions opts = Opts();
   Connection conn(*context, *ca_, opts, Certificates());
   conn.state().sni_matched = false;  // must be set by the callback
   ASSERT_TRUE(conn.Handshake()) << Reason(conn.server_side().error);
@@ -480,9 +486,7 @@ TEST_P(TlsVersionTest, EmptyCertificateSetFailsTheHandshake) {
   ASSERT_NE(context, nullptr);
   auto empty = CertificateSet::Create({});
   ASSERT_TRUE(empty.ok());
-  ClientOptions opts;
-  opts.sni = "api.example.com";
-  opts.version = GetParam();
+  ClientOptions opts = Opts("api.example.com");
   Connection conn(*context, *ca_, opts, *empty);
   EXPECT_FALSE(conn.Handshake());
   EXPECT_TRUE(conn.server_side().failed);
@@ -494,9 +498,7 @@ TEST_P(TlsVersionTest, PinnedSetSurvivesAStoreSwap) {
   auto context = MustCreate({});
   ASSERT_NE(context, nullptr);
   CertStore store(Certificates());
-  ClientOptions opts;
-  opts.sni = "api.example.com";
-  opts.version = GetParam();
+  ClientOptions opts = Opts("api.example.com");
   Connection conn(*context, *ca_, opts, store.Current());  // pinned at accept
   auto only_fallback = CertificateSet::Create({Source("fallback", *fallback_, true)});
   ASSERT_TRUE(only_fallback.ok());
@@ -512,9 +514,7 @@ TEST_P(TlsVersionTest, AlpnPicksServerPreference) {
   options.alpn = {"h2", "http/1.1"};
   auto context = MustCreate(options);
   ASSERT_NE(context, nullptr);
-  ClientOptions opts;
-  opts.sni = "api.example.com";
-  opts.version = GetParam();
+  ClientOptions opts = Opts("api.example.com");
   opts.alpn = {"http/1.1", "h2"};  // the client prefers http/1.1
   Connection conn(*context, *ca_, opts, Certificates());
   ASSERT_TRUE(conn.Handshake()) << Reason(conn.server_side().error);
@@ -533,9 +533,7 @@ TEST_P(TlsVersionTest, AlpnWithoutOverlapFailsTheHandshake) {
   options.alpn = {"h2"};
   auto context = MustCreate(options);
   ASSERT_NE(context, nullptr);
-  ClientOptions opts;
-  opts.sni = "api.example.com";
-  opts.version = GetParam();
+  ClientOptions opts = Opts("api.example.com");
   opts.alpn = {"http/1.1"};
   Connection conn(*context, *ca_, opts, Certificates());
   EXPECT_FALSE(conn.Handshake());
@@ -550,9 +548,7 @@ TEST_P(TlsVersionTest, ClientWithoutAlpnIsFine) {
   options.alpn = {"h2"};
   auto context = MustCreate(options);
   ASSERT_NE(context, nullptr);
-  ClientOptions opts;
-  opts.sni = "api.example.com";
-  opts.version = GetParam();
+  ClientOptions opts = Opts("api.example.com");
   Connection conn(*context, *ca_, opts, Certificates());
   ASSERT_TRUE(conn.Handshake()) << Reason(conn.server_side().error);
   EXPECT_EQ(conn.Alpn(conn.server()), "");
@@ -561,9 +557,7 @@ TEST_P(TlsVersionTest, ClientWithoutAlpnIsFine) {
 TEST_P(TlsVersionTest, NoAlpnConfiguredIgnoresTheClientsList) {
   auto context = MustCreate({});
   ASSERT_NE(context, nullptr);
-  ClientOptions opts;
-  opts.sni = "api.example.com";
-  opts.version = GetParam();
+  ClientOptions opts = Opts("api.example.com");
   opts.alpn = {"h2"};
   Connection conn(*context, *ca_, opts, Certificates());
   ASSERT_TRUE(conn.Handshake()) << Reason(conn.server_side().error);
@@ -575,9 +569,7 @@ TEST_P(TlsVersionTest, AlpnListOutlivesTheTlsContext) {
   options.alpn = {"h2", "http/1.1"};
   auto context = MustCreate(options);
   ASSERT_NE(context, nullptr);
-  ClientOptions opts;
-  opts.sni = "api.example.com";
-  opts.version = GetParam();
+  ClientOptions opts = Opts("api.example.com");
   opts.alpn = {"http/1.1", "h2"};
   Connection conn(*context, *ca_, opts, Certificates());
   context.reset();  // the SSL keeps the SSL_CTX, and the SSL_CTX keeps its ALPN list
@@ -595,9 +587,7 @@ TEST_P(TlsVersionTest, RequiredClientCertMissingFails) {
   ASSERT_NE(context, nullptr);
   EXPECT_EQ(SSL_CTX_get_verify_mode(context->ctx()),
             SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT);
-  ClientOptions opts;
-  opts.sni = "api.example.com";
-  opts.version = GetParam();
+  ClientOptions opts = Opts("api.example.com");
   Connection conn(*context, *ca_, opts, Certificates());
   EXPECT_FALSE(conn.Handshake());
   EXPECT_TRUE(conn.server_side().failed);
@@ -612,9 +602,7 @@ TEST_P(TlsVersionTest, ValidClientCertIsVerified) {
   options.require_client_cert = true;
   auto context = MustCreate(options);
   ASSERT_NE(context, nullptr);
-  ClientOptions opts;
-  opts.sni = "api.example.com";
-  opts.version = GetParam();
+  ClientOptions opts = Opts("api.example.com");
   opts.client_cert = good_client_;
   Connection conn(*context, *ca_, opts, Certificates());
   ASSERT_TRUE(conn.Handshake()) << Reason(conn.server_side().error);
@@ -635,9 +623,7 @@ TEST_P(TlsVersionTest, ClientCertFromAnotherCaFails) {
   auto context = MustCreate(options);
   ASSERT_NE(context, nullptr);
   EXPECT_EQ(SSL_CTX_get_verify_mode(context->ctx()), SSL_VERIFY_PEER);
-  ClientOptions opts;
-  opts.sni = "api.example.com";
-  opts.version = GetParam();
+  ClientOptions opts = Opts("api.example.com");
   opts.client_cert = bad_client_;
   Connection conn(*context, *ca_, opts, Certificates());
   EXPECT_FALSE(conn.Handshake());
@@ -772,9 +758,7 @@ TEST_P(TlsVersionTest, RestrictToProbeNegotiatesOnlySupportedSuites) {
   auto context = MustCreate(options, probe);
   ASSERT_NE(context, nullptr);
 
-  ClientOptions opts;
-  opts.sni = "api.example.com";
-  opts.version = GetParam();
+  ClientOptions opts = Opts("api.example.com");
   Connection conn(*context, *ca_, opts, Certificates());
   ASSERT_TRUE(conn.Handshake()) << Reason(conn.server_side().error);
   EXPECT_EQ(conn.CipherName(conn.server()),
