@@ -197,7 +197,7 @@ void TlsSession::Expire() {
   f.reason = HandshakeFailureReason::kTimeout;
   f.text = absl::StrCat("timed out after ", absl::FormatDuration(deadline_ - started_));
   // No alert is forced: a timeout just closes.
-  Fail(std::move(f));
+  Fail(f);
 }
 
 void TlsSession::Fail(const HandshakeFailure& failure) {

@@ -45,8 +45,9 @@ absl::StatusOr<std::unique_ptr<Worker>> Worker::Create(
     EventHandler* key = h.get();
     raw->live_[key] = std::move(h);
   };
-  for (auto& [name, fd] : listen_fds) {
-    auto ls = std::make_unique<ListenSocket>(raw, std::move(name), std::move(fd));
+  for (auto& listen_fd : listen_fds) {
+    auto ls = std::make_unique<ListenSocket>(raw, std::move(listen_fd.first),
+                                             std::move(listen_fd.second));
     absl::Status s = w->loop_->Add(ls->fd.get(), EPOLLIN, ls.get());
     if (!s.ok()) return s;
     w->listeners_.push_back(std::move(ls));
