@@ -402,11 +402,13 @@ image_checks() {
   local demo_pid=""
   if $BUILDAH images -q localhost/ktls-demo-app:test 2>/dev/null | grep -q .; then
     new_ctr localhost/ktls-demo-app:test && d=$ctr
-    check "demo-app image: runs as uid 10002 (not the agent's), in group ktls-handoff" bash -c '
-      out=$('"$BUILDAH"' run --isolation chroot "$1" -- id) && echo "$out" &&
-      [[ $out == uid=10002* && $out == *10003* ]]' _ "$d"
-    $BUILDAH run --isolation chroot -v "$handoff:/run/ktls-handoff:ro" "$d" -- /usr/local/bin/ktls-demo-app \
-      --agent_socket=/run/ktls-handoff/handoff.sock --static_dir=/srv/static >"$logs/demo.log" 2>&1 &
+    check "demo-app image: runs as uid 10002 (not the agent's 10001)" bash -c '
+      out=$('"$BUILDAH"' run --isolation chroot "$1" -- id) && echo "$out" && [[ $out == uid=10002* ]]' _ "$d"
+    # In the pod, fsGroup 10003 makes the app a member of the handoff socket's group; buildah run
+    # applies no supplementary groups, so the container gets 10003 as its group here.
+    $BUILDAH run --isolation chroot --user 10002:10003 -v "$handoff:/run/ktls-handoff:ro" "$d" -- \
+      /usr/local/bin/ktls-demo-app --agent_socket=/run/ktls-handoff/handoff.sock \
+      --static_dir=/srv/static >"$logs/demo.log" 2>&1 &
     demo_pid=$!
     bg_pids+=("$demo_pid")
     for i in $(seq 50); do grep -q subscribed "$logs/agent.log" && break; sleep 0.1; done
@@ -592,7 +594,7 @@ rotate_secret() {
   make_secret_dir "$dir" v2 || return 1
   want="ktls.test v2"
   for i in $(seq 50); do
-    got=$(echo | openssl s_client -connect "127.0.0.1:$port" -servername ktls.test 2>/dev/null | grep -m1 '^subject=')
+    got=$(echo | timeout 5 openssl s_client -connect "127.0.0.1:$port" -servername ktls.test 2>/dev/null | grep -m1 '^subject=')
     [[ $got == *"$want"* ]] && { echo "served after ${i}00 ms: $got"; return 0; }
     sleep 0.2
   done
