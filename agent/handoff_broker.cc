@@ -264,16 +264,18 @@ void HandoffBroker::OnAcceptable() {
       return;
     }
     UniqueFd fd(sys_, static_cast<int>(r.rc));
+    // Refused connections that wait for their app to close hold slots of max_app_connections
+    // too (so a flood of refused connects is bounded), but they give way first.
+    if (subscribers_.size() >= options_.max_app_connections) EvictOldestRefused();
     const bool admitted = AdmitApp(fd.get());
-    if (!admitted && lingering_ >= kMaxLingeringRefused) {
-      DrainAndClose(std::move(fd));  // best effort: the app may see ECONNRESET instead
+    if (!admitted && subscribers_.size() >= options_.max_app_connections) {
+      DiscardInput(fd.get());  // no slot to linger in: the app may see ECONNRESET instead
       continue;
     }
     const int raw = fd.get();
     auto sub = std::make_unique<Subscriber>(this, std::move(fd), next_subscriber_id_++);
     sub->refused = !admitted;
     if (!loop_->Add(raw, EPOLLIN, sub.get()).ok()) continue;
-    if (sub->refused) ++lingering_;
     subscribers_[raw] = std::move(sub);
   }
 }
@@ -296,7 +298,7 @@ bool HandoffBroker::AdmitApp(int fd) {
     sys_.Shutdown(fd, SHUT_WR);
     return false;
   };
-  if (subscribers_.size() - lingering_ >= options_.max_app_connections) {
+  if (subscribers_.size() >= options_.max_app_connections) {
     Inc(stats_.app_connections_over_limit);
     LogWarningOncePerKey(
         "broker-app-cap",
@@ -318,13 +320,27 @@ bool HandoffBroker::AdmitApp(int fd) {
   return true;
 }
 
-void HandoffBroker::DrainAndClose(UniqueFd fd) {
+// Reads and discards what a refused app sent. True when the connection is finished with (EOF,
+// an error, or a few reads' worth), false when nothing more is there yet.
+bool HandoffBroker::DiscardInput(int fd) {
   char buf[512];
   for (int i = 0; i < 16; ++i) {
-    SysResult r = sys_.Read(fd.get(), buf, sizeof(buf));
+    SysResult r = sys_.Read(fd, buf, sizeof(buf));
     if (!r.ok() && r.err == EINTR) continue;
-    if (!r.ok() || r.rc == 0) break;
+    if (!r.ok() && r.would_block()) return false;
+    if (!r.ok() || r.rc == 0) return true;
   }
+  return true;
+}
+
+void HandoffBroker::EvictOldestRefused() {
+  Subscriber* oldest = nullptr;
+  for (auto& [fd, sub] : subscribers_) {
+    if (sub->refused && !sub->closed && (oldest == nullptr || sub->id < oldest->id)) {
+      oldest = sub.get();
+    }
+  }
+  if (oldest != nullptr) DropSubscriber(oldest, "refused app gave way to a new connection", false);
 }
 
 // Connections that never subscribe would otherwise hold a slot (and an fd) forever.
@@ -350,15 +366,8 @@ void HandoffBroker::ExpireUnsubscribed(absl::Time now) {
 
 void HandoffBroker::OnSubscriberEvents(Subscriber* sub, uint32_t events) {
   if (sub->refused) {
-    // Discard whatever it sends; its EOF (it read the refusal) ends the linger.
-    char buf[512];
-    for (int i = 0; i < 16; ++i) {
-      SysResult r = sys_.Read(sub->fd.get(), buf, sizeof(buf));
-      if (!r.ok() && r.err == EINTR) continue;
-      if (!r.ok() && r.would_block()) return;
-      if (!r.ok() || r.rc == 0) break;
-    }
-    DropSubscriber(sub, "refused app closed", false);
+    // Whatever it sends is discarded; its EOF (it has read the refusal) ends the linger.
+    if (DiscardInput(sub->fd.get())) DropSubscriber(sub, "refused app closed", false);
     return;
   }
   if (events & EPOLLOUT) {
@@ -555,7 +564,6 @@ void HandoffBroker::DropSubscriber(Subscriber* sub, absl::string_view why, bool 
     Add(stats_.apps_connected, -1);
     Inc(stats_.apps_disconnected);
   }
-  if (sub->refused) --lingering_;
   const int fd = sub->fd.get();
   loop_->Remove(fd);
   auto it = subscribers_.find(fd);

@@ -16,7 +16,8 @@
 // is checked against SubscriberPolicy at accept (the agent's own uid, the socket's group, and the
 // configured allow-lists); a refused process gets a ProtocolError naming its uid and the setting
 // to change. A connection must subscribe within `subscribe_timeout`, and at most
-// `max_app_connections` are held. The socket file is guarded by a lock file (`<path>.lock`,
+// `max_app_connections` are held (a refused connection lingering until its app has read why
+// holds a slot too, and gives way first). The socket file is guarded by a lock file (`<path>.lock`,
 // flock) so that a second agent never unlinks a live agent's socket.
 //
 // App messages are untrusted input: malformed protobuf, unexpected fds (closed at once),
@@ -119,7 +120,8 @@ class HandoffBroker {
   absl::Status BindSocket(const std::string& path);
   void OnAcceptable();
   bool AdmitApp(int fd);
-  void DrainAndClose(UniqueFd fd);
+  bool DiscardInput(int fd);
+  void EvictOldestRefused();
   void ExpireUnsubscribed(absl::Time now);
   void OnSubscriberEvents(Subscriber* sub, uint32_t events);
   void HandleAppMessage(Subscriber* sub, const v1::AppToAgent& msg);
@@ -156,10 +158,6 @@ class HandoffBroker {
   std::map<int, std::unique_ptr<Subscriber>> subscribers_;  // by fd
   uint64_t next_subscriber_id_ = 1;
   std::string recv_buffer_ = std::string(wire::kMaxMessageBytes, '\0');  // one app message
-  // Refused app connections kept open until the app has read why (see AdmitApp); bounded, so a
-  // flood of refused connects cannot hold fds.
-  static constexpr size_t kMaxLingeringRefused = 64;
-  size_t lingering_ = 0;
   std::atomic<bool> has_capacity_{false};
   std::atomic<size_t> inbox_size_{0};
 

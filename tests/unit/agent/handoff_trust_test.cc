@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <signal.h>
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -261,6 +263,38 @@ TEST_F(HandoffTrustTest, AppConnectionsAreCapped) {
   EXPECT_EQ(v1::ProtocolError::REASON_TOO_MANY_APPS, answer.error().reason());
   EXPECT_TRUE(WaitFor([&] { return stats_.app_connections_over_limit.load() == 1; }));
   EXPECT_EQ(2u, stats_.apps_subscribed.load());
+}
+
+// A refused connection waiting for its app to close holds a slot, but gives way to a new one:
+// refused connects can neither pile up beyond the cap nor keep the real app out.
+TEST_F(HandoffTrustTest, RefusedConnectionsGiveWayToTheApp) {
+  HandoffBrokerOptions o = Options();
+  o.max_app_connections = 1;
+  ASSERT_TRUE(Start(o).ok());
+  int ready[2];
+  ASSERT_EQ(0, pipe(ready));
+  const pid_t pid = fork();
+  if (pid == 0) {
+    close(ready[0]);
+    if (setgroups(1, std::vector<gid_t>{0}.data()) != 0 ||
+        setresgid(kNogroup, kNogroup, kNogroup) != 0 || setresuid(kNobody, kNobody, kNobody) != 0) {
+      _exit(99);
+    }
+    FakeApp refused(path_);  // connected, refused, and kept open
+    (void)!write(ready[1], "x", 1);
+    sleep(3);
+    _exit(refused.connected() ? 0 : 10);
+  }
+  close(ready[1]);
+  char x;
+  ASSERT_EQ(1, read(ready[0], &x, 1));
+  close(ready[0]);
+  ASSERT_TRUE(WaitFor([&] { return stats_.app_subscribers_refused.load() == 1; }));
+  FakeApp app(path_);
+  EXPECT_TRUE(app.Subscribe(1)) << "the refused connection kept the app out";
+  EXPECT_EQ(0u, stats_.app_connections_over_limit.load());
+  kill(pid, SIGKILL);
+  waitpid(pid, nullptr, 0);
 }
 
 }  // namespace
