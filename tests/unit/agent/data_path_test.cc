@@ -35,40 +35,17 @@ uint64_t Fallbacks(const AgentStats& s, FallbackReason r) {
   return s.fallbacks[static_cast<size_t>(r)].load();
 }
 
-class DataPathTest : public ::testing::Test {
+class DataPathTest : public KtlsInstallFixture<::testing::Test> {
  protected:
   void SetUp() override {
-    FakeKtlsSetSockOpt(sys_, &rx_info_, &rx_result_);
-    auto ctx = TlsContext::Create(TlsOptions{}, KernelProbeResult{});
-    ASSERT_TRUE(ctx.ok()) << ctx.status();
-    tls_ = std::move(*ctx);
-    auto certs = CertificateSet::CreateDevelopment();
-    ASSERT_TRUE(certs.ok());
-    state_.certificates = *certs;
-
-    LoopbackListener listener;
-    ASSERT_TRUE(listener.ok());
-    ASSERT_TRUE(client_.ConnectTcp(listener.port()));
-    server_fd_ = listener.Accept();
-    ASSERT_GE(server_fd_, 0);
-
+    KtlsInstallFixture::SetUp();
+    if (HasFatalFailure()) return;
     // A server-side TLS 1.3 handshake (client in a thread), TX then pretended installed.
-    auto ssl = tls_->NewServerSsl(&state_);
-    ASSERT_TRUE(ssl.ok());
-    ssl_ = std::move(*ssl);
-    ASSERT_TRUE(ServerHandshake(sys_, ssl_.get(), server_fd_,
-                                [&] { return client_.Handshake(TLS1_3_VERSION); }));
-    SocketBioKtlsState* st = SocketBioState(SSL_get_wbio(ssl_.get()));
-    ASSERT_NE(nullptr, st);
-    real_ktls_ = *st;
-    st->ulp_set = true;
-    st->ulp_errno = 0;
-    st->tx = true;
-    st->tx_errno = 0;
-  }
-  void TearDown() override {
-    ssl_.reset();
-    if (server_fd_ >= 0) close(server_fd_);
+    Handshake(TLS1_3_VERSION);
+    if (HasFatalFailure()) return;
+    ASSERT_NE(nullptr, SocketBioState(SSL_get_wbio(ssl_.get())));
+    real_ktls_ = *SocketBioState(SSL_get_wbio(ssl_.get()));
+    PretendTxInstalled();
   }
 
   // What the host really left: no ULP (ENOENT), so no TX; OpenSSL writes records itself.
@@ -78,15 +55,7 @@ class DataPathTest : public ::testing::Test {
     return DecideDataPath(sys_, stats_, policy, TlsRole::kAccept, ssl_.get(), server_fd_, rx);
   }
 
-  NiceMock<MockSysCalls> sys_;
   AgentStats stats_;
-  std::unique_ptr<TlsContext> tls_;
-  TlsConnectionState state_;
-  TestClient client_;
-  int server_fd_ = -1;
-  SslPtr ssl_;
-  std::string rx_info_;
-  SysResult rx_result_{0, 0};
   SocketBioKtlsState real_ktls_;
 };
 

@@ -31,59 +31,7 @@ using ::testing::_;
 using ::testing::Invoke;
 using ::testing::NiceMock;
 
-class KtlsInstallerTest : public ::testing::TestWithParam<const char*> {
- protected:
-  void SetUp() override {
-    FakeKtlsSetSockOpt(sys_, &rx_info_, &rx_result_);
-    KernelProbeResult probe;
-    TlsOptions options;
-    auto ctx = TlsContext::Create(options, probe);
-    ASSERT_TRUE(ctx.ok()) << ctx.status();
-    tls_ = std::move(*ctx);
-    auto certs = CertificateSet::CreateDevelopment();
-    ASSERT_TRUE(certs.ok());
-    state_.certificates = *certs;
-
-    LoopbackListener listener;
-    ASSERT_TRUE(listener.ok());
-    port_ = listener.port();
-    ASSERT_TRUE(client_.ConnectTcp(port_));
-    server_fd_ = listener.Accept();
-  }
-  void TearDown() override {
-    ssl_.reset();
-    if (server_fd_ >= 0) close(server_fd_);
-  }
-
-  // Runs the handshake (client in a thread, server non-blocking here).
-  void Handshake(int version, const std::string& cipher) {
-    auto ssl = tls_->NewServerSsl(&state_);
-    ASSERT_TRUE(ssl.ok());
-    ssl_ = std::move(*ssl);
-    ASSERT_TRUE(ServerHandshake(sys_, ssl_.get(), server_fd_,
-                                [&] { return client_.Handshake(version, cipher); }));
-  }
-
-  // Pretends the kernel took TX during the handshake.
-  void PretendTxInstalled() {
-    SocketBioKtlsState* st = SocketBioState(SSL_get_wbio(ssl_.get()));
-    ASSERT_NE(nullptr, st);
-    st->ulp_set = true;
-    st->ulp_errno = 0;
-    st->tx = true;
-    st->tx_errno = 0;
-  }
-
-  NiceMock<MockSysCalls> sys_;
-  std::unique_ptr<TlsContext> tls_;
-  TlsConnectionState state_;
-  TestClient client_;
-  int server_fd_ = -1;
-  int port_ = 0;
-  SslPtr ssl_;
-  std::string rx_info_;
-  SysResult rx_result_{0, 0};
-};
+class KtlsInstallerTest : public KtlsInstallFixture<::testing::TestWithParam<const char*>> {};
 
 TEST_P(KtlsInstallerTest, Tls13RxKeysAreDerivedFromTheClientTrafficSecretWithSequenceZero) {
   Handshake(TLS1_3_VERSION, GetParam());
